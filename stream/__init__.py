@@ -1,0 +1,1 @@
+"""riskstream's streaming side: Faust agents wiring a functional core of small, pure steps."""

@@ -1,0 +1,138 @@
+"""One shared micro-batcher: texts from every text agent are coalesced into model batches.
+
+A batch closes when it reaches ``max_batch_size`` or ``max_wait_s`` after its first text,
+whichever comes first. Tokenisation and inference run in a single worker thread, never on the
+event loop. Backpressure is a limit, not a sleep: at most ``max_pending`` texts may be queued or
+in flight, and ``score()`` waits for room beyond that, which stalls the calling agent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
+from typing import Any
+
+from models.base import ModelHandler, TextScores
+
+#: Called after each batch with (batch size, inference seconds).
+BatchObserver = Callable[[int, float], None]
+
+
+class MicroBatcher:
+    def __init__(
+        self,
+        handler: ModelHandler[Any],
+        *,
+        max_batch_size: int,
+        max_wait_s: float,
+        max_pending: int | None = None,
+        executor: Executor | None = None,
+        on_batch: BatchObserver | None = None,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        if max_batch_size < 1:
+            raise ValueError("max_batch_size must be >= 1")
+        self.handler = handler
+        self.max_batch_size = max_batch_size
+        self.max_wait_s = max_wait_s
+        self.max_pending = max_pending or 4 * max_batch_size
+        self._executor = executor or ThreadPoolExecutor(1, thread_name_prefix="inference")
+        self._on_batch = on_batch
+        self._clock = clock
+        self._pending: deque[tuple[str, asyncio.Future[TextScores]]] = deque()
+        self._room = asyncio.Semaphore(self.max_pending)
+        self._wakeup = asyncio.Event()
+        self._ready = asyncio.Event()
+        self._model: Any = None
+        self._task: asyncio.Task[None] | None = None
+        self.model_load_seconds: float | None = None
+
+    @property
+    def model_version(self) -> str:
+        return self.handler.model_version
+
+    async def start(self) -> None:
+        """Load the model off the loop, then start the batching loop."""
+        if self._task is not None:
+            return
+        loop = asyncio.get_running_loop()
+        started = self._clock()
+        self._model = await loop.run_in_executor(self._executor, self.handler.load_model)
+        self.model_load_seconds = self._clock() - started
+        self._task = asyncio.create_task(self._run(), name="micro-batcher")
+        self._ready.set()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        self._ready.clear()
+        while self._pending:
+            _, future = self._pending.popleft()
+            if not future.done():
+                future.cancel()
+
+    async def score(self, texts: Sequence[str]) -> list[TextScores]:
+        """Scores for ``texts`` in input order; waits for the model to load and for room when
+        the pending limit is hit."""
+        await self._ready.wait()
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[TextScores]] = []
+        for text in texts:
+            await self._room.acquire()
+            future: asyncio.Future[TextScores] = loop.create_future()
+            self._pending.append((text, future))
+            futures.append(future)
+            self._wakeup.set()
+        return list(await asyncio.gather(*futures))
+
+    async def _next_batch(self) -> list[tuple[str, asyncio.Future[TextScores]]]:
+        while not self._pending:
+            self._wakeup.clear()
+            await self._wakeup.wait()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.max_wait_s
+        while len(self._pending) < self.max_batch_size:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            self._wakeup.clear()
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), remaining)
+            except TimeoutError:
+                break
+        size = min(self.max_batch_size, len(self._pending))
+        return [self._pending.popleft() for _ in range(size)]
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = await self._next_batch()
+            texts = [text for text, _ in batch]
+            started = self._clock()
+            try:
+                results = await loop.run_in_executor(
+                    self._executor, self.handler.run_inference, texts, self._model
+                )
+                if len(results) != len(texts):
+                    raise RuntimeError(f"backend returned {len(results)} results for {len(texts)}")
+            except Exception as exc:  # an outage or a bug: every waiter sees it and crashes
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+            else:
+                for (_, future), result in zip(batch, results, strict=True):
+                    if not future.done():
+                        future.set_result(result.inference)
+                if self._on_batch is not None:
+                    self._on_batch(len(batch), self._clock() - started)
+            finally:
+                for _ in batch:
+                    self._room.release()

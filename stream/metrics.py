@@ -1,0 +1,41 @@
+"""Every metric the worker exports, in one place (Prometheus, served at the worker's /metrics).
+
+Names follow ``riskstream_<component>_<metric>``; the live terminal view and the benchmark
+harness read the same page.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+EVENTS_CONSUMED = Counter(
+    "riskstream_stream_events_consumed", "Input records consumed, per logical topic.", ["topic"]
+)
+DEAD_LETTERS = Counter(
+    "riskstream_stream_dead_letters", "Input records sent to the dead-letter topic.", ["reason"]
+)
+SCORED_EVENTS = Counter(
+    "riskstream_stream_scored_events", "Records published to scored-events.", ["event_type"]
+)
+ALERTS = Counter("riskstream_stream_alerts", "Alerts published.", ["alert_type"])
+PROFILES_PUBLISHED = Counter("riskstream_stream_profiles_published", "Profiles published.")
+DUPLICATES_SKIPPED = Counter(
+    "riskstream_stream_duplicates_skipped", "Redelivered events the member state already held."
+)
+BATCH_SIZE = Histogram(
+    "riskstream_model_batch_size",
+    "Texts per model batch.",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
+)
+BATCH_LATENCY = Histogram(
+    "riskstream_model_batch_latency_seconds",
+    "Tokenise + inference time per batch.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
+MODEL_LOAD_SECONDS = Gauge("riskstream_model_load_seconds", "Time to load the model backend.")
+MODEL_INFO = Gauge("riskstream_model_info", "Loaded model (value 1).", ["backend", "version"])
+
+
+def observe_batch(size: int, seconds: float) -> None:
+    BATCH_SIZE.observe(size)
+    BATCH_LATENCY.observe(seconds)

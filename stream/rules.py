@@ -1,0 +1,102 @@
+"""Alert rules: pure functions from one scored member event to zero or more alerts.
+
+Alert ids are a hash of (type, subject, triggering event), so a redelivered event re-publishes
+the same keyed alert instead of a new one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class AlertThresholds:
+    """Score thresholds at which rules fire (configurable through ``Settings``)."""
+
+    negative_review: float = 0.90
+    scam_chat: float = 0.90
+
+
+def alert_id(alert_type: str, subject_kind: str, subject_id: str, event_id: str) -> str:
+    digest = hashlib.sha1(f"{alert_type}|{subject_kind}|{subject_id}|{event_id}".encode())
+    return digest.hexdigest()[:20]
+
+
+def _alert(
+    alert_type: str,
+    severity: str,
+    subject: tuple[str, str],
+    score: float,
+    reasons: list[str],
+    member_evt: Mapping[str, Any],
+) -> dict[str, Any]:
+    data = member_evt["event"]
+    kind, subject_id = subject
+    return {
+        "alert_id": alert_id(alert_type, kind, subject_id, data["event_id"]),
+        "alert_type": alert_type,
+        "severity": severity,
+        "subject": {"kind": kind, "id": subject_id},
+        "score": round(score, 6),
+        "reasons": reasons,
+        "event_ids": [data["event_id"]],
+        "model_version": member_evt["model_version"],
+        "event_time": data["event_time"],
+        "member_id": data["member_id"],
+    }
+
+
+def negative_review_alert(
+    member_evt: Mapping[str, Any], thresholds: AlertThresholds
+) -> dict[str, Any] | None:
+    """A review whose P(negative) reaches the threshold; severe when the rating agrees."""
+    if member_evt["event_type"] != "review":
+        return None
+    p_negative = member_evt["scores"]["sentiment_negative"]
+    if p_negative < thresholds.negative_review:
+        return None
+    data = member_evt["event"]
+    reasons = [f"review sentiment P(negative)={p_negative:.2f} >= {thresholds.negative_review:.2f}"]
+    rating = data.get("rating")
+    if rating is not None:
+        reasons.append(f"rating {rating}/5")
+    severe = rating is not None and rating <= 2
+    return _alert(
+        "negative_review",
+        "high" if severe else "medium",
+        ("product", data["product_id"]),
+        p_negative,
+        reasons,
+        member_evt,
+    )
+
+
+def scam_chat_alert(
+    member_evt: Mapping[str, Any], thresholds: AlertThresholds
+) -> dict[str, Any] | None:
+    """A chat message that reads like a scam (phishing, fake prizes, off-platform payment)."""
+    if member_evt["event_type"] != "chat":
+        return None
+    risk = member_evt["scores"]["scam_risk"]
+    if risk < thresholds.scam_chat:
+        return None
+    data = member_evt["event"]
+    reasons = [
+        f"chat scam risk {risk:.2f} >= {thresholds.scam_chat:.2f}",
+        f"written by the {data['sender_role']}",
+    ]
+    severity = "high" if data["sender_role"] != "member" else "medium"
+    return _alert(
+        "scam_chat", severity, ("conversation", data["conversation_id"]), risk, reasons, member_evt
+    )
+
+
+RULES = (negative_review_alert, scam_chat_alert)
+
+
+def evaluate_rules(member_evt: Mapping[str, Any], thresholds: AlertThresholds) -> list[dict]:
+    """Every alert the event triggers, in rule order."""
+    return [a for rule in RULES if (a := rule(member_evt, thresholds)) is not None]

@@ -1,0 +1,14 @@
+"""Tables: member state, partitioned by member id, backed by a changelog topic."""
+
+from __future__ import annotations
+
+from stream.app import app, settings
+
+#: member id -> member state (see stream.profiles); restored from its changelog on restart.
+member_to_profile = app.Table(
+    "member-to-profile",
+    default=None,
+    partitions=settings.partitions,
+    key_serializer="raw",
+    value_serializer="json",
+)

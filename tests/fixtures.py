@@ -1,0 +1,1 @@
+"""Shared fixtures. Real Kafka appears only in the session-scoped broker fixture."""

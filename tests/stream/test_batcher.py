@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from stream.batcher import MicroBatcher
+from tests.fakes import FakeModelHandler
+
+
+async def started(handler: FakeModelHandler, **kw: float) -> MicroBatcher:
+    batcher = MicroBatcher(handler, **{"max_batch_size": 8, "max_wait_s": 0.05, **kw})
+    await batcher.start()
+    return batcher
+
+
+async def test_results_come_back_in_input_order() -> None:
+    batcher = await started(FakeModelHandler())
+    texts = [f"text {i} {'awful' if i % 3 == 0 else 'ok'}" for i in range(20)]
+    scores = await batcher.score(texts)
+    assert [s.sentiment_negative for s in scores] == [0.99 if i % 3 == 0 else 0.01 for i in range(20)]
+    await batcher.stop()
+
+
+async def test_requests_from_several_callers_share_batches_up_to_the_limit() -> None:
+    handler = FakeModelHandler()
+    batcher = await started(handler, max_batch_size=8, max_wait_s=0.2)
+    a, b = await asyncio.gather(batcher.score(["a"] * 5), batcher.score(["b"] * 5))
+    assert len(a) == len(b) == 5
+    assert [len(x) for x in handler.batches] == [8, 2]
+    assert set(handler.batches[0]) == {"a", "b"}
+    await batcher.stop()
+
+
+async def test_a_half_full_batch_leaves_after_max_wait() -> None:
+    handler = FakeModelHandler()
+    batcher = await started(handler, max_batch_size=64, max_wait_s=0.02)
+    loop = asyncio.get_running_loop()
+    begin = loop.time()
+    await asyncio.wait_for(batcher.score(["one", "two"]), timeout=2)
+    assert loop.time() - begin < 1.0
+    assert handler.batches == [["one", "two"]]
+    await batcher.stop()
+
+
+async def test_pending_limit_applies_backpressure() -> None:
+    gate = threading.Event()
+    handler = FakeModelHandler(block=gate)
+    batcher = await started(handler, max_batch_size=2, max_wait_s=0.0, max_pending=4)
+    caller = asyncio.create_task(batcher.score([f"t{i}" for i in range(10)]))
+    await asyncio.sleep(0.2)
+    assert batcher._room.locked()  # only 4 admitted while the model is stuck
+    assert not caller.done()
+    gate.set()
+    assert len(await asyncio.wait_for(caller, 5)) == 10
+    await batcher.stop()
+
+
+async def test_backend_failure_reaches_every_caller() -> None:
+    batcher = await started(FakeModelHandler(fail_with=RuntimeError("GPU fell off")))
+    with pytest.raises(RuntimeError, match="GPU fell off"):
+        await batcher.score(["x", "y"])
+    await batcher.stop()
+
+
+async def test_model_loads_once_and_observer_sees_batches() -> None:
+    seen: list[int] = []
+    handler = FakeModelHandler()
+    batcher = MicroBatcher(handler, max_batch_size=4, max_wait_s=0.01,
+                           on_batch=lambda size, secs: seen.append(size))
+    await batcher.start()
+    await batcher.start()
+    await batcher.score(["a", "b", "c"])
+    assert handler.loads == 1
+    assert seen == [3]
+    await batcher.stop()

@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+from stream.codec import validate
+from stream.rules import AlertThresholds, alert_id, evaluate_rules
+
+T = AlertThresholds(negative_review=0.9, scam_chat=0.9)
+
+
+def review(neg: float, rating: int | None = None) -> dict:
+    event = {"event_id": "r1", "member_id": "m1", "event_time": "2026-11-23T10:00:00Z",
+             "product_id": "p1"}
+    if rating is not None:
+        event["rating"] = rating
+    return {"event_type": "review", "event": event, "event_time_ms": 0, "model_version": "v1",
+            "scores": {"sentiment_negative": neg, "sentiment_polarity": 1 - 2 * neg, "scam_risk": 0}}
+
+
+def chat(scam: float, role: str) -> dict:
+    event = {"event_id": "c1", "member_id": "m1", "event_time": "2026-11-23T10:00:00Z",
+             "conversation_id": "k1", "sender_role": role}
+    return {"event_type": "chat", "event": event, "event_time_ms": 0, "model_version": "v1",
+            "scores": {"sentiment_negative": 0.5, "sentiment_polarity": 0, "scam_risk": scam}}
+
+
+def test_strongly_negative_review_alerts_on_the_product() -> None:
+    (alert,) = evaluate_rules(review(0.97, rating=1), T)
+    validate("alerts", alert)
+    assert alert["alert_type"] == "negative_review"
+    assert alert["severity"] == "high"
+    assert alert["subject"] == {"kind": "product", "id": "p1"}
+    assert alert["event_ids"] == ["r1"]
+    assert any("rating 1/5" in r for r in alert["reasons"])
+
+
+def test_threshold_is_inclusive_and_positive_reviews_do_not_alert() -> None:
+    assert evaluate_rules(review(0.9), T)[0]["severity"] == "medium"
+    assert evaluate_rules(review(0.89), T) == []
+    assert evaluate_rules(review(0.02, rating=5), T) == []
+
+
+def test_scam_chat_from_merchant_is_high_severity() -> None:
+    (alert,) = evaluate_rules(chat(0.95, "merchant"), T)
+    validate("alerts", alert)
+    assert (alert["alert_type"], alert["severity"]) == ("scam_chat", "high")
+    assert evaluate_rules(chat(0.5, "merchant"), T) == []
+
+
+def test_alert_id_is_deterministic_and_distinct() -> None:
+    assert alert_id("a", "product", "p", "e") == alert_id("a", "product", "p", "e")
+    assert alert_id("a", "product", "p", "e") != alert_id("a", "product", "p", "e2")
+    assert evaluate_rules(review(0.99), T)[0]["alert_id"] == evaluate_rules(review(0.99), T)[0]["alert_id"]

@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+from collections import Counter
+
+import orjson
+
+from stream.simulate import DemoCorpus, DemoTraffic
+from stream.steps import InvalidEvent, RawRecord, ValidEvent, decode_record
+
+CORPUS = DemoCorpus(
+    reviews=[("P1", "Great taste, will buy again.", "positive"), ("P2", "Stale and awful.", "negative")],
+    member_lines=["where is my parcel?", "thanks!"],
+    scam_lines=["WINNER! claim your prize now"],
+)
+
+
+def generate(n: int, **kw: float) -> list:
+    traffic = DemoTraffic(CORPUS, seed=7, members=20, clock_ms=lambda: 1_795_428_000_000, **kw)
+    return [traffic.next_record() for _ in range(n)]
+
+
+def test_valid_records_pass_the_real_decoder_and_malformed_ones_fail() -> None:
+    records = generate(2000, malformed_ratio=0.05)
+    outcomes = Counter()
+    for i, rec in enumerate(records):
+        decoded = decode_record(RawRecord(rec.topic, 0, i, rec.key, rec.value), max_bytes=65536)
+        ok = isinstance(decoded, ValidEvent)
+        assert ok == (rec.malformed is None), (rec.malformed, rec.value[:200])
+        outcomes[rec.topic if ok else "bad"] += 1
+    assert 50 < outcomes["bad"] < 150
+    assert all(outcomes[t] > 300 for t in ("reviews", "chats", "transactions"))
+
+
+def test_generation_is_deterministic_per_seed() -> None:
+    assert [r.value for r in generate(100)] == [r.value for r in generate(100)]
+
+
+def test_records_are_keyed_by_member() -> None:
+    for rec in generate(200, malformed_ratio=0.0):
+        assert orjson.loads(rec.value)["member_id"].encode() == rec.key
+
+
+def test_malformed_kinds_cover_each_reason() -> None:
+    kinds = {r.malformed for r in generate(3000, malformed_ratio=0.2)} - {None}
+    assert kinds == {"invalid_json", "invalid_utf8", "missing_field", "wrong_type",
+                     "oversized_text", "bad_time"}
+    decoded = decode_record(RawRecord("reviews", 0, 0, b"k", b"{"), max_bytes=100)
+    assert isinstance(decoded, InvalidEvent)
