@@ -28,20 +28,28 @@ TOPIC_CONFIGS: dict[str, dict[str, str]] = {
 
 def bootstrap_servers(broker_url: str) -> str:
     """``kafka://a:9092;kafka://b:9092`` -> ``a:9092,b:9092`` (aiokafka's form)."""
-    hosts = [part.strip().removeprefix("kafka://") for part in broker_url.replace(",", ";").split(";")]
+    hosts = [
+        part.strip().removeprefix("kafka://") for part in broker_url.replace(",", ";").split(";")
+    ]
     return ",".join(h for h in hosts if h)
 
 
 async def ensure_topics(settings: Settings, *, timeout_s: float = 30.0) -> list[str]:
     """Create missing topics; returns the names created."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers(settings.kafka_broker),
-                                request_timeout_ms=int(timeout_s * 1000))
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap_servers(settings.kafka_broker),
+        request_timeout_ms=int(timeout_s * 1000),
+    )
     await asyncio.wait_for(admin.start(), timeout_s)
     try:
         existing = set(await admin.list_topics())
         wanted = [
-            NewTopic(settings.topic(name), settings.partitions, settings.replication_factor,
-                     topic_configs=configs)
+            NewTopic(
+                settings.topic(name),
+                settings.partitions,
+                settings.replication_factor,
+                topic_configs=configs,
+            )
             for name, configs in TOPIC_CONFIGS.items()
             if settings.topic(name) not in existing
         ]

@@ -9,7 +9,7 @@ import logging
 import orjson
 from faust import StreamT
 from faust.types import EventT
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import generate_latest
 
 from stream import metrics
 from stream.app import app, settings
@@ -59,13 +59,18 @@ def raw_record(logical_topic: str, event: EventT) -> RawRecord:
 
 async def publish_dead_letter(invalid: InvalidEvent) -> None:
     body = dead_letter(invalid, failed_at=utc_now())
-    await dead_letter_topic.send(key=dead_letter_key(invalid.record), value=encode(body, "dead-letter"))
+    await dead_letter_topic.send(
+        key=dead_letter_key(invalid.record), value=encode(body, "dead-letter")
+    )
     metrics.DEAD_LETTERS.labels(invalid.error.reason).inc()
 
 
 async def handle_input_batch(logical_topic: str, events: list[EventT]) -> None:
     """decode -> score texts in one micro-batch -> re-key valid events by member."""
-    decoded = [decode_record(raw_record(logical_topic, e), max_bytes=settings.max_event_bytes) for e in events]
+    decoded = [
+        decode_record(raw_record(logical_topic, e), max_bytes=settings.max_event_bytes)
+        for e in events
+    ]
     metrics.EVENTS_CONSUMED.labels(logical_topic).inc(len(events))
     valid = [d for d in decoded if isinstance(d, ValidEvent)]
     to_score = [v for v in valid if text_to_score(v) is not None]
@@ -100,11 +105,12 @@ score_transactions = _edge_agent("transactions")
 async def handle_member_event(key: bytes, value: bytes) -> None:
     """Member state -> scored event, alerts, profile. Outputs are keyed, so a replay overwrites."""
     evt = orjson.loads(value)
+    member_id = evt["event"]["member_id"]
     state, changed = apply_member_event(
-        member_to_profile.get(key), evt, negative_threshold=THRESHOLDS.negative_review
+        member_to_profile.get(member_id), evt, negative_threshold=THRESHOLDS.negative_review
     )
     if changed:
-        member_to_profile[key] = state
+        member_to_profile[member_id] = state
     else:
         metrics.DUPLICATES_SKIPPED.inc()
     await scored_events_topic.send(key=key, value=encode(scored_event(evt), "scored-events"))
@@ -112,7 +118,9 @@ async def handle_member_event(key: bytes, value: bytes) -> None:
     for alert in evaluate_rules(evt, THRESHOLDS):
         await alerts_topic.send(key=alert["alert_id"].encode(), value=encode(alert, "alerts"))
         metrics.ALERTS.labels(alert["alert_type"]).inc()
-    await member_profiles_topic.send(key=key, value=encode(public_profile(state), "member-profiles"))
+    await member_profiles_topic.send(
+        key=key, value=encode(public_profile(state), "member-profiles")
+    )
     metrics.PROFILES_PUBLISHED.inc()
 
 
@@ -134,5 +142,6 @@ async def load_model() -> None:
 
 
 @app.page("/metrics")
-async def metrics_page(web, request):  # noqa: ANN001 - Faust's view signature
-    return web.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST)
+async def metrics_page(web, request):
+    # aiohttp refuses a charset inside content_type; Prometheus reads plain text as 0.0.4.
+    return web.bytes(generate_latest(), content_type="text/plain")

@@ -1,4 +1,7 @@
-"""The Faust application. Topics, tables and agents live beside it (topics.py, tables.py, agents.py)."""
+"""The Faust application; its topics, tables and agents live beside it.
+
+See ``topics.py``, ``tables.py`` and ``agents.py``.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +10,12 @@ import faust
 from stream.config import Settings
 
 settings = Settings()
+
+
+def _optional(**options: float | None) -> dict[str, float]:
+    """Only the options that are set, so unset ones keep Faust's defaults."""
+    return {name: value for name, value in options.items() if value is not None}
+
 
 app = faust.App(
     settings.topic(settings.app_id),
@@ -20,9 +29,8 @@ app = faust.App(
     web_port=settings.web_port,
     web_in_thread=False,
     autodiscover=False,
-    **(
-        {"broker_rebalance_timeout": settings.rebalance_timeout_s}
-        if settings.rebalance_timeout_s
-        else {}
+    **_optional(
+        broker_rebalance_timeout=settings.rebalance_timeout_s,
+        broker_session_timeout=settings.session_timeout_s,
     ),
 )

@@ -46,12 +46,18 @@ def broker_binary() -> str:
         raise BrokerError(f"Tansu broker binary not found: {exc}") from None
 
 
-def wait_until_answers(port: int, *, host: str = HOST, timeout_s: float = 20.0,
-                       process: subprocess.Popen | None = None, log_path: Path | None = None) -> None:
+def wait_until_answers(
+    port: int,
+    *,
+    host: str = HOST,
+    timeout_s: float = 20.0,
+    process: subprocess.Popen | None = None,
+    log_path: Path | None = None,
+) -> None:
     """Wait until the broker accepts connections and answers a Kafka ApiVersions request."""
     deadline = time.monotonic() + timeout_s
     # ApiVersions v0, correlation id 1, client id "rs": the smallest valid Kafka request.
-    request = bytes.fromhex("00000012" "0012" "0000" "00000001" "0002") + b"rs"
+    request = bytes.fromhex("0000001200120000000000010002") + b"rs"
     request = len(request[4:]).to_bytes(4, "big") + request[4:]
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
@@ -102,14 +108,29 @@ class EmbeddedBroker:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [binary, "broker", "--listener-url", listener, "--advertised-listener-url",
-                 listener, "--storage-engine", "memory://tansu/"],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                [
+                    binary,
+                    "broker",
+                    "--listener-url",
+                    listener,
+                    "--advertised-listener-url",
+                    listener,
+                    "--storage-engine",
+                    "memory://tansu/",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
         try:
-            wait_until_answers(self.port, host=self.host, timeout_s=timeout_s,
-                               process=self.process, log_path=self.log_path)
+            wait_until_answers(
+                self.port,
+                host=self.host,
+                timeout_s=timeout_s,
+                process=self.process,
+                log_path=self.log_path,
+            )
         except BrokerError:
             self.stop()
             raise
@@ -130,7 +151,11 @@ class EmbeddedBroker:
     def __enter__(self) -> EmbeddedBroker:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         with contextlib.suppress(Exception):
             self.stop()

@@ -27,25 +27,52 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--duration", type=float, default=60.0, show_default=True, help="Seconds of demo traffic.")
-@click.option("--rate", type=float, default=200.0, show_default=True, help="Demo events per second.")
-@click.option("--broker", "broker_url", envvar="KAFKA_BROKER", default=None,
-              help="Use this broker (kafka://host:port) instead of the embedded one.")
+@click.option(
+    "--duration", type=float, default=60.0, show_default=True, help="Seconds of demo traffic."
+)
+@click.option(
+    "--rate", type=float, default=200.0, show_default=True, help="Demo events per second."
+)
+@click.option(
+    "--broker",
+    "broker_url",
+    envvar="KAFKA_BROKER",
+    default=None,
+    help="Use this broker (kafka://host:port) instead of the embedded one.",
+)
 @click.option("--malformed-ratio", type=float, default=0.02, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--run-dir", type=click.Path(path_type=Path), default=None,
-              help="Logs and summary.json go here (default runs/<timestamp>).")
+@click.option(
+    "--run-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Logs and summary.json go here (default runs/<timestamp>).",
+)
 @click.option("--no-live", is_flag=True, help="No live view (for CI logs).")
-def run(duration: float, rate: float, broker_url: str | None, malformed_ratio: float, seed: int,
-        run_dir: Path | None, no_live: bool) -> None:
+def run(
+    duration: float,
+    rate: float,
+    broker_url: str | None,
+    malformed_ratio: float,
+    seed: int,
+    run_dir: Path | None,
+    no_live: bool,
+) -> None:
     """Broker + worker + demo traffic, with a live view and a summary."""
     from models.train import ensure_built
     from stream.runner import RunOptions, run_main_job
 
     ensure_built(progress=True)
     run_dir = run_dir or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
-    options = RunOptions(duration_s=duration, rate=rate, broker_url=broker_url, run_dir=run_dir,
-                         seed=seed, malformed_ratio=malformed_ratio, show_live=not no_live)
+    options = RunOptions(
+        duration_s=duration,
+        rate=rate,
+        broker_url=broker_url,
+        run_dir=run_dir,
+        seed=seed,
+        malformed_ratio=malformed_ratio,
+        show_live=not no_live,
+    )
     try:
         summary = asyncio.run(run_main_job(options, console))
     except BrokerError as exc:
@@ -85,8 +112,14 @@ def worker() -> None:
 @click.option("--broker", "broker_url", envvar="KAFKA_BROKER", required=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--malformed-ratio", type=float, default=0.02, show_default=True)
-def simulate(rate: float, count: int | None, duration: float | None, broker_url: str, seed: int,
-             malformed_ratio: float) -> None:
+def simulate(
+    rate: float,
+    count: int | None,
+    duration: float | None,
+    broker_url: str,
+    seed: int,
+    malformed_ratio: float,
+) -> None:
     """Produce demo traffic (reviews, chats, transactions, some malformed) to a broker."""
     from aiokafka import AIOKafkaProducer
 
@@ -102,8 +135,14 @@ def simulate(rate: float, count: int | None, duration: float | None, broker_url:
         await producer.start()
         try:
             traffic = DemoTraffic(DemoCorpus.load(), seed=seed, malformed_ratio=malformed_ratio)
-            stats = await produce_demo_traffic(producer, traffic, topic_name=settings.topic,
-                                               rate=rate, count=count, duration_s=duration)
+            stats = await produce_demo_traffic(
+                producer,
+                traffic,
+                topic_name=settings.topic,
+                rate=rate,
+                count=count,
+                duration_s=duration,
+            )
         finally:
             await producer.stop()
         console.print(f"sent {stats.total} records {dict(stats.sent)}, {stats.malformed} malformed")

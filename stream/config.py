@@ -24,6 +24,9 @@ class Settings(BaseSettings):
     rebalance_timeout_s: float | None = Field(
         None, description="Group rebalance timeout; None keeps Faust's default."
     )
+    session_timeout_s: float | None = Field(
+        None, description="Consumer session timeout: how soon a dead worker's partitions move."
+    )
     web_port: int = Field(6066, description="Worker web server (/metrics).")
     web_host: str = "127.0.0.1"
     backend: str = Field("auto", description="Model backend: auto, torch-cpu, ...")

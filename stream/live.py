@@ -67,8 +67,13 @@ def mean_batch(now: MetricsSnapshot, before: MetricsSnapshot | None = None) -> f
     return total / count if count else 0.0
 
 
-def render(now: MetricsSnapshot | None, before: MetricsSnapshot | None, produced: int,
-           elapsed_s: float, worker_state: str) -> Table:
+def render(
+    now: MetricsSnapshot | None,
+    before: MetricsSnapshot | None,
+    produced: int,
+    elapsed_s: float,
+    worker_state: str,
+) -> Table:
     table = Table(title=f"riskstream — {elapsed_s:5.0f}s — worker {worker_state}", min_width=60)
     table.add_column("metric")
     table.add_column("value", justify="right")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
 import signal
 import subprocess
@@ -38,8 +39,12 @@ class WorkerProcess:
     def start(self) -> None:
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "stream", "worker"], env=self.env, stdout=log,
-                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                [sys.executable, "-m", "stream", "worker"],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
             )
 
     def state(self) -> str:
@@ -92,8 +97,13 @@ async def run_main_job(options: RunOptions, console: Console) -> dict:
     if options.broker_url is None:
         broker = EmbeddedBroker(log_path=options.run_dir / "broker.log").start()
         options.broker_url = broker.url
+        # Tansu completes a join only after the rebalance timeout, and keeps a dead member
+        # until its session expires: short timeouts keep local restarts quick.
         overrides["RISKSTREAM_REBALANCE_TIMEOUT_S"] = os.environ.get(
             "RISKSTREAM_REBALANCE_TIMEOUT_S", "6"
+        )
+        overrides["RISKSTREAM_SESSION_TIMEOUT_S"] = os.environ.get(
+            "RISKSTREAM_SESSION_TIMEOUT_S", "10"
         )
         console.print(f"embedded broker on {broker.bootstrap} (log: {broker.log_path})")
     web_port = free_port()
@@ -104,8 +114,10 @@ async def run_main_job(options: RunOptions, console: Console) -> dict:
         await ensure_topics(settings)
         corpus = await asyncio.to_thread(DemoCorpus.load)
         worker.start()
-        console.print(f"worker started (log: {worker.log_path}); metrics on "
-                      f"http://127.0.0.1:{web_port}/metrics")
+        console.print(
+            f"worker started (log: {worker.log_path}); metrics on "
+            f"http://127.0.0.1:{web_port}/metrics"
+        )
         return await _drive(options, settings, worker, corpus, web_port, console)
     finally:
         worker.stop()
@@ -113,20 +125,35 @@ async def run_main_job(options: RunOptions, console: Console) -> dict:
             broker.stop()
 
 
-async def _drive(options: RunOptions, settings: Settings, worker: WorkerProcess,
-                 corpus: DemoCorpus, web_port: int, console: Console) -> dict:
+async def _drive(
+    options: RunOptions,
+    settings: Settings,
+    worker: WorkerProcess,
+    corpus: DemoCorpus,
+    web_port: int,
+    console: Console,
+) -> dict:
     url = f"http://127.0.0.1:{web_port}/metrics"
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers(settings.kafka_broker),
-                                acks="all", linger_ms=5)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap_servers(settings.kafka_broker), acks="all", linger_ms=5
+    )
     await producer.start()
     stats = ProduceStats()
     stop = asyncio.Event()
     traffic = DemoTraffic(corpus, seed=options.seed, malformed_ratio=options.malformed_ratio)
     started = time.monotonic()
     history: list[live.MetricsSnapshot] = []
-    produce_task = asyncio.create_task(produce_demo_traffic(
-        producer, traffic, topic_name=settings.topic, rate=options.rate,
-        duration_s=options.duration_s, stats=stats, stop=stop))
+    produce_task = asyncio.create_task(
+        produce_demo_traffic(
+            producer,
+            traffic,
+            topic_name=settings.topic,
+            rate=options.rate,
+            duration_s=options.duration_s,
+            stats=stats,
+            stop=stop,
+        )
+    )
     interrupted = False
     try:
         with Live(console=console, auto_refresh=False, transient=False) as view:
@@ -140,13 +167,21 @@ async def _drive(options: RunOptions, settings: Settings, worker: WorkerProcess,
                     history.append(snap)
                 before = history[-2] if len(history) > 1 else None
                 if options.show_live:
-                    view.update(live.render(snap, before, stats.total,
-                                            time.monotonic() - started, worker.state()),
-                                refresh=True)
+                    view.update(
+                        live.render(
+                            snap, before, stats.total, time.monotonic() - started, worker.state()
+                        ),
+                        refresh=True,
+                    )
                 if produce_task.done():
                     drain_deadline = drain_deadline or time.monotonic() + options.drain_timeout_s
-                    done = history and history[-1].get(live.CONSUMED) >= stats.total and (
-                        history[-1].get(live.SCORED) + history[-1].get(live.DEAD) >= stats.total)
+                    done = (
+                        history
+                        and history[-1].get(live.CONSUMED) >= stats.total
+                        and (
+                            history[-1].get(live.SCORED) + history[-1].get(live.DEAD) >= stats.total
+                        )
+                    )
                     if done or time.monotonic() > drain_deadline:
                         break
     except (KeyboardInterrupt, asyncio.CancelledError):
@@ -159,15 +194,26 @@ async def _drive(options: RunOptions, settings: Settings, worker: WorkerProcess,
                 await produce_task
         await producer.stop()
     summary = summarize(history, stats, time.monotonic() - started, worker, interrupted, options)
-    (options.run_dir / "summary.json").write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2))
+    (options.run_dir / "summary.json").write_bytes(
+        orjson.dumps(summary, option=orjson.OPT_INDENT_2)
+    )
     return summary
 
 
-def summarize(history: list[live.MetricsSnapshot], stats: ProduceStats, elapsed_s: float,
-              worker: WorkerProcess, interrupted: bool, options: RunOptions) -> dict:
+def summarize(
+    history: list[live.MetricsSnapshot],
+    stats: ProduceStats,
+    elapsed_s: float,
+    worker: WorkerProcess,
+    interrupted: bool,
+    options: RunOptions,
+) -> dict:
     last = history[-1] if history else None
-    busy = [(a, b) for a, b in zip(history, history[1:], strict=False)
-            if b.get(live.CONSUMED) > a.get(live.CONSUMED)]
+    busy = [
+        (a, b)
+        for a, b in itertools.pairwise(history)
+        if b.get(live.CONSUMED) > a.get(live.CONSUMED)
+    ]
     processing_s = sum(b.at - a.at for a, b in busy)
     consumed = last.get(live.CONSUMED) if last else 0.0
     return {

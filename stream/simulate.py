@@ -21,7 +21,12 @@ from stream.steps import rfc3339_from_ms
 COUNTRIES = ("DE", "FR", "NL", "ES", "IT", "GB", "US", "PL", "SE", "BR")
 CURRENCY_OF = {"GB": "GBP", "US": "USD", "PL": "PLN", "SE": "SEK", "BR": "BRL"}
 MALFORMED_KINDS = (
-    "invalid_json", "invalid_utf8", "missing_field", "wrong_type", "oversized_text", "bad_time",
+    "invalid_json",
+    "invalid_utf8",
+    "missing_field",
+    "wrong_type",
+    "oversized_text",
+    "bad_time",
 )
 
 
@@ -90,8 +95,13 @@ class DemoTraffic:
         product_id, text, label = self._rng.choice(self.corpus.reviews)
         rating = 5 if label == "positive" else self._rng.choice((1, 1, 2, 2, 3, 4))
         brand = f"brand-{sum(product_id.encode()) % 40:02d}"
-        return {**self._base("rev", member), "product_id": product_id, "brand": brand,
-                "rating": rating, "text": text}
+        return {
+            **self._base("rev", member),
+            "product_id": product_id,
+            "brand": brand,
+            "rating": rating,
+            "text": text,
+        }
 
     def chat(self, member: _Member) -> dict:
         if self._rng.random() < 0.1:
@@ -99,20 +109,27 @@ class DemoTraffic:
         scam = self._rng.random() < self.scam_ratio
         role = "merchant" if scam or self._rng.random() < 0.3 else "member"
         lines = self.corpus.scam_lines if scam else self.corpus.member_lines
-        return {**self._base("chat", member),
-                "conversation_id": f"conv-{member.member_id}-{member.conversation}",
-                "sender_role": role, "text": self._rng.choice(lines)}
+        return {
+            **self._base("chat", member),
+            "conversation_id": f"conv-{member.member_id}-{member.conversation}",
+            "sender_role": role,
+            "text": self._rng.choice(lines),
+        }
 
     def transaction(self, member: _Member) -> dict:
         rng = self._rng
         country = member.country if rng.random() > 0.03 else rng.choice(COUNTRIES)
         if rng.random() < 0.02:
             member.devices.append(f"{member.member_id}-dev-{len(member.devices)}")
-        return {**self._base("tx", member), "amount": round(rng.lognormvariate(3.5, 1.0), 2),
-                "currency": CURRENCY_OF.get(country, "EUR"),
-                "merchant_id": f"mer-{rng.randrange(300):03d}",
-                "channel": rng.choice(("web", "app", "app", "pos")),
-                "device_id": rng.choice(member.devices), "country": country}
+        return {
+            **self._base("tx", member),
+            "amount": round(rng.lognormvariate(3.5, 1.0), 2),
+            "currency": CURRENCY_OF.get(country, "EUR"),
+            "merchant_id": f"mer-{rng.randrange(300):03d}",
+            "channel": rng.choice(("web", "app", "app", "pos")),
+            "device_id": rng.choice(member.devices),
+            "country": country,
+        }
 
     def _malform(self, topic: str, event: dict) -> tuple[bytes, str]:
         kind = self._rng.choice(MALFORMED_KINDS)
@@ -126,9 +143,9 @@ class DemoTraffic:
         elif kind == "wrong_type":
             body["event_time"] = 1234567890
         elif kind == "oversized_text":
-            body["text" if topic != "transactions" else "merchant_id"] = "x" * 6000
+            body["text" if topic != "transactions" else "merchant_id"] = "x" * 25_000
         elif kind == "bad_time":
-            body["event_time"] = "yesterday at noon"
+            body["event_time"] = "2026-02-30T25:00:00Z"
         return orjson.dumps(body), kind
 
     def next_record(self) -> OutgoingRecord:
@@ -181,7 +198,9 @@ async def produce_demo_traffic(
         due = int(rate * elapsed) + 1 if rate > 0 else stats.total + 1
         while stats.total < due and (count is None or stats.total < count):
             record = traffic.next_record()
-            pending.append(await producer.send(topic_name(record.topic), record.value, key=record.key))
+            pending.append(
+                await producer.send(topic_name(record.topic), record.value, key=record.key)
+            )
             stats.sent[record.topic] += 1
             stats.malformed += record.malformed is not None
         if count is not None and stats.total >= count:

@@ -9,6 +9,6 @@ member_to_profile = app.Table(
     "member-to-profile",
     default=None,
     partitions=settings.partitions,
-    key_serializer="raw",
-    value_serializer="json",
+    key_type=str,
+    # No value_type: values are plain JSON dicts (value_type=dict breaks changelog recovery).
 )

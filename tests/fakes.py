@@ -35,8 +35,11 @@ class FakeModelHandler(ModelHandler[str]):
         if self.fail_with is not None:
             raise self.fail_with
         return [
-            PredictionResult(t, TextScores(0.99 if "awful" in t else 0.01,
-                                           0.95 if "prize" in t else 0.0), self.model_version)
+            PredictionResult(
+                t,
+                TextScores(0.99 if "awful" in t else 0.01, 0.95 if "prize" in t else 0.0),
+                self.model_version,
+            )
             for t in batch
         ]
 

@@ -19,7 +19,9 @@ async def test_results_come_back_in_input_order() -> None:
     batcher = await started(FakeModelHandler())
     texts = [f"text {i} {'awful' if i % 3 == 0 else 'ok'}" for i in range(20)]
     scores = await batcher.score(texts)
-    assert [s.sentiment_negative for s in scores] == [0.99 if i % 3 == 0 else 0.01 for i in range(20)]
+    assert [s.sentiment_negative for s in scores] == [
+        0.99 if i % 3 == 0 else 0.01 for i in range(20)
+    ]
     await batcher.stop()
 
 
@@ -67,8 +69,9 @@ async def test_backend_failure_reaches_every_caller() -> None:
 async def test_model_loads_once_and_observer_sees_batches() -> None:
     seen: list[int] = []
     handler = FakeModelHandler()
-    batcher = MicroBatcher(handler, max_batch_size=4, max_wait_s=0.01,
-                           on_batch=lambda size, secs: seen.append(size))
+    batcher = MicroBatcher(
+        handler, max_batch_size=4, max_wait_s=0.01, on_batch=lambda size, secs: seen.append(size)
+    )
     await batcher.start()
     await batcher.start()
     await batcher.score(["a", "b", "c"])

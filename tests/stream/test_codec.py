@@ -5,8 +5,13 @@ import pytest
 
 from stream.codec import ValidationError, decode, encode, parse_event_time
 
-REVIEW = {"event_id": "r1", "member_id": "m1", "event_time": "2026-11-23T10:00:00Z",
-          "product_id": "p1", "text": "fine"}
+REVIEW = {
+    "event_id": "r1",
+    "member_id": "m1",
+    "event_time": "2026-11-23T10:00:00Z",
+    "product_id": "p1",
+    "text": "fine",
+}
 
 
 def raw(data: object) -> bytes:
@@ -31,7 +36,7 @@ def test_valid_review_decodes() -> None:
         (None, "invalid_json"),
         (raw({**REVIEW, "rating": "five"}), "schema_violation"),
         (raw({k: v for k, v in REVIEW.items() if k != "product_id"}), "schema_violation"),
-        (raw({**REVIEW, "text": "x" * 5001}), "schema_violation"),
+        (raw({**REVIEW, "text": "x" * 20_001}), "schema_violation"),
         (raw({**REVIEW, "member_id": "has space"}), "schema_violation"),
         (raw({**REVIEW, "event_time": "2026-11-23T10:00:00.000"}), "invalid_event_time"),
         (raw({**REVIEW, "event_time": "the day after tomorrow"}), "invalid_event_time"),
@@ -53,9 +58,17 @@ def test_schema_violation_names_the_field() -> None:
 
 
 def test_transaction_rules() -> None:
-    tx = {"event_id": "t1", "member_id": "m1", "event_time": "2026-11-23T10:00:00+02:00",
-          "amount": 10.5, "currency": "EUR", "merchant_id": "x", "channel": "web",
-          "device_id": "d", "country": "DE"}
+    tx = {
+        "event_id": "t1",
+        "member_id": "m1",
+        "event_time": "2026-11-23T10:00:00+02:00",
+        "amount": 10.5,
+        "currency": "EUR",
+        "merchant_id": "x",
+        "channel": "web",
+        "device_id": "d",
+        "country": "DE",
+    }
     assert decode(raw(tx), "transactions") == tx
     assert reason_of(raw({**tx, "amount": -1}), "transactions") == "schema_violation"
     assert reason_of(raw({**tx, "currency": "euro"}), "transactions") == "schema_violation"

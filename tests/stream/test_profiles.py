@@ -6,15 +6,30 @@ from stream.codec import validate
 from stream.profiles import RECENT_EVENT_IDS, apply_member_event, ewma, public_profile
 
 
-def mevt(event_id: str, kind: str = "review", t: int = 1_000, neg: float = 0.1,
-         role: str = "member", scam: float = 0.0) -> dict:
+def mevt(
+    event_id: str,
+    kind: str = "review",
+    t: int = 1_000,
+    neg: float = 0.1,
+    role: str = "member",
+    scam: float = 0.0,
+) -> dict:
     event = {"event_id": event_id, "member_id": "m1", "event_time": "x"}
     if kind == "chat":
         event["sender_role"] = role
-    scores = {} if kind == "transaction" else {
-        "sentiment_negative": neg, "sentiment_polarity": 1 - 2 * neg, "scam_risk": scam}
-    return {"event_type": kind, "event": event, "event_time_ms": t, "scores": scores,
-            "model_version": "v1" if scores else None, "source": {}}
+    scores = (
+        {}
+        if kind == "transaction"
+        else {"sentiment_negative": neg, "sentiment_polarity": 1 - 2 * neg, "scam_risk": scam}
+    )
+    return {
+        "event_type": kind,
+        "event": event,
+        "event_time_ms": t,
+        "scores": scores,
+        "model_version": "v1" if scores else None,
+        "source": {},
+    }
 
 
 def fold(*events: dict) -> dict:
@@ -32,7 +47,9 @@ def test_counts_and_event_time_bounds() -> None:
 
 
 def test_rolling_sentiment_is_an_ewma_of_member_texts_only() -> None:
-    state = fold(mevt("a", neg=0.0), mevt("b", neg=1.0), mevt("c", "chat", neg=1.0, role="merchant"))
+    state = fold(
+        mevt("a", neg=0.0), mevt("b", neg=1.0), mevt("c", "chat", neg=1.0, role="merchant")
+    )
     assert state["sentiment_ewma"] == pytest.approx(ewma(ewma(None, 1.0), -1.0))
     assert state["sentiment_ewma"] == pytest.approx(0.6)
 
@@ -52,14 +69,18 @@ def test_recent_ids_are_bounded() -> None:
 
 
 def test_scam_risk_max_tracks_chats() -> None:
-    state = fold(mevt("a", "chat", scam=0.3), mevt("b", "chat", scam=0.8), mevt("c", "chat", scam=0.1))
+    state = fold(
+        mevt("a", "chat", scam=0.3), mevt("b", "chat", scam=0.8), mevt("c", "chat", scam=0.1)
+    )
     assert state["scam_risk_max"] == 0.8
 
 
 def test_input_state_is_not_mutated() -> None:
     first = fold(mevt("a"))
-    snapshot = {k: (list(v) if isinstance(v, list) else dict(v) if isinstance(v, dict) else v)
-                for k, v in first.items()}
+    snapshot = {
+        k: (list(v) if isinstance(v, list) else dict(v) if isinstance(v, dict) else v)
+        for k, v in first.items()
+    }
     apply_member_event(first, mevt("b", "chat"), negative_threshold=0.9)
     assert first == snapshot
 

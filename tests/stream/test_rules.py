@@ -7,19 +7,38 @@ T = AlertThresholds(negative_review=0.9, scam_chat=0.9)
 
 
 def review(neg: float, rating: int | None = None) -> dict:
-    event = {"event_id": "r1", "member_id": "m1", "event_time": "2026-11-23T10:00:00Z",
-             "product_id": "p1"}
+    event = {
+        "event_id": "r1",
+        "member_id": "m1",
+        "event_time": "2026-11-23T10:00:00Z",
+        "product_id": "p1",
+    }
     if rating is not None:
         event["rating"] = rating
-    return {"event_type": "review", "event": event, "event_time_ms": 0, "model_version": "v1",
-            "scores": {"sentiment_negative": neg, "sentiment_polarity": 1 - 2 * neg, "scam_risk": 0}}
+    return {
+        "event_type": "review",
+        "event": event,
+        "event_time_ms": 0,
+        "model_version": "v1",
+        "scores": {"sentiment_negative": neg, "sentiment_polarity": 1 - 2 * neg, "scam_risk": 0},
+    }
 
 
 def chat(scam: float, role: str) -> dict:
-    event = {"event_id": "c1", "member_id": "m1", "event_time": "2026-11-23T10:00:00Z",
-             "conversation_id": "k1", "sender_role": role}
-    return {"event_type": "chat", "event": event, "event_time_ms": 0, "model_version": "v1",
-            "scores": {"sentiment_negative": 0.5, "sentiment_polarity": 0, "scam_risk": scam}}
+    event = {
+        "event_id": "c1",
+        "member_id": "m1",
+        "event_time": "2026-11-23T10:00:00Z",
+        "conversation_id": "k1",
+        "sender_role": role,
+    }
+    return {
+        "event_type": "chat",
+        "event": event,
+        "event_time_ms": 0,
+        "model_version": "v1",
+        "scores": {"sentiment_negative": 0.5, "sentiment_polarity": 0, "scam_risk": scam},
+    }
 
 
 def test_strongly_negative_review_alerts_on_the_product() -> None:
@@ -48,4 +67,7 @@ def test_scam_chat_from_merchant_is_high_severity() -> None:
 def test_alert_id_is_deterministic_and_distinct() -> None:
     assert alert_id("a", "product", "p", "e") == alert_id("a", "product", "p", "e")
     assert alert_id("a", "product", "p", "e") != alert_id("a", "product", "p", "e2")
-    assert evaluate_rules(review(0.99), T)[0]["alert_id"] == evaluate_rules(review(0.99), T)[0]["alert_id"]
+    assert (
+        evaluate_rules(review(0.99), T)[0]["alert_id"]
+        == evaluate_rules(review(0.99), T)[0]["alert_id"]
+    )

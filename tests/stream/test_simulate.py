@@ -8,7 +8,10 @@ from stream.simulate import DemoCorpus, DemoTraffic
 from stream.steps import InvalidEvent, RawRecord, ValidEvent, decode_record
 
 CORPUS = DemoCorpus(
-    reviews=[("P1", "Great taste, will buy again.", "positive"), ("P2", "Stale and awful.", "negative")],
+    reviews=[
+        ("P1", "Great taste, will buy again.", "positive"),
+        ("P2", "Stale and awful.", "negative"),
+    ],
     member_lines=["where is my parcel?", "thanks!"],
     scam_lines=["WINNER! claim your prize now"],
 )
@@ -42,7 +45,13 @@ def test_records_are_keyed_by_member() -> None:
 
 def test_malformed_kinds_cover_each_reason() -> None:
     kinds = {r.malformed for r in generate(3000, malformed_ratio=0.2)} - {None}
-    assert kinds == {"invalid_json", "invalid_utf8", "missing_field", "wrong_type",
-                     "oversized_text", "bad_time"}
+    assert kinds == {
+        "invalid_json",
+        "invalid_utf8",
+        "missing_field",
+        "wrong_type",
+        "oversized_text",
+        "bad_time",
+    }
     decoded = decode_record(RawRecord("reviews", 0, 0, b"k", b"{"), max_bytes=100)
     assert isinstance(decoded, InvalidEvent)

@@ -17,8 +17,15 @@ from stream.steps import (
     text_to_score,
 )
 
-CHAT = {"event_id": "c1", "member_id": "m1", "event_time": "2026-11-23T10:00:00Z",
-        "conversation_id": "k1", "sender_role": "merchant", "text": "hello", "product_id": "p9"}
+CHAT = {
+    "event_id": "c1",
+    "member_id": "m1",
+    "event_time": "2026-11-23T10:00:00Z",
+    "conversation_id": "k1",
+    "sender_role": "merchant",
+    "text": "hello",
+    "product_id": "p9",
+}
 
 
 def record(value: bytes | None, topic: str = "chats", offset: int = 5) -> RawRecord:
@@ -48,9 +55,17 @@ def test_invalid_record_keeps_original_bytes_in_dead_letter() -> None:
 
 
 def test_transactions_have_no_text_to_score() -> None:
-    tx = {"event_id": "t1", "member_id": "m1", "event_time": "2026-11-23T10:00:00Z",
-          "amount": 1, "currency": "EUR", "merchant_id": "x", "channel": "web",
-          "device_id": "d", "country": "DE"}
+    tx = {
+        "event_id": "t1",
+        "member_id": "m1",
+        "event_time": "2026-11-23T10:00:00Z",
+        "amount": 1,
+        "currency": "EUR",
+        "merchant_id": "x",
+        "channel": "web",
+        "device_id": "d",
+        "country": "DE",
+    }
     event = decode_record(record(orjson.dumps(tx), topic="transactions"), max_bytes=10_000)
     assert isinstance(event, ValidEvent)
     assert text_to_score(event) is None
@@ -63,5 +78,9 @@ def test_scored_event_is_schema_valid_and_carries_model_version() -> None:
     out = scored_event(member_event(event, scores, "v7"))
     validate("scored-events", out)
     assert out["model_version"] == "v7"
-    assert out["subject"] == {"conversation_id": "k1", "sender_role": "merchant", "product_id": "p9"}
+    assert out["subject"] == {
+        "conversation_id": "k1",
+        "sender_role": "merchant",
+        "product_id": "p9",
+    }
     assert "text" not in out

@@ -1,0 +1,43 @@
+"""Backend selection and the ``python -m models`` CLI."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from models.__main__ import cli
+from models.backends.torch_cpu import TorchCpuHandler
+from models.factory import available_backends, create_handler
+
+
+def test_auto_picks_torch_cpu_and_says_why(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="models.factory"):
+        handler = create_handler()
+    assert isinstance(handler, TorchCpuHandler)
+    assert "torch-cpu" in caplog.text
+    assert "auto" in caplog.text
+
+
+def test_named_backend_is_honoured() -> None:
+    assert isinstance(create_handler("torch-cpu"), TorchCpuHandler)
+
+
+def test_unknown_backend_lists_the_available_ones() -> None:
+    with pytest.raises(ValueError, match="torch-cpu") as caught:
+        create_handler("tensorrt-h100")
+    assert "auto" in str(caught.value)
+    assert "torch-cpu" in available_backends()
+
+
+def test_cli_info_and_build_report_the_built_model(artefact_path: Path) -> None:
+    runner = CliRunner()
+    info = runner.invoke(cli, ["info"])
+    build = runner.invoke(cli, ["build", "--quiet"])  # already built: reads the card only
+    assert info.exit_code == 0, info.output
+    assert build.exit_code == 0, build.output
+    for output in (info.output, build.output):
+        assert artefact_path.name in output
+        assert "fine_foods_test_accuracy" in output

@@ -1,0 +1,83 @@
+"""The build: versioning, head fitting, metrics, and a card that matches the data it claims."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from models import artefacts
+from models.artefacts import RECIPE, model_version
+from models.base import HEAD_NAMES
+from models.metrics import binary_metrics
+from models.train import data_hash, fit_head, heads_from_fits, load_datasets, predict
+
+
+def test_model_version_names_the_family_and_tracks_the_recipe() -> None:
+    version = model_version()
+    assert re.fullmatch(r"minilm-l6-heads-[0-9a-f]{10}", version)
+    assert version == model_version(RECIPE)
+    assert model_version(dataclasses.replace(RECIPE, learning_rate=0.1)) != version
+
+
+def test_model_version_tracks_the_recipe_version(monkeypatch: pytest.MonkeyPatch) -> None:
+    version = model_version()
+    monkeypatch.setattr(artefacts, "TRAINING_RECIPE_VERSION", "test-bump")
+    assert model_version() != version
+
+
+def test_binary_metrics_on_a_worked_example() -> None:
+    y_true = np.array([1, 1, 1, 0, 0, 0, 0, 0], dtype=np.float32)
+    probs = np.array([0.9, 0.8, 0.2, 0.7, 0.1, 0.1, 0.3, 0.4], dtype=np.float32)
+    metrics = binary_metrics(y_true, probs)
+    # tp=2 fp=1 fn=1 tn=4
+    assert metrics["accuracy"] == pytest.approx(6 / 8)
+    assert metrics["precision"] == pytest.approx(2 / 3)
+    assert metrics["recall"] == pytest.approx(2 / 3)
+    assert metrics["macro_f1"] == pytest.approx((2 / 3 + 0.8) / 2)
+
+
+def test_fit_head_learns_a_linear_rule_and_folds_standardisation() -> None:
+    generator = torch.Generator().manual_seed(0)
+    y = (torch.rand(600, generator=generator) < 0.3).float()
+    direction = torch.nn.functional.normalize(torch.randn(384, generator=generator), dim=0)
+    noise = torch.randn(600, 384, generator=generator)
+    # Two clusters +-3 sigma apart along one direction, projected to unit length like embeddings.
+    x = torch.nn.functional.normalize(noise + 3.0 * (2 * y - 1)[:, None] * direction, dim=1)
+    recipe = dataclasses.replace(RECIPE, weight_decays=(0.0, 1e-2), epoch_checkpoints=(50, 200))
+
+    fit = fit_head((x[:500], y[:500]), [(x[500:], y[500:])], recipe)
+
+    heads = heads_from_fits({name: fit for name in HEAD_NAMES})
+    held_out = predict(heads, "scam_risk", x[500:].numpy()) >= 0.5
+    assert np.mean(held_out == y[500:].numpy().astype(bool)) > 0.95
+    assert fit.weight_decay in recipe.weight_decays
+    assert fit.epochs in recipe.epoch_checkpoints
+
+
+def test_card_describes_this_build(artefact_path: Path) -> None:
+    card = artefacts.read_card(artefact_path)
+    assert card["model_version"] == artefact_path.name == model_version()
+    assert card["head_names"] == list(HEAD_NAMES)
+    datasets = load_datasets()
+    assert card["data_hashes"] == {key: data_hash(rows) for key, rows in datasets.items()}
+    assert card["n_examples"] == {key: len(rows) for key, rows in datasets.items()}
+
+
+def test_card_metrics_clear_the_regression_floor(artefact_path: Path) -> None:
+    headline = artefacts.read_card(artefact_path)["headline"]
+    assert headline["fine_foods_test_accuracy"] > 0.75
+    assert headline["fine_foods_test_macro_f1"] > 0.70
+    assert headline["sms_test_accuracy"] > 0.97
+    assert headline["sms_test_recall"] > 0.85
+    assert headline["scam_flag_rate_on_fine_foods_test"] < 0.02
+
+
+def test_saved_heads_round_trip(artefact_path: Path) -> None:
+    heads = artefacts.load_heads(artefact_path)
+    assert set(heads.keys()) == set(HEAD_NAMES)
+    assert all(not head.training for head in heads.values())
