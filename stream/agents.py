@@ -1,16 +1,24 @@
 """The agents: edge agents (decode -> micro-batch -> score -> re-key by member) and the member
 agent (profile table -> scored events, alerts, profiles). Each agent handles errors per event:
-bad input is dead-lettered, anything else stops the worker before its offsets are committed."""
+bad input is dead-lettered, anything else stops the worker before its offsets are committed.
+
+Edge agents ack manually: an event is acked by the in-order publisher only after its output was
+handed to the producer, and Faust flushes the producer before it commits an offset. Agents keep
+admitting events while the model runs (the micro-batcher bounds what is in flight), so batching
+never waits on one agent's batch to finish."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from dataclasses import dataclass
 
 import orjson
 from faust import StreamT
 from faust.types import EventT
 from prometheus_client import generate_latest
 
+from models.base import TextScores
 from stream import metrics
 from stream.app import app, settings
 from stream.codec import encode
@@ -65,33 +73,50 @@ async def publish_dead_letter(invalid: InvalidEvent) -> None:
     metrics.DEAD_LETTERS.labels(invalid.error.reason).inc()
 
 
-async def handle_input_batch(logical_topic: str, events: list[EventT]) -> None:
-    """decode -> score texts in one micro-batch -> re-key valid events by member."""
-    decoded = [
-        decode_record(raw_record(logical_topic, e), max_bytes=settings.max_event_bytes)
-        for e in events
-    ]
-    metrics.EVENTS_CONSUMED.labels(logical_topic).inc(len(events))
-    valid = [d for d in decoded if isinstance(d, ValidEvent)]
-    to_score = [v for v in valid if text_to_score(v) is not None]
-    scores = await batcher.score([text_to_score(v) for v in to_score]) if to_score else []
-    scores_of = {id(v): s.as_dict() for v, s in zip(to_score, scores, strict=True)}
-    for item in decoded:
-        if isinstance(item, InvalidEvent):
-            await publish_dead_letter(item)
-            continue
-        text_scores = scores_of.get(id(item))
-        body = member_event(item, text_scores, handler.model_version if text_scores else None)
-        await member_events_topic.send(key=item.member_id.encode(), value=orjson.dumps(body))
+@dataclass(slots=True)
+class InFlight:
+    """An input event between admission and publication; acked only once its output is sent."""
+
+    stream: StreamT
+    event: EventT
+    decoded: ValidEvent | InvalidEvent
+    scores: asyncio.Future[TextScores] | None
+
+
+#: Admitted events in consumption order. Bounded: a full queue stalls the edge agents.
+in_flight: asyncio.Queue[InFlight] = asyncio.Queue(maxsize=batcher.max_pending)
+
+
+async def admit(stream: StreamT, logical_topic: str, event: EventT) -> None:
+    """decode -> hand the text to the shared micro-batcher -> queue for publication."""
+    metrics.EVENTS_CONSUMED.labels(logical_topic).inc()
+    decoded = decode_record(raw_record(logical_topic, event), max_bytes=settings.max_event_bytes)
+    text = text_to_score(decoded) if isinstance(decoded, ValidEvent) else None
+    scores = await batcher.submit(text) if text is not None else None
+    await in_flight.put(InFlight(stream, event, decoded, scores))
+
+
+async def publish(item: InFlight) -> None:
+    """Dead letter, or member event (re-keyed by member) -> then, and only then, ack."""
+    if isinstance(item.decoded, InvalidEvent):
+        await publish_dead_letter(item.decoded)
+    else:
+        scores = (await item.scores).as_dict() if item.scores is not None else None
+        body = member_event(item.decoded, scores, handler.model_version if scores else None)
+        await member_events_topic.send(
+            key=item.decoded.member_id.encode(), value=orjson.dumps(body)
+        )
+    await item.stream.ack(item.event)
 
 
 def _edge_agent(logical_topic: str):
     async def agent(stream: StreamT) -> None:
-        async for events in stream.take_events(batcher.max_batch_size, within=batcher.max_wait_s):
+        manual = stream.noack()  # acked by `publish`, after the output is sent
+        async for event in manual.events():
             try:
-                await handle_input_batch(logical_topic, list(events))
+                await admit(manual, logical_topic, event)
             except Exception as exc:
-                fatal(exc, f"{logical_topic} batch of {len(events)} at {events[0].message.tp}")
+                fatal(exc, f"{logical_topic} {event.message.tp} offset {event.message.offset}")
 
     agent.__name__ = agent.__qualname__ = f"score_{logical_topic}"
     return app.agent(INPUT_TOPICS[logical_topic], name=f"score_{logical_topic}")(agent)
@@ -100,6 +125,17 @@ def _edge_agent(logical_topic: str):
 score_reviews = _edge_agent("reviews")
 score_chats = _edge_agent("chats")
 score_transactions = _edge_agent("transactions")
+
+
+@app.task
+async def publish_in_order() -> None:
+    """One publisher keeps outputs in consumption order (replays stay deterministic)."""
+    while True:
+        item = await in_flight.get()
+        try:
+            await publish(item)
+        except Exception as exc:
+            fatal(exc, f"publishing {item.event.message.tp} offset {item.event.message.offset}")
 
 
 async def handle_member_event(key: bytes, value: bytes) -> None:

@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import faust
 
+from stream import faust_fixes
 from stream.config import Settings
+
+faust_fixes.apply()
 
 settings = Settings()
 

@@ -78,18 +78,19 @@ class MicroBatcher:
             if not future.done():
                 future.cancel()
 
-    async def score(self, texts: Sequence[str]) -> list[TextScores]:
-        """Scores for ``texts`` in input order; waits for the model to load and for room when
-        the pending limit is hit."""
+    async def submit(self, text: str) -> asyncio.Future[TextScores]:
+        """Queue one text; returns the future of its scores. Waits for the model to load and,
+        past ``max_pending`` texts queued or in flight, for room (backpressure)."""
         await self._ready.wait()
-        loop = asyncio.get_running_loop()
-        futures: list[asyncio.Future[TextScores]] = []
-        for text in texts:
-            await self._room.acquire()
-            future: asyncio.Future[TextScores] = loop.create_future()
-            self._pending.append((text, future))
-            futures.append(future)
-            self._wakeup.set()
+        await self._room.acquire()
+        future: asyncio.Future[TextScores] = asyncio.get_running_loop().create_future()
+        self._pending.append((text, future))
+        self._wakeup.set()
+        return future
+
+    async def score(self, texts: Sequence[str]) -> list[TextScores]:
+        """Scores for ``texts`` in input order."""
+        futures = [await self.submit(text) for text in texts]
         return list(await asyncio.gather(*futures))
 
     async def _next_batch(self) -> list[tuple[str, asyncio.Future[TextScores]]]:

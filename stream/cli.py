@@ -31,7 +31,7 @@ def main() -> None:
     "--duration", type=float, default=60.0, show_default=True, help="Seconds of demo traffic."
 )
 @click.option(
-    "--rate", type=float, default=200.0, show_default=True, help="Demo events per second."
+    "--rate", type=float, default=80.0, show_default=True, help="Demo events per second."
 )
 @click.option(
     "--broker",

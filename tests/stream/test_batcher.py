@@ -78,3 +78,14 @@ async def test_model_loads_once_and_observer_sees_batches() -> None:
     assert handler.loads == 1
     assert seen == [3]
     await batcher.stop()
+
+
+async def test_submit_returns_futures_that_resolve_per_text() -> None:
+    handler = FakeModelHandler()
+    batcher = await started(handler, max_batch_size=4, max_wait_s=0.01)
+    futures = [await batcher.submit(t) for t in ("fine", "awful", "prize")]
+    scores = await asyncio.gather(*futures)
+    assert [s.sentiment_negative for s in scores] == [0.01, 0.99, 0.01]
+    assert [s.scam_risk for s in scores] == [0.0, 0.0, 0.95]
+    assert handler.batches == [["fine", "awful", "prize"]]
+    await batcher.stop()
