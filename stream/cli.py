@@ -30,9 +30,7 @@ def main() -> None:
 @click.option(
     "--duration", type=float, default=60.0, show_default=True, help="Seconds of demo traffic."
 )
-@click.option(
-    "--rate", type=float, default=80.0, show_default=True, help="Demo events per second."
-)
+@click.option("--rate", type=float, default=80.0, show_default=True, help="Demo events per second.")
 @click.option(
     "--broker",
     "broker_url",
