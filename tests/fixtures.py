@@ -4,9 +4,6 @@ integration fixtures; each test isolates itself with its own topic prefix and ap
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +13,7 @@ import pytest
 from stream.admin import ensure_topics
 from stream.broker import EmbeddedBroker, free_port
 from stream.config import Settings
+from stream.runner import WorkerProcess
 
 
 @pytest.fixture(scope="session")
@@ -32,57 +30,20 @@ def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedB
     broker.stop()
 
 
-class WorkerProcess:
-    """A real ``python -m stream worker`` subprocess against the test broker."""
-
-    def __init__(self, broker: EmbeddedBroker, prefix: str, log_path: Path, **env: str) -> None:
-        self.log_path = log_path
-        self.web_port = free_port()
-        self.env = {
-            **os.environ,
-            "KAFKA_BROKER": broker.url,
-            "RISKSTREAM_TOPIC_PREFIX": prefix,
-            "RISKSTREAM_PARTITIONS": "2",
-            "RISKSTREAM_REBALANCE_TIMEOUT_S": "6",
-            "RISKSTREAM_SESSION_TIMEOUT_S": "10",
-            "RISKSTREAM_WEB_PORT": str(self.web_port),
-            "RISKSTREAM_LOG_LEVEL": "warning",
-            "PYTHONUNBUFFERED": "1",
-            **env,
-        }
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> WorkerProcess:
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "stream", "worker"],
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        return self
-
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def kill(self) -> None:
-        """SIGKILL: no shutdown hooks, no final commit."""
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-    def log_tail(self, lines: int = 40) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+def worker_env(broker: EmbeddedBroker, prefix: str, **env: str) -> dict[str, str]:
+    """A test worker's settings: its own prefix and web port, short group timeouts."""
+    return {
+        **os.environ,
+        "KAFKA_BROKER": broker.url,
+        "RISKSTREAM_TOPIC_PREFIX": prefix,
+        "RISKSTREAM_PARTITIONS": "2",
+        "RISKSTREAM_REBALANCE_TIMEOUT_S": "6",
+        "RISKSTREAM_SESSION_TIMEOUT_S": "10",
+        "RISKSTREAM_WEB_PORT": str(free_port()),
+        "RISKSTREAM_LOG_LEVEL": "warning",
+        "PYTHONUNBUFFERED": "1",
+        **env,
+    }
 
 
 @pytest.fixture
@@ -102,10 +63,11 @@ def make_worker(
         settings = Settings(KAFKA_BROKER=kafka_broker.url, topic_prefix=topic_prefix, partitions=2)
         await ensure_topics(settings)
         worker = WorkerProcess(
-            kafka_broker, topic_prefix, tmp_path / f"worker{len(workers)}.log", **env
+            worker_env(kafka_broker, topic_prefix, **env), tmp_path / f"worker{len(workers)}.log"
         )
         workers.append(worker)
-        return worker.start()
+        worker.start()
+        return worker
 
     yield factory
     for worker in workers:
