@@ -33,8 +33,8 @@ test: model
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: setup
-	$(VENV)/bin/ruff check stream models tests
-	$(VENV)/bin/ruff format --check stream models tests
+	$(VENV)/bin/ruff check stream models tests bench
+	$(VENV)/bin/ruff format --check stream models tests bench
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

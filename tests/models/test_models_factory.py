@@ -9,15 +9,18 @@ import pytest
 from click.testing import CliRunner
 
 from models.__main__ import cli
+from models.backends.onnx_cpu import OnnxCpuHandler
 from models.backends.torch_cpu import TorchCpuHandler
 from models.factory import available_backends, create_handler
 
 
-def test_auto_picks_torch_cpu_and_says_why(caplog: pytest.LogCaptureFixture) -> None:
+def test_auto_picks_onnx_cpu_without_a_gpu_and_says_why(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     with caplog.at_level(logging.INFO, logger="models.factory"):
         handler = create_handler()
-    assert isinstance(handler, TorchCpuHandler)
-    assert "torch-cpu" in caplog.text
+    assert isinstance(handler, OnnxCpuHandler)
+    assert "onnx-cpu" in caplog.text
     assert "auto" in caplog.text
 
 

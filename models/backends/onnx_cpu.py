@@ -1,0 +1,132 @@
+"""ONNX Runtime on CPU: the exported encoder + heads, fp32 or dynamically quantised INT8.
+
+Same tokenisation and length bucketing as the torch reference; only the forward pass differs.
+INT8 is built (``models.export.quantize_int8``) but not the default: with the current heads it
+does not hold label parity (see docs/model-card.md), so ``precision="fp32"`` is what auto picks.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from models import artefacts
+from models.backends.torch_cpu import (
+    DEFAULT_CALL_OVERHEAD_TOKENS,
+    DEFAULT_MAX_TOKENS_PER_CALL,
+    _scores,
+    plan_sub_batches,
+)
+from models.base import HEAD_NAMES, ModelHandler, PredictionResult
+from models.encoder import MAX_LENGTH, load_tokenizer, pad_batch, tokenize
+
+__all__ = [
+    "LoadedOnnxModel",
+    "OnnxCpuHandler",
+    "OnnxInferenceFn",
+    "default_onnx_inference_fn",
+    "validate_provider",
+]
+
+log = logging.getLogger(__name__)
+
+Precision = Literal["fp32", "int8"]
+#: ``(session, {"input_ids", "attention_mask"} as int64 arrays) -> probabilities (rows, heads)``.
+OnnxInferenceFn = Callable[[Any, Mapping[str, np.ndarray]], np.ndarray]
+
+
+def default_onnx_inference_fn(session: Any, feed: Mapping[str, np.ndarray]) -> np.ndarray:
+    from models.export import OUTPUT_NAME
+
+    return session.run([OUTPUT_NAME], dict(feed))[0]
+
+
+def validate_provider(provider: str) -> None:
+    """An unknown execution provider is an error naming the ones available."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    if provider not in available:
+        raise ValueError(f"ONNX Runtime provider {provider!r} unavailable; have {available}")
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedOnnxModel:
+    session: Any
+    tokenizer: Any
+    model_version: str
+    path: Path
+
+
+class OnnxCpuHandler(ModelHandler[LoadedOnnxModel]):
+    def __init__(
+        self,
+        *,
+        precision: Precision = "fp32",
+        artefact_path: Path | None = None,
+        inference_fn: OnnxInferenceFn = default_onnx_inference_fn,
+        provider: str = "CPUExecutionProvider",
+        intra_op_threads: int | None = None,
+        max_length: int = MAX_LENGTH,
+    ) -> None:
+        self.precision = precision
+        self._path = artefact_path or artefacts.artefact_dir()
+        self._inference_fn = inference_fn
+        self._provider = provider
+        self._threads = intra_op_threads
+        self._max_length = max_length
+
+    @property
+    def model_version(self) -> str:
+        return self._path.name
+
+    def get_metrics_namespace(self) -> str:
+        return f"riskstream.model.onnx_cpu.{self.precision}"
+
+    def load_model(self) -> LoadedOnnxModel:
+        """Export (and quantise) on first use, then open an ORT session and warm it up."""
+        import onnxruntime as ort
+
+        from models.export import export_onnx, quantize_int8
+
+        validate_provider(self._provider)
+        path = quantize_int8(self._path) if self.precision == "int8" else export_onnx(self._path)
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if self._threads:
+            options.intra_op_num_threads = self._threads
+        session = ort.InferenceSession(str(path), options, providers=[self._provider])
+        model = LoadedOnnxModel(session, load_tokenizer(), self.model_version, path)
+        self.run_inference(["warm-up"], model)
+        log.info("loaded %s (%s) from %s", self.model_version, self.precision, path)
+        return model
+
+    def run_inference(
+        self,
+        batch: Sequence[str],
+        model: LoadedOnnxModel,
+        inference_args: Mapping[str, Any] | None = None,
+    ) -> list[PredictionResult]:
+        texts = list(batch)
+        if not texts:
+            return []
+        token_ids = tokenize(model.tokenizer, texts, self._max_length)
+        probabilities = np.empty((len(texts), len(HEAD_NAMES)), dtype=np.float32)
+        groups = plan_sub_batches(
+            [len(ids) for ids in token_ids],
+            DEFAULT_CALL_OVERHEAD_TOKENS,
+            DEFAULT_MAX_TOKENS_PER_CALL,
+        )
+        for indices in groups:
+            tensors = pad_batch([token_ids[i] for i in indices], model.tokenizer.pad_token_id)
+            feed = {name: tensor.numpy() for name, tensor in tensors.items()}
+            probabilities[indices] = self._inference_fn(model.session, feed)
+        return [
+            PredictionResult(text, _scores(row), model.model_version)
+            for text, row in zip(texts, probabilities, strict=True)
+        ]

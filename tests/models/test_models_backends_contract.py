@@ -1,0 +1,80 @@
+"""One contract for every backend that runs on this machine: order, shapes, empty batch, and
+agreement with the fp32 torch reference on real texts (the parity bar is 99.5 % of labels)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+import torch
+
+from models.backends.onnx_cpu import OnnxCpuHandler
+from models.backends.torch_cpu import TorchCpuHandler
+from models.base import HEAD_NAMES, ModelHandler
+from models.data import fine_foods, sms_spam
+from models.export import AtolError, load_network, validate_outputs
+
+FACTORIES: dict[str, Callable[[], ModelHandler]] = {
+    "torch-cpu": TorchCpuHandler,
+    "onnx-cpu-fp32": lambda: OnnxCpuHandler(precision="fp32"),
+}
+
+
+@pytest.fixture(scope="module")
+def parity_texts(built_model) -> list[str]:
+    return [r.text for r in fine_foods("test")[:160]] + [r.text for r in sms_spam("test")[:80]]
+
+
+@pytest.fixture(scope="module")
+def reference(built_model, parity_texts) -> np.ndarray:
+    handler = TorchCpuHandler()
+    results = handler.run_inference(parity_texts, handler.load_model())
+    return np.array([[getattr(r.inference, h) for h in HEAD_NAMES] for r in results])
+
+
+@pytest.fixture(scope="module", params=list(FACTORIES))
+def loaded(request, built_model):
+    handler = FACTORIES[request.param]()
+    return request.param, handler, handler.load_model()
+
+
+def scores_of(handler: ModelHandler, model, texts: list[str]) -> np.ndarray:
+    results = handler.run_inference(texts, model)
+    assert [r.example for r in results] == texts
+    return np.array([[getattr(r.inference, h) for h in HEAD_NAMES] for r in results])
+
+
+def test_empty_batch(loaded) -> None:
+    _, handler, model = loaded
+    assert handler.run_inference([], model) == []
+
+
+def test_results_follow_input_order(loaded, parity_texts) -> None:
+    _, handler, model = loaded
+    texts = parity_texts[:24]
+    forward = scores_of(handler, model, texts)
+    backward = scores_of(handler, model, texts[::-1])[::-1]
+    assert forward.shape == (24, len(HEAD_NAMES))
+    np.testing.assert_allclose(forward, backward, atol=1e-4)
+
+
+def test_agrees_with_the_fp32_torch_reference(loaded, parity_texts, reference) -> None:
+    name, handler, model = loaded
+    scores = scores_of(handler, model, parity_texts)
+    agreement = ((scores > 0.5) == (reference > 0.5)).mean(axis=0)
+    print(f"{name}: label agreement {agreement}, max |diff| {np.abs(scores - reference).max():.2e}")
+    assert (agreement >= 0.995).all(), agreement
+    assert handler.model_version == TorchCpuHandler().model_version
+
+
+def test_onnx_export_round_trips_and_a_wrong_model_is_caught(built_model) -> None:
+    from models.export import export_onnx
+
+    path = export_onnx()
+    network, tokenizer = load_network()
+    assert validate_outputs(path, network, tokenizer) < 1e-4
+    with torch.no_grad():
+        network.heads["sentiment_negative"].bias += 1.0
+    with pytest.raises(AtolError):
+        validate_outputs(path, network, tokenizer)
