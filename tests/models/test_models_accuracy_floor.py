@@ -1,0 +1,44 @@
+"""Accuracy regression floor on fixed real samples, for the model the worker serves.
+
+Measured for `minilm-l6-heads-867c7806a0` (torch-cpu and onnx-cpu agree): 0.760 on the first 300
+Fine Foods test reviews, 0.980 on the first 200 SMS test messages. The floors sit 2 points below,
+so a recipe or backend change that costs more than that fails here instead of in production.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from models.data import fine_foods, sms_spam
+from models.factory import create_handler
+
+SENTIMENT_FLOOR = 0.74
+SCAM_FLOOR = 0.96
+
+
+@pytest.fixture(scope="module")
+def served(built_model):
+    handler = create_handler("auto")
+    return handler, handler.load_model()
+
+
+def accuracy(handler, model, rows, head: str, positive: str) -> float:
+    results = handler.run_inference([r.text for r in rows], model)
+    hits = [
+        (getattr(res.inference, head) >= 0.5) == (row.label == positive)
+        for res, row in zip(results, rows, strict=True)
+    ]
+    return float(np.mean(hits))
+
+
+def test_sentiment_accuracy_on_fine_foods_test_sample(served) -> None:
+    handler, model = served
+    measured = accuracy(handler, model, fine_foods("test")[:300], "sentiment_negative", "negative")
+    assert measured >= SENTIMENT_FLOOR, measured
+
+
+def test_scam_accuracy_on_sms_test_sample(served) -> None:
+    handler, model = served
+    measured = accuracy(handler, model, sms_spam("test")[:200], "scam_risk", "spam")
+    assert measured >= SCAM_FLOOR, measured
