@@ -19,11 +19,11 @@ from models import artefacts
 from models.backends.torch_cpu import (
     DEFAULT_CALL_OVERHEAD_TOKENS,
     DEFAULT_MAX_TOKENS_PER_CALL,
-    _scores,
     plan_sub_batches,
+    score_in_sub_batches,
 )
-from models.base import HEAD_NAMES, ModelHandler, PredictionResult
-from models.encoder import MAX_LENGTH, load_tokenizer, pad_batch, tokenize
+from models.base import ModelHandler, PredictionResult
+from models.encoder import MAX_LENGTH, load_tokenizer
 
 __all__ = [
     "LoadedOnnxModel",
@@ -112,21 +112,17 @@ class OnnxCpuHandler(ModelHandler[LoadedOnnxModel]):
         model: LoadedOnnxModel,
         inference_args: Mapping[str, Any] | None = None,
     ) -> list[PredictionResult]:
-        texts = list(batch)
-        if not texts:
-            return []
-        token_ids = tokenize(model.tokenizer, texts, self._max_length)
-        probabilities = np.empty((len(texts), len(HEAD_NAMES)), dtype=np.float32)
-        groups = plan_sub_batches(
-            [len(ids) for ids in token_ids],
-            DEFAULT_CALL_OVERHEAD_TOKENS,
-            DEFAULT_MAX_TOKENS_PER_CALL,
+        return score_in_sub_batches(
+            batch,
+            model.tokenizer,
+            model.model_version,
+            self._max_length,
+            lambda token_ids: plan_sub_batches(
+                [len(ids) for ids in token_ids],
+                DEFAULT_CALL_OVERHEAD_TOKENS,
+                DEFAULT_MAX_TOKENS_PER_CALL,
+            ),
+            lambda tensors: self._inference_fn(
+                model.session, {name: tensor.numpy() for name, tensor in tensors.items()}
+            ),
         )
-        for indices in groups:
-            tensors = pad_batch([token_ids[i] for i in indices], model.tokenizer.pad_token_id)
-            feed = {name: tensor.numpy() for name, tensor in tensors.items()}
-            probabilities[indices] = self._inference_fn(model.session, feed)
-        return [
-            PredictionResult(text, _scores(row), model.model_version)
-            for text, row in zip(texts, probabilities, strict=True)
-        ]

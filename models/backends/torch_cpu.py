@@ -35,6 +35,7 @@ __all__ = [
     "TorchInferenceFn",
     "default_torch_inference_fn",
     "plan_sub_batches",
+    "score_in_sub_batches",
 ]
 
 log = logging.getLogger(__name__)
@@ -93,6 +94,32 @@ def plan_sub_batches(
     return groups[::-1]
 
 
+def score_in_sub_batches(
+    batch: Sequence[str],
+    tokenizer: Any,
+    model_version: str,
+    max_length: int,
+    plan: Callable[[Sequence[Sequence[int]]], list[list[int]]],
+    forward: Callable[[dict[str, torch.Tensor]], np.ndarray],
+) -> list[PredictionResult]:
+    """Tokenise, run ``forward`` on each planned sub-batch, scatter back to input order.
+
+    Shared by the backends whose only difference is the forward pass.
+    """
+    texts = list(batch)
+    if not texts:
+        return []
+    token_ids = tokenize(tokenizer, texts, max_length)
+    probabilities = np.empty((len(texts), len(HEAD_NAMES)), dtype=np.float32)
+    for indices in plan(token_ids):
+        tensors = pad_batch([token_ids[i] for i in indices], tokenizer.pad_token_id)
+        probabilities[indices] = forward(tensors)
+    return [
+        PredictionResult(text, _scores(row), model_version)
+        for text, row in zip(texts, probabilities, strict=True)
+    ]
+
+
 def _scores(row: np.ndarray) -> TextScores:
     return TextScores(**{name: float(value) for name, value in zip(HEAD_NAMES, row, strict=True)})
 
@@ -144,18 +171,14 @@ class TorchCpuHandler(ModelHandler[LoadedTorchModel]):
 
         ``inference_args={"bucketing": False}`` runs one padded call, for comparisons.
         """
-        texts = list(batch)
-        if not texts:
-            return []
-        token_ids = tokenize(model.tokenizer, texts, self._max_length)
-        probabilities = np.empty((len(texts), len(HEAD_NAMES)), dtype=np.float32)
-        for indices in self._sub_batches(token_ids, inference_args or {}):
-            tensors = pad_batch([token_ids[i] for i in indices], model.tokenizer.pad_token_id)
-            probabilities[indices] = self._inference_fn(model.network, tensors).numpy()
-        return [
-            PredictionResult(text, _scores(row), model.model_version)
-            for text, row in zip(texts, probabilities, strict=True)
-        ]
+        return score_in_sub_batches(
+            batch,
+            model.tokenizer,
+            model.model_version,
+            self._max_length,
+            lambda token_ids: self._sub_batches(token_ids, inference_args or {}),
+            lambda tensors: self._inference_fn(model.network, tensors).numpy(),
+        )
 
     def _sub_batches(
         self, token_ids: Sequence[Sequence[int]], inference_args: Mapping[str, Any]
