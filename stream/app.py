@@ -20,10 +20,12 @@ def _optional(**options: float | None) -> dict[str, float]:
     return {name: value for name, value in options.items() if value is not None}
 
 
+settings.data_dir.mkdir(parents=True, exist_ok=True)  # Faust creates only the leaf folder
 app = faust.App(
     settings.topic(settings.app_id),
     broker=settings.kafka_broker,
     store=settings.store,
+    datadir=str(settings.data_dir / "{conf.name}-data"),
     topic_partitions=settings.partitions,
     topic_replication_factor=settings.replication_factor,
     consumer_auto_offset_reset="earliest",

@@ -57,7 +57,7 @@ def run(
     no_live: bool,
 ) -> None:
     """Broker + worker + demo traffic, with a live view and a summary."""
-    from models.train import ensure_built
+    from models.student import ensure_built
     from stream.runner import RunOptions, run_main_job
 
     ensure_built(progress=True)

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from stream.rules import AlertThresholds
+
+
+def _default_data_dir() -> Path:
+    """Faust's state folder lives in the cache, not in whatever directory the worker started."""
+    cache = os.environ.get("RISKSTREAM_CACHE_DIR")
+    return (Path(cache).expanduser() if cache else Path.home() / ".cache" / "riskstream") / "faust"
 
 
 class Settings(BaseSettings):
@@ -21,6 +30,10 @@ class Settings(BaseSettings):
     partitions: int = Field(4, ge=1, description="Partitions of topics this app creates.")
     replication_factor: int = Field(1, ge=1)
     store: str = Field("memory://", description="Faust table store; rocksdb:// in production.")
+    data_dir: Path = Field(
+        default_factory=_default_data_dir,
+        description="Faust's datadir; each app id gets its own <app id>-data folder in it.",
+    )
     rebalance_timeout_s: float | None = Field(
         None, description="Group rebalance timeout; None keeps Faust's default."
     )
@@ -33,7 +46,7 @@ class Settings(BaseSettings):
     max_batch_size: int | None = Field(None, ge=1, description="Default: the backend's own.")
     max_batch_wait_ms: float | None = Field(None, ge=0, description="Default: the backend's own.")
     max_event_bytes: int = Field(65536, ge=256)
-    negative_review_threshold: float = Field(0.90, ge=0, le=1)
+    negative_review_threshold: float = Field(0.85, ge=0, le=1)
     scam_chat_threshold: float = Field(0.90, ge=0, le=1)
     log_level: str = "info"
 

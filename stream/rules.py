@@ -16,7 +16,7 @@ from typing import Any
 class AlertThresholds:
     """Score thresholds at which rules fire (configurable through ``Settings``)."""
 
-    negative_review: float = 0.90
+    negative_review: float = 0.85  # precision 0.93-0.97 on Fine Foods (model card)
     scam_chat: float = 0.90
 
 

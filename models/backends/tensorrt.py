@@ -27,7 +27,7 @@ from models import artefacts, trt_build
 from models.backends.torch_cpu import (
     DEFAULT_CALL_OVERHEAD_TOKENS,
     DEFAULT_MAX_TOKENS_PER_CALL,
-    _scores,
+    text_scores,
 )
 from models.base import HEAD_NAMES, ModelHandler, PredictionResult
 from models.encoder import MAX_LENGTH, load_tokenizer, pad_batch, tokenize
@@ -251,6 +251,6 @@ class TensorRTHandler(ModelHandler[LoadedTensorRTEngine]):
             tensors = pad_batch([token_ids[i] for i in indices], model.tokenizer.pad_token_id)
             probabilities[indices] = self._inference_fn(model, profile, tensors).numpy()
         return [
-            PredictionResult(text, _scores(row), model.model_version)
+            PredictionResult(text, text_scores(row), model.model_version)
             for text, row in zip(texts, probabilities, strict=True)
         ]

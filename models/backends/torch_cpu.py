@@ -23,7 +23,6 @@ from models.base import HEAD_NAMES, ModelHandler, PredictionResult, TextScores
 from models.encoder import (
     MAX_LENGTH,
     EncoderWithHeads,
-    load_encoder,
     load_tokenizer,
     pad_batch,
     tokenize,
@@ -36,6 +35,7 @@ __all__ = [
     "default_torch_inference_fn",
     "plan_sub_batches",
     "score_in_sub_batches",
+    "text_scores",
 ]
 
 log = logging.getLogger(__name__)
@@ -101,10 +101,12 @@ def score_in_sub_batches(
     max_length: int,
     plan: Callable[[Sequence[Sequence[int]]], list[list[int]]],
     forward: Callable[[dict[str, torch.Tensor]], np.ndarray],
+    shape_multiples: tuple[int, int] = (1, 1),
 ) -> list[PredictionResult]:
     """Tokenise, run ``forward`` on each planned sub-batch, scatter back to input order.
 
-    Shared by the backends whose only difference is the forward pass.
+    Shared by the backends whose only difference is the forward pass. ``shape_multiples``
+    (width, rows) rounds each padded sub-batch up; rows added for it are dropped here.
     """
     texts = list(batch)
     if not texts:
@@ -112,15 +114,18 @@ def score_in_sub_batches(
     token_ids = tokenize(tokenizer, texts, max_length)
     probabilities = np.empty((len(texts), len(HEAD_NAMES)), dtype=np.float32)
     for indices in plan(token_ids):
-        tensors = pad_batch([token_ids[i] for i in indices], tokenizer.pad_token_id)
-        probabilities[indices] = forward(tensors)
+        tensors = pad_batch(
+            [token_ids[i] for i in indices], tokenizer.pad_token_id, *shape_multiples
+        )
+        probabilities[indices] = forward(tensors)[: len(indices)]
     return [
-        PredictionResult(text, _scores(row), model_version)
+        PredictionResult(text, text_scores(row), model_version)
         for text, row in zip(texts, probabilities, strict=True)
     ]
 
 
-def _scores(row: np.ndarray) -> TextScores:
+def text_scores(row: np.ndarray) -> TextScores:
+    """One row of head probabilities (``HEAD_NAMES`` order) as ``TextScores``."""
     return TextScores(**{name: float(value) for name, value in zip(HEAD_NAMES, row, strict=True)})
 
 
@@ -141,6 +146,8 @@ class TorchCpuHandler(ModelHandler[LoadedTorchModel]):
         self._max_length = max_length
         self._call_overhead_tokens = call_overhead_tokens
         self._max_tokens_per_call = max_tokens_per_call
+        #: (width, rows) multiples for padded sub-batches; 1 = exact shapes (best on CPU).
+        self._shape_multiples = (1, 1)
 
     @property
     def model_version(self) -> str:
@@ -155,7 +162,7 @@ class TorchCpuHandler(ModelHandler[LoadedTorchModel]):
                 f"{self._path} holds {card['model_version']}, not {self.model_version}; "
                 "run `python -m models build --force`"
             )
-        network = EncoderWithHeads(load_encoder(), artefacts.load_heads(self._path)).eval()
+        network = artefacts.load_network(self._path)
         model = LoadedTorchModel(network, load_tokenizer(), self.model_version)
         self.run_inference(["warm-up"], model)
         log.info("loaded %s from %s", self.model_version, self._path)
@@ -178,6 +185,7 @@ class TorchCpuHandler(ModelHandler[LoadedTorchModel]):
             self._max_length,
             lambda token_ids: self._sub_batches(token_ids, inference_args or {}),
             lambda tensors: self._inference_fn(model.network, tensors).numpy(),
+            self._shape_multiples,
         )
 
     def _sub_batches(

@@ -40,6 +40,10 @@ log = logging.getLogger(__name__)
 #: Per-call cost in padded-token equivalents on a GPU, where a forward pass is launch-bound
 #: for small batches. An estimate (not yet measured): tune on the target GPU.
 DEFAULT_CUDA_CALL_OVERHEAD_TOKENS = 2048
+#: Padded sub-batches are rounded up to these (width, rows) multiples. Eager fp16 on an H100
+#: paid ~100 ms for each new shape (p50 111 ms vs 3.9 ms forward at batch 64, bench/gpu.py),
+#: so a bounded set of shapes matters more than the few padded tokens it adds.
+DEFAULT_CUDA_SHAPE_MULTIPLES = (16, 8)
 
 
 class CudaUnavailableError(RuntimeError):
@@ -91,6 +95,7 @@ class TorchCudaHandler(TorchCpuHandler):
             call_overhead_tokens=call_overhead_tokens,
             max_tokens_per_call=max_tokens_per_call,
         )
+        self._shape_multiples = DEFAULT_CUDA_SHAPE_MULTIPLES
         self._device = device
         self._dtype = dtype
         self._compile = compile

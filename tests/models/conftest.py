@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from models.backends.torch_cpu import LoadedTorchModel, TorchCpuHandler
-from models.train import ensure_built
+from models.student import ensure_built
 
 
 @pytest.fixture(scope="session")

@@ -18,6 +18,7 @@ from models.export import AtolError, load_network, validate_outputs
 FACTORIES: dict[str, Callable[[], ModelHandler]] = {
     "torch-cpu": TorchCpuHandler,
     "onnx-cpu-fp32": lambda: OnnxCpuHandler(precision="fp32"),
+    "onnx-cpu-int8": lambda: OnnxCpuHandler(precision="int8"),
 }
 
 

@@ -11,7 +11,6 @@ import pytest
 import torch
 
 from models import artefacts
-from models.artefacts import RECIPE
 from models.backends.torch_cpu import (
     LoadedTorchModel,
     TorchCpuHandler,
@@ -19,9 +18,9 @@ from models.backends.torch_cpu import (
     plan_sub_batches,
 )
 from models.base import HEAD_NAMES, PredictionResult
-from models.data import fine_foods, fine_foods_reviews, riskstream_cache_dir, sms_messages
+from models.data import fine_foods, fine_foods_reviews, sms_messages
+from models.distil import predict_logits
 from models.encoder import EncoderWithHeads
-from models.train import embed_datasets, predict
 
 
 def _scores(results: list[PredictionResult]) -> np.ndarray:
@@ -135,13 +134,11 @@ def test_swapped_inference_fn_sees_each_planned_sub_batch(
 def test_serving_matches_the_training_path(
     handler: TorchCpuHandler, loaded: LoadedTorchModel
 ) -> None:
-    """Train/serve skew check: handler scores equal heads applied to the build's embeddings."""
-    rows = fine_foods("test")
-    cached = embed_datasets({"ff": rows}, RECIPE, riskstream_cache_dir(), progress=False)["ff"]
-    served = handler.run_inference([row.text for row in rows[:16]], loaded)
-    heads = loaded.network.heads
-    expected = np.stack([predict(heads, name, cached[:16]) for name in HEAD_NAMES], axis=1)
-    np.testing.assert_allclose(_scores(served), expected, atol=1e-4)
+    """Train/serve skew check: handler scores equal the training loop's own prediction path."""
+    texts = [row.text for row in fine_foods("test")[:16]] + ["WIN a FREE prize, text 8000"]
+    served = handler.run_inference(texts, loaded)
+    logits = predict_logits(loaded.network, loaded.tokenizer, texts, torch.device("cpu"))
+    np.testing.assert_allclose(_scores(served), 1 / (1 + np.exp(-logits)), atol=1e-5)
 
 
 def test_missing_artefact_tells_the_user_how_to_build(tmp_path: Path) -> None:

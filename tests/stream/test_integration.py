@@ -8,6 +8,7 @@ from collections import Counter
 import orjson
 import pytest
 
+from models import artefacts
 from stream.simulate import DemoCorpus, DemoTraffic
 from tests.kafka_io import collect, produce
 
@@ -123,7 +124,7 @@ async def test_valid_events_are_scored_bad_ones_dead_lettered_alerts_and_profile
     for message, body in zip(found[out["scored-events"]], scored, strict=True):
         assert message.key == body["member_id"].encode()
         if body["event_type"] != "transaction":
-            assert body["model_version"].startswith("minilm-l6-heads-")
+            assert body["model_version"] == artefacts.model_version()
             assert 0.0 <= body["scores"]["sentiment_negative"] <= 1.0
 
     dead = [orjson.loads(m.value) for m in found[out["dead-letter"]]]

