@@ -23,9 +23,10 @@ from stream import metrics
 from stream.app import app, settings
 from stream.codec import encode
 from stream.errors import fatal
-from stream.profiles import apply_member_event, public_profile
+from stream.fraud import assess_transaction_event
+from stream.profiles import apply_member_event, mark_published, public_profile, should_publish
 from stream.rules import evaluate_rules
-from stream.scoring import batcher, handler
+from stream.scoring import batcher, fraud_scorer, handler
 from stream.steps import (
     InvalidEvent,
     RawRecord,
@@ -50,6 +51,7 @@ from stream.topics import (
 
 logger = logging.getLogger("riskstream.agents")
 THRESHOLDS = settings.thresholds()
+PROFILE_THROTTLE_MS = int(settings.profile_throttle_s * 1000)
 
 
 def raw_record(logical_topic: str, event: EventT) -> RawRecord:
@@ -139,25 +141,37 @@ async def publish_in_order() -> None:
 
 
 async def handle_member_event(key: bytes, value: bytes) -> None:
-    """Member state -> scored event, alerts, profile. Outputs are keyed, so a replay overwrites."""
+    """Member state -> fraud score (transactions), scored event, alerts, throttled profile.
+
+    Outputs are keyed, so a replay overwrites rather than duplicates."""
     evt = orjson.loads(value)
     member_id = evt["event"]["member_id"]
+    previous = member_to_profile.get(member_id)
+    if evt["event_type"] == "transaction":
+        evt = assess_transaction_event(previous, evt, fraud_scorer(evt["event"]))
     state, changed = apply_member_event(
-        member_to_profile.get(member_id), evt, negative_threshold=THRESHOLDS.negative_review
+        previous, evt, negative_threshold=THRESHOLDS.negative_review
     )
+    alerts = evaluate_rules(evt, THRESHOLDS)
+    event_ms = evt["event_time_ms"]
+    # a redelivered event re-publishes its profile: the first copy may not have gone out
+    publish = not changed or should_publish(state, event_ms, PROFILE_THROTTLE_MS, bool(alerts))
     if changed:
+        if publish:
+            state = mark_published(state, event_ms)
         member_to_profile[member_id] = state
     else:
         metrics.DUPLICATES_SKIPPED.inc()
     await scored_events_topic.send(key=key, value=encode(scored_event(evt), "scored-events"))
     metrics.SCORED_EVENTS.labels(evt["event_type"]).inc()
-    for alert in evaluate_rules(evt, THRESHOLDS):
+    for alert in alerts:
         await alerts_topic.send(key=alert["alert_id"].encode(), value=encode(alert, "alerts"))
         metrics.ALERTS.labels(alert["alert_type"]).inc()
-    await member_profiles_topic.send(
-        key=key, value=encode(public_profile(state), "member-profiles")
-    )
-    metrics.PROFILES_PUBLISHED.inc()
+    if publish:
+        await member_profiles_topic.send(
+            key=key, value=encode(public_profile(state), "member-profiles")
+        )
+        metrics.PROFILES_PUBLISHED.inc()
 
 
 @app.agent(member_events_topic, name="track_member_activity")

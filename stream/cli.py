@@ -164,3 +164,29 @@ def broker(port: int, log_path: Path) -> None:
         _fail(str(exc))
     except KeyboardInterrupt:
         pass
+
+
+@main.group("eval")
+def eval_group() -> None:
+    """Measure the fraud score and the surge detector on real data -> docs/evaluation.md."""
+
+
+_doc_option = click.option(
+    "--doc",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("docs/evaluation.md"),
+    show_default=True,
+)
+
+
+@eval_group.command("fraud")
+@_doc_option
+def eval_fraud(doc: Path) -> None:
+    """Train on ULB day 1, replay day 2: PR-AUC, recall at 1 % FPR, alert precision."""
+    from stream.evaluation import dump, evaluate_fraud, render_fraud, write_section
+
+    result = evaluate_fraud(on_stage=lambda stage: click.echo(f"... {stage}"))
+    lines = render_fraud(result)
+    click.echo("\n".join(lines))
+    write_section(doc, "Transaction fraud risk", lines)
+    dump(result, Path("bench/results/eval-fraud.json"))

@@ -48,6 +48,12 @@ class Settings(BaseSettings):
     max_event_bytes: int = Field(65536, ge=256)
     negative_review_threshold: float = Field(0.85, ge=0, le=1)
     scam_chat_threshold: float = Field(0.90, ge=0, le=1)
+    fraud_risk_threshold: float = Field(
+        0.15, ge=0, le=1, description="fraud_risk alerts (docs/evaluation.md: precision/recall)."
+    )
+    profile_throttle_s: float = Field(
+        60.0, ge=0, description="Event-time seconds between a member's profile publications."
+    )
     log_level: str = "info"
 
     def topic(self, name: str) -> str:
@@ -56,5 +62,7 @@ class Settings(BaseSettings):
 
     def thresholds(self) -> AlertThresholds:
         return AlertThresholds(
-            negative_review=self.negative_review_threshold, scam_chat=self.scam_chat_threshold
+            negative_review=self.negative_review_threshold,
+            scam_chat=self.scam_chat_threshold,
+            fraud_risk=self.fraud_risk_threshold,
         )

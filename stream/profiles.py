@@ -7,15 +7,28 @@ at-least-once redelivery: replaying an event the state already holds changes not
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
+from stream.fraud import DAY_MS, welford_update
 from stream.steps import rfc3339_from_ms
 
 #: How many applied event ids a member's state remembers for de-duplication.
 RECENT_EVENT_IDS = 64
 #: Weight of the newest text in the rolling sentiment (EWMA).
 SENTIMENT_ALPHA = 0.2
+#: Transaction times kept for velocity (only the last 24 h matter) and known values kept.
+MAX_TXN_TIMES = 200
+MAX_KNOWN = 32
+#: Fraud score at or above which a member's risk level is medium / high.
+RISK_MEDIUM, RISK_HIGH = 0.15, 0.5
+PRICE_WORDS = re.compile(
+    r"\b(price[sd]?|pricey|expensive|cheap(er)?|overpriced|value|cost|deal)\b", re.I
+)
+QUALITY_WORDS = re.compile(
+    r"\b(quality|fresh|stale|broken|durable|flimsy|taste[sd]?|tasty|defective)\b", re.I
+)
 
 
 def empty_state(member_id: str) -> dict[str, Any]:
@@ -30,7 +43,24 @@ def empty_state(member_id: str) -> dict[str, Any]:
         "last_event_id": None,
         "model_version": None,
         "recent_event_ids": [],
+        "spend": {},
+        "txn_times_ms": [],
+        "devices": [],
+        "countries": [],
+        "merchants": [],
+        "scam_signal": None,
+        "fraud_score_last": None,
+        "fraud_score_max": None,
+        "price_mentions": 0,
+        "quality_mentions": 0,
+        "last_published_ms": None,
+        "published_level": None,
     }
+
+
+def _remember(known: list[str], value: str) -> list[str]:
+    """Most-recent-last list of distinct values, capped."""
+    return [*(v for v in known if v != value), value][-MAX_KNOWN:]
 
 
 def is_member_authored_text(member_evt: Mapping[str, Any]) -> bool:
@@ -51,7 +81,7 @@ def apply_member_event(
 ) -> tuple[dict[str, Any], bool]:
     """Fold one scored event into the member's state -> (new state, whether it changed)."""
     data = member_evt["event"]
-    current = dict(state) if state is not None else empty_state(data["member_id"])
+    current = {**empty_state(data["member_id"]), **(state or {})}  # old states gain new fields
     if data["event_id"] in current["recent_event_ids"]:
         return current, False
 
@@ -63,8 +93,8 @@ def apply_member_event(
     updated = {
         **current,
         "counts": counts,
-        "first_seen_ms": min(filter(None, (current["first_seen_ms"], event_ms))),
-        "last_seen_ms": max(current["last_seen_ms"] or event_ms, event_ms),
+        "first_seen_ms": min(t for t in (current["first_seen_ms"], event_ms) if t is not None),
+        "last_seen_ms": max(t for t in (current["last_seen_ms"], event_ms) if t is not None),
         "last_event_id": data["event_id"],
         "recent_event_ids": [*current["recent_event_ids"], data["event_id"]][-RECENT_EVENT_IDS:],
     }
@@ -78,11 +108,101 @@ def apply_member_event(
     if kind == "chat" and scores:
         previous_max = current["scam_risk_max"] or 0.0
         updated["scam_risk_max"] = max(previous_max, scores["scam_risk"])
+        signal = current["scam_signal"]
+        if (
+            signal is None
+            or event_ms - signal["at_ms"] > DAY_MS
+            or scores["scam_risk"] >= signal["risk"]
+        ):
+            updated["scam_signal"] = {"risk": scores["scam_risk"], "at_ms": event_ms}
+    if kind == "review":
+        text = data.get("text", "")
+        updated["price_mentions"] = current["price_mentions"] + bool(PRICE_WORDS.search(text))
+        updated["quality_mentions"] = current["quality_mentions"] + bool(QUALITY_WORDS.search(text))
+    if kind == "transaction":
+        updated.update(_fold_transaction(current, data, event_ms, scores))
     return updated, True
 
 
+def _fold_transaction(
+    current: Mapping[str, Any], txn: Mapping[str, Any], event_ms: int, scores: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Spend (Welford per currency), velocity window, known devices/countries/merchants."""
+    spend = dict(current["spend"])
+    spend[txn["currency"]] = welford_update(spend.get(txn["currency"]), float(txn["amount"]))
+    times = [t for t in current["txn_times_ms"] if event_ms - t <= DAY_MS]
+    fraud = scores.get("fraud_risk")
+    return {
+        "spend": spend,
+        "txn_times_ms": sorted([*times, event_ms])[-MAX_TXN_TIMES:],
+        "devices": _remember(current["devices"], txn["device_id"]),
+        "countries": _remember(current["countries"], txn["country"]),
+        "merchants": _remember(current["merchants"], txn["merchant_id"]),
+        "fraud_score_last": fraud,
+        "fraud_score_max": max(fraud, current["fraud_score_max"] or 0.0)
+        if fraud is not None
+        else current["fraud_score_max"],
+    }
+
+
+def risk_level(state: Mapping[str, Any]) -> str:
+    """low / medium / high from the latest fraud score and a recent scam-like chat."""
+    fraud = state.get("fraud_score_last") or 0.0
+    signal = state.get("scam_signal")
+    scam = (
+        signal["risk"]
+        if signal and (state["last_seen_ms"] or 0) - signal["at_ms"] <= DAY_MS
+        else 0.0
+    )
+    if fraud >= RISK_HIGH or scam >= 0.9:
+        return "high"
+    return "medium" if fraud >= RISK_MEDIUM or scam >= 0.5 else "low"
+
+
+def segments(state: Mapping[str, Any]) -> list[str]:
+    """Behaviour and review-content tags, sorted (deterministic)."""
+    tags = []
+    reviews = state["counts"].get("review", 0)
+    if state["negative_reviews"] >= 3 and state["negative_reviews"] * 2 >= reviews:
+        tags.append("frequent_complainer")
+    if state.get("price_mentions", 0) >= 2:
+        tags.append("price_sensitive")
+    if state.get("quality_mentions", 0) >= 2:
+        tags.append("quality_focused")
+    if any(s["n"] >= 3 and s["mean"] >= 200 for s in state.get("spend", {}).values()):
+        tags.append("high_spender")
+    first, last = state["first_seen_ms"], state["last_seen_ms"]
+    if first is not None and last is not None and last - first < 7 * DAY_MS:
+        tags.append("new_member")
+    return sorted(tags)
+
+
+def should_publish(
+    state: Mapping[str, Any], event_ms: int, throttle_ms: int, alerted: bool
+) -> bool:
+    """Publish on change, at most once per ``throttle_ms`` of event time per member, except
+    when the risk level moves or an alert fired (those go out at once)."""
+    last = state.get("last_published_ms")
+    return (
+        last is None
+        or alerted
+        or risk_level(state) != state.get("published_level")
+        or event_ms - last >= throttle_ms
+    )
+
+
+def mark_published(state: Mapping[str, Any], event_ms: int) -> dict[str, Any]:
+    return {**state, "last_published_ms": event_ms, "published_level": risk_level(state)}
+
+
 def public_profile(state: Mapping[str, Any]) -> dict[str, Any]:
-    """The member-profiles record: the state without bookkeeping, times as RFC 3339."""
+    """The member-profiles record: the state without bookkeeping, times as RFC 3339.
+
+    No raw identifiers beyond the member id: devices, countries and merchants are counted,
+    never listed; free text never enters the profile."""
+    state = {**empty_state(state["member_id"]), **state}
+    last = state["last_seen_ms"]
+    times = state["txn_times_ms"]
     return {
         "member_id": state["member_id"],
         "counts": dict(state["counts"]),
@@ -93,4 +213,22 @@ def public_profile(state: Mapping[str, Any]) -> dict[str, Any]:
         "last_seen": rfc3339_from_ms(state["last_seen_ms"]),
         "last_event_id": state["last_event_id"],
         "model_version": state["model_version"],
+        "spend": {
+            currency: {
+                "count": stats["n"],
+                "mean": round(stats["mean"], 4),
+                "std": round((stats["m2"] / (stats["n"] - 1)) ** 0.5, 4) if stats["n"] > 1 else 0.0,
+            }
+            for currency, stats in sorted(state["spend"].items())
+        },
+        "transactions_last_1h": sum(1 for t in times if last is not None and last - t < 3_600_000),
+        "transactions_last_24h": sum(1 for t in times if last is not None and last - t < DAY_MS),
+        "known_devices": len(state["devices"]),
+        "known_countries": len(state["countries"]),
+        "known_merchants": len(state["merchants"]),
+        "recent_chat_scam_risk": (state["scam_signal"] or {}).get("risk"),
+        "fraud_score_last": state["fraud_score_last"],
+        "fraud_score_max": state["fraud_score_max"],
+        "risk_level": risk_level(state),
+        "segments": segments(state),
     }

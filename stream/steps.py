@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from stream.codec import ValidationError, decode, parse_event_time
+from stream.pii import TEXT_FIELDS, mask_pii, mask_pii_bytes
 
 EventType = Literal["review", "chat", "transaction"]
 
@@ -69,13 +70,20 @@ class InvalidEvent:
 
 
 def decode_record(record: RawRecord, *, max_bytes: int) -> ValidEvent | InvalidEvent:
-    """Step 1: bytes -> ``ValidEvent``, or ``InvalidEvent`` carrying the reason."""
+    """Step 1: bytes -> ``ValidEvent`` with PII masked, or ``InvalidEvent`` carrying the reason."""
     try:
         data = decode(record.value, record.topic, max_bytes=max_bytes)
         event_time_ms = parse_event_time(data["event_time"])
     except ValidationError as error:
         return InvalidEvent(record, error)
-    return ValidEvent(record, EVENT_TYPE_OF_TOPIC[record.topic], data, event_time_ms)
+    event_type = EVENT_TYPE_OF_TOPIC[record.topic]
+    return ValidEvent(record, event_type, mask_text_fields(event_type, data), event_time_ms)
+
+
+def mask_text_fields(event_type: EventType, data: dict[str, Any]) -> dict[str, Any]:
+    """Free text with card numbers, e-mails and phone numbers masked (see ``stream/pii.py``)."""
+    masked = {f: mask_pii(data[f]) for f in TEXT_FIELDS[event_type] if isinstance(data.get(f), str)}
+    return {**data, **masked}
 
 
 def text_to_score(event: ValidEvent) -> str | None:
@@ -94,15 +102,16 @@ def utc_now() -> str:
 
 
 def dead_letter(invalid: InvalidEvent, *, failed_at: str) -> dict[str, Any]:
-    """Dead-letter record: reason, detail, source position and the original bytes (base64)."""
+    """Dead-letter record: reason, detail, source position and the original bytes (base64),
+    with card numbers, e-mails and phone numbers masked in both."""
     record = invalid.record
 
     def b64(raw: bytes | None) -> str | None:
-        return None if raw is None else base64.b64encode(raw).decode("ascii")
+        return None if raw is None else base64.b64encode(mask_pii_bytes(raw)).decode("ascii")
 
     return {
         "reason": invalid.error.reason,
-        "detail": invalid.error.detail[:2000],
+        "detail": mask_pii(invalid.error.detail[:2000]),
         "source": record.source(),
         "original_key_b64": b64(record.key),
         "original_value_b64": b64(record.value),
@@ -135,9 +144,12 @@ def subject_of(event_type: EventType, data: Mapping[str, Any]) -> dict[str, str]
 
 
 def scored_event(member_evt: Mapping[str, Any]) -> dict[str, Any]:
-    """The public scored-event record (no raw text: consumers join on event_id if they need it)."""
+    """The public scored-event record (no raw text: consumers join on event_id if they need it).
+    Transactions also carry their fraud assessment (score, reasons, rules fired)."""
     data = member_evt["event"]
+    extra = {"fraud": member_evt["fraud"]} if member_evt.get("fraud") else {}
     return {
+        **extra,
         "event_id": data["event_id"],
         "member_id": data["member_id"],
         "event_time": data["event_time"],

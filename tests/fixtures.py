@@ -38,6 +38,8 @@ def worker_env(broker: EmbeddedBroker, prefix: str, **env: str) -> dict[str, str
         "RISKSTREAM_TOPIC_PREFIX": prefix,
         "RISKSTREAM_PARTITIONS": "2",
         "RISKSTREAM_REBALANCE_TIMEOUT_S": "6",
+        # every change published: tests compare the latest profile with all events folded
+        "RISKSTREAM_PROFILE_THROTTLE_S": "0",
         "RISKSTREAM_SESSION_TIMEOUT_S": "10",
         "RISKSTREAM_WEB_PORT": str(free_port()),
         "RISKSTREAM_LOG_LEVEL": "warning",

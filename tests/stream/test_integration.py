@@ -68,6 +68,62 @@ MALFORMED: list[tuple[str, bytes | None, str]] = [
 ]
 
 
+#: Real ULB rows (day 2): a fraud the model scores 0.997 and an ordinary purchase (4e-5).
+ULB_FRAUD = [
+    -5.8392, 7.1515, -12.8168, 7.0311, -9.6513, -2.9384, -11.5432, 4.8436, -3.4943, -13.3208,
+    8.4602, -17.0033, 0.1016, -14.0945, 0.747, -12.6617, -18.9125, -6.627, 4.0089, 0.0557,
+    2.4621, 1.0549, 0.5305, 0.4727, -0.276, 0.2824, 0.1049, 0.2544,
+]  # fmt: skip
+ULB_LEGIT = [
+    2.0711, -1.1499, -0.5883, -0.9158, -1.013, -0.2571, -1.0817, -0.0309, 0.0972, 0.7271,
+    -0.7981, -0.5208, 0.4999, -0.5101, 0.6653, 1.3823, -0.0424, -0.9753, 0.2478, 0.1205,
+    0.4224, 1.131, 0.1148, 0.6465, -0.1954, -0.0952, 0.0055, -0.03,
+]  # fmt: skip
+CARD, EMAIL, PHONE = "4111 1111 1111 1111", "jane.doe@example.com", "+44 20 7946 0958"
+PII_TEXT = f"Refund me to card {CARD} or mail {EMAIL}, call {PHONE}. The tea was stale."
+
+
+def planted_transaction(event_id: str, minute: int, features: list[float], amount: float) -> bytes:
+    return orjson.dumps(
+        {
+            "event_id": event_id,
+            "member_id": "m-fraud",
+            "event_time": f"2026-11-23T12:{minute:02d}:00Z",
+            "amount": amount,
+            "currency": "EUR",
+            "merchant_id": "shop-1",
+            "channel": "web",
+            "device_id": "dev-1",
+            "country": "DE",
+            "features": features,
+        }
+    )
+
+
+def planted_pii() -> list[tuple[str, bytes, bytes]]:
+    review = {
+        "event_id": "pii-review",
+        "member_id": "m-pii",
+        "event_time": "2026-11-23T11:00:00Z",
+        "product_id": "B00PII",
+        "text": PII_TEXT,
+    }
+    chat = {
+        "event_id": "pii-chat",
+        "member_id": "m-pii",
+        "event_time": "2026-11-23T11:01:00Z",
+        "conversation_id": "c-pii",
+        "sender_role": "merchant",
+        "text": f"Pay outside the platform: send to {EMAIL} or text {PHONE}",
+    }
+    broken = b'{"event_id": "pii-bad", "text": "card ' + CARD.encode() + b'"'  # invalid JSON
+    return [
+        ("reviews", b"m-pii", orjson.dumps(review)),
+        ("chats", b"m-pii", orjson.dumps(chat)),
+        ("reviews", b"m-pii", broken),
+    ]
+
+
 def planted_review(event_id: str, text: str, rating: int) -> bytes:
     return orjson.dumps(
         {
@@ -91,16 +147,34 @@ async def test_valid_events_are_scored_bad_ones_dead_lettered_alerts_and_profile
     records += [
         (topic_prefix + "reviews", b"m-planted", planted_review("planted-neg", NEGATIVE, 1)),
         (topic_prefix + "reviews", b"m-planted", planted_review("planted-pos", POSITIVE, 5)),
+        (
+            topic_prefix + "transactions",
+            b"m-fraud",
+            planted_transaction("tx-ok", 0, ULB_LEGIT, 63.48),
+        ),
+        (
+            topic_prefix + "transactions",
+            b"m-fraud",
+            planted_transaction("tx-fraud", 5, ULB_FRAUD, 316.06),
+        ),
     ]
+    records += [(topic_prefix + topic, key, value) for topic, key, value in planted_pii()]
     records += [(topic_prefix + topic, b"bad", value) for topic, value, _ in MALFORMED]
-    valid_ids = {orjson.loads(r.value)["event_id"] for r in demo} | {"planted-neg", "planted-pos"}
-    members = {orjson.loads(r.value)["member_id"] for r in demo} | {"m-planted"}
+    planted_ids = {"planted-neg", "planted-pos", "tx-ok", "tx-fraud", "pii-review", "pii-chat"}
+    valid_ids = {orjson.loads(r.value)["event_id"] for r in demo} | planted_ids
+    members = {orjson.loads(r.value)["member_id"] for r in demo} | {"m-planted", "m-fraud", "m-pii"}
 
     worker = await make_worker()
     await produce(kafka_broker.bootstrap, records)
     out = {
         name: topic_prefix + name
-        for name in ("scored-events", "dead-letter", "alerts", "member-profiles")
+        for name in (
+            "scored-events",
+            "dead-letter",
+            "alerts",
+            "member-profiles",
+            "riskstream-member-events",
+        )
     }
 
     def done(found) -> bool:
@@ -109,7 +183,7 @@ async def test_valid_events_are_scored_bad_ones_dead_lettered_alerts_and_profile
         planted = latest.get("m-planted", {}).get("counts", {}).get("review")
         return (
             ids >= valid_ids
-            and len(found[out["dead-letter"]]) >= len(MALFORMED)
+            and len(found[out["dead-letter"]]) >= len(MALFORMED) + 1
             and set(latest) >= members
             and planted == 2
         )
@@ -128,9 +202,12 @@ async def test_valid_events_are_scored_bad_ones_dead_lettered_alerts_and_profile
             assert 0.0 <= body["scores"]["sentiment_negative"] <= 1.0
 
     dead = [orjson.loads(m.value) for m in found[out["dead-letter"]]]
-    assert len(dead) == len(MALFORMED)
-    assert Counter(d["reason"] for d in dead) == Counter(reason for *_, reason in MALFORMED)
-    originals = {value for _, value, _ in MALFORMED}
+    assert len(dead) == len(MALFORMED) + 1
+    expected_reasons = Counter(reason for *_, reason in MALFORMED) + Counter(["invalid_json"])
+    assert Counter(d["reason"] for d in dead) == expected_reasons
+    originals = {value for _, value, _ in MALFORMED} | {
+        b'{"event_id": "pii-bad", "text": "card [card]"'  # masked, otherwise byte for byte
+    }
     for letter in dead:
         raw = letter["original_value_b64"]
         assert (base64.b64decode(raw) if raw is not None else None) in originals
@@ -148,3 +225,24 @@ async def test_valid_events_are_scored_bad_ones_dead_lettered_alerts_and_profile
     planted = profiles["m-planted"]
     assert planted["counts"]["review"] == 2
     assert planted["negative_reviews"] == 1
+
+    fraud = {s["event_id"]: s for s in scored if s["event_type"] == "transaction"}
+    assert fraud["tx-fraud"]["scores"]["fraud_risk"] > 0.9 > fraud["tx-ok"]["scores"]["fraud_risk"]
+    assert any(r.startswith("model: V") for r in fraud["tx-fraud"]["fraud"]["reasons"])
+    fraud_alerts = [a for a in alerts if a["alert_type"] == "fraud_risk"]
+    assert [a["event_ids"] for a in fraud_alerts if a["subject"]["id"] == "m-fraud"] == [
+        ["tx-fraud"]
+    ]
+    assert profiles["m-fraud"]["risk_level"] == "high"
+    assert profiles["m-fraud"]["spend"]["EUR"]["count"] == 2
+
+    # no card number, e-mail or phone number in any output topic, dead letters included
+    for topic, messages in found.items():
+        for message in messages:
+            blobs = [message.value or b""]
+            if topic == out["dead-letter"]:
+                raw = orjson.loads(message.value)["original_value_b64"]
+                blobs.append(base64.b64decode(raw) if raw else b"")
+            for blob in blobs:
+                for secret in (CARD, EMAIL, PHONE, CARD.replace(" ", "")):
+                    assert secret.encode() not in blob, (topic, secret)

@@ -17,6 +17,10 @@ def mevt(
     event = {"event_id": event_id, "member_id": "m1", "event_time": "x"}
     if kind == "chat":
         event["sender_role"] = role
+    if kind == "transaction":
+        event.update(
+            amount=20.0, currency="EUR", device_id="d1", country="DE", merchant_id="shop-1"
+        )
     scores = (
         {}
         if kind == "transaction"
@@ -89,3 +93,62 @@ def test_public_profile_is_schema_valid_and_has_no_bookkeeping() -> None:
     profile = public_profile(fold(mevt("a"), mevt("b", "transaction")))
     validate("member-profiles", profile)
     assert "recent_event_ids" not in profile
+
+
+# --------------------------------------------------------------------------- issue 4 state
+
+
+def txn_evt(event_id: str, t: int, amount: float, device: str = "d1", fraud: float = 0.01):
+    event = mevt(event_id, "transaction", t=t)
+    event["event"].update(amount=amount, device_id=device)
+    event["scores"] = {"fraud_risk": fraud}
+    return event
+
+
+def test_spend_velocity_and_known_values_are_tracked_without_listing_them() -> None:
+    hour = 3_600_000
+    events = [txn_evt(f"t{i}", i * hour, 10.0 * (i + 1), device=f"d{i % 2}") for i in range(4)]
+    state = fold(*events)
+    assert state["spend"]["EUR"]["n"] == 4
+    assert state["spend"]["EUR"]["mean"] == pytest.approx(25.0)
+    profile = public_profile(state)
+    assert profile["spend"]["EUR"] == {
+        "count": 4,
+        "mean": 25.0,
+        "std": pytest.approx(12.9099, 1e-4),
+    }
+    assert profile["transactions_last_24h"] == 4 and profile["transactions_last_1h"] == 1
+    assert profile["known_devices"] == 2
+    assert "d0" not in str(profile) and "devices" not in profile  # counted, never listed
+
+
+def test_risk_level_and_segments() -> None:
+    risky = fold(txn_evt("t1", 1_000, 50.0, fraud=0.7))
+    assert public_profile(risky)["risk_level"] == "high"
+    medium = fold(txn_evt("t1", 1_000, 50.0, fraud=0.2))
+    assert public_profile(medium)["risk_level"] == "medium"
+    reviews = []
+    for i, text in enumerate(["Way too expensive", "Overpriced and stale", "Poor value, broken"]):
+        event = mevt(f"r{i}", neg=0.95, t=1_000 + i)
+        event["event"]["text"] = text
+        reviews.append(event)
+    tags = public_profile(fold(*reviews))["segments"]
+    assert tags == ["frequent_complainer", "new_member", "price_sensitive", "quality_focused"]
+
+
+def test_profile_publication_is_throttled_on_event_time() -> None:
+    from stream.profiles import mark_published, should_publish
+
+    minute = 60_000
+    state = fold(mevt("a", t=0))
+    assert should_publish(state, 0, minute, alerted=False)  # never published yet
+    state = mark_published(state, 0)
+    state = fold(mevt("b", t=10_000))  # same level, 10 s later
+    state = {**state, "last_published_ms": 0, "published_level": "low"}
+    assert not should_publish(state, 10_000, minute, alerted=False)
+    assert should_publish(state, 10_000, minute, alerted=True)  # an alert goes out at once
+    assert should_publish(state, 60_000, minute, alerted=False)
+    risky, _ = apply_member_event(
+        state, txn_evt("t", 20_000, 5.0, fraud=0.9), negative_threshold=0.9
+    )
+    assert should_publish(risky, 20_000, minute, alerted=False)  # level moved low -> high
