@@ -19,6 +19,7 @@ TOPIC_CONFIGS: dict[str, dict[str, str]] = {
     "chats": {},
     "transactions": {},
     "riskstream-member-events": {},
+    "riskstream-subject-events": {},
     "scored-events": {},
     "alerts": {},
     "member-profiles": {"cleanup.policy": "compact"},

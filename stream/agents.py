@@ -25,7 +25,7 @@ from stream.codec import encode
 from stream.errors import fatal
 from stream.fraud import assess_transaction_event
 from stream.profiles import apply_member_event, mark_published, public_profile, should_publish
-from stream.rules import evaluate_rules
+from stream.rules import evaluate_rules, rate_limit
 from stream.scoring import batcher, fraud_scorer, handler
 from stream.steps import (
     InvalidEvent,
@@ -39,7 +39,8 @@ from stream.steps import (
     text_to_score,
     utc_now,
 )
-from stream.tables import member_to_profile
+from stream.surge import apply_subject_event, subject_events, subject_key
+from stream.tables import member_to_profile, subject_to_surge
 from stream.topics import (
     INPUT_TOPICS,
     alerts_topic,
@@ -47,6 +48,7 @@ from stream.topics import (
     member_events_topic,
     member_profiles_topic,
     scored_events_topic,
+    subject_events_topic,
 )
 
 logger = logging.getLogger("riskstream.agents")
@@ -152,8 +154,17 @@ async def handle_member_event(key: bytes, value: bytes) -> None:
     state, changed = apply_member_event(
         previous, evt, negative_threshold=THRESHOLDS.negative_review
     )
-    alerts = evaluate_rules(evt, THRESHOLDS)
     event_ms = evt["event_time_ms"]
+    alerts, alert_log, suppressed = rate_limit(
+        state.get("alert_log", {}),
+        evaluate_rules(evt, THRESHOLDS),
+        event_ms,
+        evt["event"]["event_id"],
+        redelivered=not changed,
+    )
+    if changed:
+        state = {**state, "alert_log": alert_log}
+    metrics.ALERTS_SUPPRESSED.inc(suppressed)
     # a redelivered event re-publishes its profile: the first copy may not have gone out
     publish = not changed or should_publish(state, event_ms, PROFILE_THROTTLE_MS, bool(alerts))
     if changed:
@@ -172,6 +183,27 @@ async def handle_member_event(key: bytes, value: bytes) -> None:
             key=key, value=encode(public_profile(state), "member-profiles")
         )
         metrics.PROFILES_PUBLISHED.inc()
+    for mention in subject_events(evt, THRESHOLDS.surge_negative):
+        await subject_events_topic.send(key=subject_key(mention), value=orjson.dumps(mention))
+
+
+@app.agent(subject_events_topic, name="detect_opinion_surges")
+async def detect_opinion_surges(stream: StreamT) -> None:
+    """Per product/brand surge state -> ``opinion_surge`` alerts (keyed by window: idempotent)."""
+    async for event in stream.events():
+        try:
+            mention = orjson.loads(event.value)
+            key = event.key.decode()
+            state, alert = apply_subject_event(subject_to_surge.get(key), mention)
+            if state is not None:
+                subject_to_surge[key] = state
+            if alert is not None:
+                await alerts_topic.send(
+                    key=alert["alert_id"].encode(), value=encode(alert, "alerts")
+                )
+                metrics.ALERTS.labels(alert["alert_type"]).inc()
+        except Exception as exc:
+            fatal(exc, f"subject event at {event.message.tp} offset {event.message.offset}")
 
 
 @app.agent(member_events_topic, name="track_member_activity")

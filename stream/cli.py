@@ -190,3 +190,16 @@ def eval_fraud(doc: Path) -> None:
     click.echo("\n".join(lines))
     write_section(doc, "Transaction fraud risk", lines)
     dump(result, Path("bench/results/eval-fraud.json"))
+
+
+@eval_group.command("surge")
+@_doc_option
+def eval_surge(doc: Path) -> None:
+    """Real reviews as background + injected negative bursts: recall, false alerts, delay."""
+    from stream.evaluation import dump, evaluate_surge, render_surge, write_section
+
+    result = evaluate_surge(on_stage=lambda stage: click.echo(f"... {stage}"))
+    lines = render_surge(result)
+    click.echo("\n".join(lines))
+    write_section(doc, "Public-opinion surges", lines)
+    dump(result, Path("bench/results/eval-surge.json"))

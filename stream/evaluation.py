@@ -166,3 +166,217 @@ def write_section(path: Path, title: str, lines: list[str]) -> None:
 def dump(result: dict[str, Any], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2, default=float) + "\n", encoding="utf-8")
+
+
+# --------------------------------------------------------------------------- surges
+
+
+def _score_reviews(on_stage: Callable[[str], object]) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Every Fine Foods review with its label and the served model's P(negative)."""
+    from models.data import fine_foods_reviews
+    from models.factory import create_handler
+
+    rows = [r for split in ("train", "validation", "test") for r in fine_foods_reviews(split)]
+    texts = [text for _, text, _ in rows]
+    handler = create_handler("auto")
+    model = handler.load_model()
+    on_stage(f"scoring {len(texts)} real reviews with {handler.model_version}")
+    p_negative = []
+    for start in range(0, len(texts), 64):
+        results = handler.run_inference(texts[start : start + 64], model)
+        p_negative += [r.inference.sentiment_negative for r in results]
+    labels = np.array([label == "negative" for _, _, label in rows])
+    return texts, labels, np.array(p_negative)
+
+
+def simulate_surges(
+    p_negative: np.ndarray,
+    labels: np.ndarray,
+    cfg: Any,
+    *,
+    products: int = 40,
+    brands: int = 8,
+    days: int = 30,
+    rate_per_hour: float = 2.0,
+    bursts: int = 30,
+    burst_size: int = 10,
+    warmup_days: int = 3,
+    negative_threshold: float = 0.5,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Background reviews (real texts, real scores) on synthetic products over ``days``, plus
+    bursts of real negative reviews at known times; run the detector, match its alerts."""
+    from stream import surge
+
+    rng = np.random.default_rng(seed)
+    hour = 3_600_000
+    span = days * 24 * hour
+    n_background = rng.poisson(rate_per_hour * products * days * 24)
+    events = [
+        (int(t), int(p), int(i), False)
+        for t, p, i in zip(
+            rng.integers(0, span, n_background),
+            rng.integers(0, products, n_background),
+            rng.integers(0, len(p_negative), n_background),
+            strict=True,
+        )
+    ]
+    negative_texts = np.nonzero(labels)[0]
+    truth = []
+    for burst in range(bursts):
+        product = int(rng.integers(0, products))
+        start = int(rng.integers(warmup_days * 24 * hour, span - 4 * hour))
+        truth.append({"burst": burst, "product": product, "start_ms": start})
+        for t in rng.integers(start, start + hour, burst_size):
+            events.append((int(t), product, int(rng.choice(negative_texts)), True))
+    events.sort()
+
+    states: dict[tuple[str, int], Any] = {}
+    alerts = []
+    for n, (t, product, text, _injected) in enumerate(events):
+        negative = bool(p_negative[text] >= negative_threshold)
+        for kind, subject in (("product", product), ("brand", product % brands)):
+            state, alert = surge.observe(
+                states.get((kind, subject)), kind, str(subject), t, negative, f"e{n}", cfg
+            )
+            states[(kind, subject)] = state
+            if alert:
+                alerts.append((kind, subject, t))
+
+    def window(ms: int) -> int:
+        return ms // cfg.window_ms
+
+    result: dict[str, Any] = {}
+    for kind, subjects in (("product", products), ("brand", brands)):
+        found, delays, matched = 0, [], set()
+        for b in truth:
+            subject = b["product"] if kind == "product" else b["product"] % brands
+            hits = [
+                (window(t) - window(b["start_ms"]), i)
+                for i, (k, s, t) in enumerate(alerts)
+                if k == kind and s == subject and 0 <= window(t) - window(b["start_ms"]) <= 2
+            ]
+            if hits:
+                found += 1
+                delays.append(min(hits)[0])
+                matched.update(i for _, i in hits)
+        false = [i for i, (k, _, _) in enumerate(alerts) if k == kind and i not in matched]
+        windows = subjects * (span // cfg.hop_ms)  # windows evaluated: one per hop
+        result[kind] = {
+            "bursts": len(truth),
+            "detected": found,
+            "recall": found / len(truth),
+            "false_alerts": len(false),
+            "windows": windows,
+            "false_alerts_per_10k_windows": 1e4 * len(false) / windows,
+            "median_delay_windows": float(np.median(delays)) if delays else None,
+            "max_delay_windows": max(delays) if delays else None,
+        }
+    return result
+
+
+def evaluate_surge(on_stage: Callable[[str], object] = print) -> dict[str, Any]:
+    """The default detector on 5 seeds, plus a z-threshold sweep on the same data."""
+    import dataclasses
+
+    from stream import surge
+
+    started = time.perf_counter()
+    _, labels, p_negative = _score_reviews(on_stage)
+    on_stage("replaying 30 simulated days per seed")
+    runs = {
+        seed: simulate_surges(p_negative, labels, surge.DEFAULT, seed=seed) for seed in range(5)
+    }
+    sweep = {
+        z: simulate_surges(p_negative, labels, dataclasses.replace(surge.DEFAULT, z_threshold=z))
+        for z in (2.5, 3.0, 3.5, 4.0)
+    }
+    return {
+        "config": dataclasses.asdict(surge.DEFAULT),
+        "model_negative_rate": float(np.mean(p_negative >= 0.5)),
+        "label_negative_rate": float(np.mean(labels)),
+        "seeds": runs,
+        "z_sweep_seed0": sweep,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+
+
+def _total(runs: dict[Any, Any], kind: str) -> dict[str, float]:
+    bursts = sum(r[kind]["bursts"] for r in runs.values())
+    false = sum(r[kind]["false_alerts"] for r in runs.values())
+    windows = sum(r[kind]["windows"] for r in runs.values())
+    delays = [
+        r[kind]["max_delay_windows"]
+        for r in runs.values()
+        if r[kind]["max_delay_windows"] is not None
+    ]
+    return {
+        "recall": sum(r[kind]["detected"] for r in runs.values()) / bursts,
+        "bursts": bursts,
+        "false_per_10k": 1e4 * false / windows,
+        "false": false,
+        "windows": windows,
+        "max_delay": max(delays) if delays else None,
+    }
+
+
+def render_surge(result: dict[str, Any]) -> list[str]:
+    cfg = result["config"]
+    lines = [
+        "## Public-opinion surges (real Fine Foods reviews, injected bursts)",
+        "",
+        f"Command: `riskstream eval surge` ({result['seconds']:.0f} s on 2 cores). Every Fine "
+        "Foods review (4,972) is scored once by the served model (P(negative) ≥ 0.5 counts as "
+        f"negative: {100 * result['model_negative_rate']:.1f} % of reviews; "
+        f"{100 * result['label_negative_rate']:.1f} % are labelled negative). Per seed, 30 days "
+        "of background traffic put reviews drawn from them on 40 synthetic products (8 brands) "
+        "at 2 reviews per product-hour, and 30 bursts of 10 real negative-labelled reviews "
+        "land on random products within one random hour after a 3-day warm-up. A burst counts "
+        "as detected if its product raises `opinion_surge` within 2 windows of the burst's "
+        "first window; every other alert is false.",
+        "",
+        f"Detector: {cfg['window_ms'] // 60_000}-minute windows hopping every "
+        f"{cfg['hop_ms'] // 60_000} minutes (false alerts are per 10k evaluated windows, one per "
+        "hop), EWMA baseline "
+        f"(alpha {cfg['alpha']}), z ≥ {cfg['z_threshold']} with ≥ {cfg['min_negatives']} "
+        f"negatives, variance floor {cfg['variance_floor']}, cooldown {cfg['cooldown_windows']} "
+        "windows. z, the minimum negatives and the variance floor were chosen on simulation "
+        "seeds 100-101 (27-point grid: z 3/3.5/4, min 4/5/6, floor 0.5/1/2); the seeds "
+        "below (0-4) were not used for the choice.",
+        "",
+        "| level | bursts | recall | false alerts | windows | false per 10k windows "
+        "| max delay (windows) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for kind in ("product", "brand"):
+        t = _total(result["seeds"], kind)
+        lines.append(
+            f"| {kind} (5 seeds) | {t['bursts']} | **{t['recall']:.3f}** | {t['false']} | "
+            f"{t['windows']:,} | **{t['false_per_10k']:.2f}** | {t['max_delay']} |"
+        )
+    product = _total(result["seeds"], "product")
+    hours = product["windows"] * cfg["hop_ms"] / cfg["window_ms"]
+    lines += [
+        "",
+        f"Counted per product-hour instead of per evaluated window, the product-level false "
+        f"alerts are {1e4 * product['false'] / hours:.2f} per 10k (each hour holds "
+        f"{cfg['window_ms'] // cfg['hop_ms']} overlapping windows). Brand-level thresholds are "
+        "not tuned yet (same settings as products): with 5x the background, its false-alert "
+        "rate is far above target.",
+        "",
+        "Sensitivity (seed 0, product level):",
+        "",
+        "| z threshold | recall | false per 10k windows | max delay |",
+        "|---|---|---|---|",
+    ]
+    for z, r in result["z_sweep_seed0"].items():
+        p = r["product"]
+        lines.append(
+            f"| {z} | {p['recall']:.3f} | {p['false_alerts_per_10k_windows']:.2f} | "
+            f"{p['max_delay_windows']} |"
+        )
+    lines += [
+        "",
+        "",
+    ]
+    return lines

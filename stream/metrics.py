@@ -18,6 +18,9 @@ SCORED_EVENTS = Counter(
     "riskstream_stream_scored_events", "Records published to scored-events.", ["event_type"]
 )
 ALERTS = Counter("riskstream_stream_alerts", "Alerts published.", ["alert_type"])
+ALERTS_SUPPRESSED = Counter(
+    "riskstream_stream_alerts_suppressed", "Alerts held back by the per-subject rate limit."
+)
 PROFILES_PUBLISHED = Counter("riskstream_stream_profiles_published", "Profiles published.")
 DUPLICATES_SKIPPED = Counter(
     "riskstream_stream_duplicates_skipped", "Redelivered events the member state already held."

@@ -55,6 +55,7 @@ def empty_state(member_id: str) -> dict[str, Any]:
         "quality_mentions": 0,
         "last_published_ms": None,
         "published_level": None,
+        "alert_log": {},
     }
 
 
@@ -181,10 +182,15 @@ def should_publish(
     state: Mapping[str, Any], event_ms: int, throttle_ms: int, alerted: bool
 ) -> bool:
     """Publish on change, at most once per ``throttle_ms`` of event time per member, except
-    when the risk level moves or an alert fired (those go out at once)."""
+    when the risk level moves or an alert fired (those go out at once).
+
+    Event time, not the wall clock, so a replay publishes the same profiles. The price: a
+    change held back by the throttle goes out with the member's next publication, and a late
+    event (older than the last publication) waits for one too."""
     last = state.get("last_published_ms")
     return (
-        last is None
+        throttle_ms <= 0
+        or last is None
         or alerted
         or risk_level(state) != state.get("published_level")
         or event_ms - last >= throttle_ms

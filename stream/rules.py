@@ -19,6 +19,7 @@ class AlertThresholds:
     negative_review: float = 0.85  # precision 0.93-0.97 on Fine Foods (model card)
     scam_chat: float = 0.90
     fraud_risk: float = 0.15  # served score; ULB day 2: precision 0.66, recall 0.81
+    surge_negative: float = 0.5  # a text counts as negative in surge windows
 
 
 def alert_id(alert_type: str, subject_kind: str, subject_id: str, event_id: str) -> str:
@@ -118,6 +119,49 @@ def fraud_risk_alert(
 
 
 RULES = (negative_review_alert, scam_chat_alert, fraud_risk_alert)
+
+#: Event-time cooldown per (alert type, subject) within one member's stream.
+ALERT_COOLDOWN_MS = {
+    "fraud_risk": 10 * 60_000,
+    "scam_chat": 30 * 60_000,
+    "negative_review": 60 * 60_000,
+}
+_SEVERITY_RANK = {"low": 0, "medium": 1, "high": 2}
+MAX_ALERT_LOG = 32
+
+
+def rate_limit(
+    log: Mapping[str, list[Any]],
+    alerts: list[dict[str, Any]],
+    event_ms: int,
+    event_id: str,
+    *,
+    redelivered: bool = False,
+) -> tuple[list[dict[str, Any]], dict[str, list[Any]], int]:
+    """Keep at most one alert per (type, subject) per cooldown of event time, unless its
+    severity rises -> (alerts to send, new log, number suppressed).
+
+    The log maps ``type|kind|id`` to ``[event ms, severity, event id]``. A redelivered event
+    re-sends exactly the alerts it was allowed the first time (their ids are deterministic).
+    """
+    new_log = {key: list(value) for key, value in log.items()}
+    kept, suppressed = [], 0
+    for alert in alerts:
+        key = f"{alert['alert_type']}|{alert['subject']['kind']}|{alert['subject']['id']}"
+        last = new_log.get(key)
+        if redelivered:
+            if last is not None and last[2] == event_id:
+                kept.append(alert)
+            continue
+        cooldown = ALERT_COOLDOWN_MS.get(alert["alert_type"], 0)
+        escalates = last is not None and _SEVERITY_RANK[alert["severity"]] > _SEVERITY_RANK[last[1]]
+        if last is None or escalates or not 0 <= event_ms - last[0] < cooldown:
+            kept.append(alert)
+            new_log[key] = [event_ms, alert["severity"], event_id]
+        else:
+            suppressed += 1
+    newest = sorted(new_log.items(), key=lambda item: item[1][0])[-MAX_ALERT_LOG:]
+    return kept, dict(newest), suppressed
 
 
 def evaluate_rules(member_evt: Mapping[str, Any], thresholds: AlertThresholds) -> list[dict]:

@@ -12,3 +12,11 @@ member_to_profile = app.Table(
     key_type=str,
     # No value_type: values are plain JSON dicts (value_type=dict breaks changelog recovery).
 )
+
+#: "product:<id>" / "brand:<id>" -> surge detector state (see stream.surge).
+subject_to_surge = app.Table(
+    "subject-to-surge",
+    default=None,
+    partitions=settings.partitions,
+    key_type=str,
+)

@@ -26,6 +26,8 @@ transactions_topic = _raw_topic("transactions")
 # Internal: valid events (text already scored) re-keyed by member, so the member stage and its
 # table are co-partitioned.
 member_events_topic = _raw_topic("riskstream-member-events", internal=True)
+# Internal: review/chat mentions re-keyed by product or brand for the surge detector.
+subject_events_topic = _raw_topic("riskstream-subject-events", internal=True)
 
 # Outputs
 scored_events_topic = _raw_topic("scored-events")

@@ -59,13 +59,14 @@ def make_worker(
 ) -> Iterator:
     workers: list[WorkerProcess] = []
 
-    async def factory(**env: str) -> WorkerProcess:
+    async def factory(prefix: str | None = None, **env: str) -> WorkerProcess:
         # Create the topics first, so records produced before the worker is up do not
         # auto-create them with the broker's default partition count.
-        settings = Settings(KAFKA_BROKER=kafka_broker.url, topic_prefix=topic_prefix, partitions=2)
+        prefix = prefix or topic_prefix
+        settings = Settings(KAFKA_BROKER=kafka_broker.url, topic_prefix=prefix, partitions=2)
         await ensure_topics(settings)
         worker = WorkerProcess(
-            worker_env(kafka_broker, topic_prefix, **env), tmp_path / f"worker{len(workers)}.log"
+            worker_env(kafka_broker, prefix, **env), tmp_path / f"worker{len(workers)}.log"
         )
         workers.append(worker)
         worker.start()

@@ -124,6 +124,28 @@ def planted_pii() -> list[tuple[str, bytes, bytes]]:
     ]
 
 
+def surge_burst(count: int = 7) -> list[tuple[str, bytes, bytes]]:
+    """``count`` negative reviews of one product within 30 minutes, by different members."""
+    return [
+        (
+            "reviews",
+            f"m-surge-{i}".encode(),
+            orjson.dumps(
+                {
+                    "event_id": f"surge-{i}",
+                    "member_id": f"m-surge-{i}",
+                    "event_time": f"2026-11-23T09:{5 * i:02d}:00Z",
+                    "product_id": "B00SURGE",
+                    "brand": "surgebrand",
+                    "rating": 1,
+                    "text": NEGATIVE,
+                }
+            ),
+        )
+        for i in range(count)
+    ]
+
+
 def planted_review(event_id: str, text: str, rating: int) -> bytes:
     return orjson.dumps(
         {
@@ -159,10 +181,13 @@ async def test_valid_events_are_scored_bad_ones_dead_lettered_alerts_and_profile
         ),
     ]
     records += [(topic_prefix + topic, key, value) for topic, key, value in planted_pii()]
+    records += [(topic_prefix + topic, key, value) for topic, key, value in surge_burst()]
     records += [(topic_prefix + topic, b"bad", value) for topic, value, _ in MALFORMED]
     planted_ids = {"planted-neg", "planted-pos", "tx-ok", "tx-fraud", "pii-review", "pii-chat"}
+    planted_ids |= {f"surge-{i}" for i in range(7)}
     valid_ids = {orjson.loads(r.value)["event_id"] for r in demo} | planted_ids
     members = {orjson.loads(r.value)["member_id"] for r in demo} | {"m-planted", "m-fraud", "m-pii"}
+    members |= {f"m-surge-{i}" for i in range(7)}
 
     worker = await make_worker()
     await produce(kafka_broker.bootstrap, records)
@@ -186,6 +211,10 @@ async def test_valid_events_are_scored_bad_ones_dead_lettered_alerts_and_profile
             and len(found[out["dead-letter"]]) >= len(MALFORMED) + 1
             and set(latest) >= members
             and planted == 2
+            and any(
+                b'"opinion_surge"' in m.value and b"B00SURGE" in m.value
+                for m in found[out["alerts"]]
+            )
         )
 
     found = await collect(
@@ -235,6 +264,15 @@ async def test_valid_events_are_scored_bad_ones_dead_lettered_alerts_and_profile
     ]
     assert profiles["m-fraud"]["risk_level"] == "high"
     assert profiles["m-fraud"]["spend"]["EUR"]["count"] == 2
+
+    surges = [a for a in alerts if a["alert_type"] == "opinion_surge"]
+    product_surges = [a for a in surges if a["subject"] == {"kind": "product", "id": "B00SURGE"}]
+    assert len(product_surges) == 1  # seven negatives, one alert (cooldown)
+    (surge,) = product_surges
+    assert surge["window"]["negatives"] >= 6 and set(surge["event_ids"]) <= planted_ids
+    assert [a["subject"] for a in surges if a["subject"]["kind"] == "brand"] == [
+        {"kind": "brand", "id": "surgebrand"}
+    ]
 
     # no card number, e-mail or phone number in any output topic, dead letters included
     for topic, messages in found.items():

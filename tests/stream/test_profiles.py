@@ -152,3 +152,11 @@ def test_profile_publication_is_throttled_on_event_time() -> None:
         state, txn_evt("t", 20_000, 5.0, fraud=0.9), negative_threshold=0.9
     )
     assert should_publish(risky, 20_000, minute, alerted=False)  # level moved low -> high
+
+
+def test_without_a_throttle_every_change_is_published_even_out_of_order() -> None:
+    from stream.profiles import mark_published, should_publish
+
+    state = mark_published(fold(mevt("a", t=50_000)), 50_000)
+    assert should_publish(state, 10_000, 0, alerted=False)  # an older event still goes out
+    assert not should_publish(state, 10_000, 60_000, alerted=False)

@@ -56,5 +56,11 @@ async def test_sigkill_mid_stream_loses_nothing(kafka_broker, make_worker, topic
     scored_ids = [orjson.loads(m.value)["event_id"] for m in found[scored_topic]]
     missing = expected_ids - set(scored_ids)
     assert not missing, f"{len(missing)} events never scored\n{second.log_tail()}"
-    assert complete(found), "profiles after restart do not count each event exactly once"
+    latest = {m.key.decode(): orjson.loads(m.value)["counts"] for m in found[profiles_topic]}
+    wrong = {
+        member: (latest.get(member), dict(c))
+        for member, c in expected_counts.items()
+        if latest.get(member) != {k: c.get(k, 0) for k in ("review", "chat", "transaction")}
+    }
+    assert complete(found), f"profiles miscount after restart: {list(wrong.items())[:3]}"
     print(f"duplicates after restart: {len(scored_ids) - len(set(scored_ids))}")

@@ -71,3 +71,24 @@ def test_alert_id_is_deterministic_and_distinct() -> None:
         evaluate_rules(review(0.99), T)[0]["alert_id"]
         == evaluate_rules(review(0.99), T)[0]["alert_id"]
     )
+
+
+def test_rate_limit_keeps_one_alert_per_subject_per_cooldown_unless_it_escalates() -> None:
+    from stream.rules import ALERT_COOLDOWN_MS, rate_limit
+
+    def alert(severity: str, subject: str = "m1") -> dict:
+        return {"alert_type": "fraud_risk", "severity": severity,
+                "subject": {"kind": "member", "id": subject}}  # fmt: skip
+
+    cooldown = ALERT_COOLDOWN_MS["fraud_risk"]
+    kept, log, dropped = rate_limit({}, [alert("medium")], 0, "e1")
+    assert len(kept) == 1 and dropped == 0
+    kept, log2, dropped = rate_limit(log, [alert("medium"), alert("medium", "m2")], 1_000, "e2")
+    assert [a["subject"]["id"] for a in kept] == ["m2"] and dropped == 1
+    kept, log3, _ = rate_limit(log2, [alert("high")], 2_000, "e3")
+    assert len(kept) == 1  # escalation goes out
+    kept, _, _ = rate_limit(log3, [alert("high")], 2_000 + cooldown, "e4")
+    assert len(kept) == 1  # cooldown over
+    # a redelivered event re-sends exactly what it was allowed the first time
+    assert len(rate_limit(log3, [alert("high")], 2_000, "e3", redelivered=True)[0]) == 1
+    assert rate_limit(log3, [alert("medium", "m2")], 1_000, "e1", redelivered=True)[0] == []
