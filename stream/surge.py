@@ -47,6 +47,11 @@ class SurgeConfig:
 
 
 DEFAULT = SurgeConfig()
+#: Brands pool several products, so their background is higher and noisier: a stricter
+#: threshold and more support (picked on seeds 100-101 like the product settings).
+BRAND = SurgeConfig(z_threshold=4.0, min_negatives=8)
+#: The settings per subject kind.
+CONFIGS = {"product": DEFAULT, "brand": BRAND}
 
 
 def hop_start(event_ms: int, hop_ms: int) -> int:
@@ -203,9 +208,12 @@ def subject_events(member_evt: Mapping[str, Any], negative_threshold: float) -> 
 
 
 def apply_subject_event(
-    state: Mapping[str, Any] | None, subject_evt: Mapping[str, Any], cfg: SurgeConfig = DEFAULT
+    state: Mapping[str, Any] | None,
+    subject_evt: Mapping[str, Any],
+    configs: Mapping[str, SurgeConfig] = CONFIGS,
 ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     """Idempotent ``observe`` for the stream: (new state or None if a duplicate, alert)."""
+    cfg = configs[subject_evt["kind"]]
     seen = (state or {}).get("recent_event_ids", [])
     if subject_evt["event_id"] in seen:
         return None, None

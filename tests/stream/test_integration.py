@@ -124,7 +124,7 @@ def planted_pii() -> list[tuple[str, bytes, bytes]]:
     ]
 
 
-def surge_burst(count: int = 7) -> list[tuple[str, bytes, bytes]]:
+def surge_burst(count: int = 9) -> list[tuple[str, bytes, bytes]]:
     """``count`` negative reviews of one product within 30 minutes, by different members."""
     return [
         (
@@ -184,10 +184,10 @@ async def test_valid_events_are_scored_bad_ones_dead_lettered_alerts_and_profile
     records += [(topic_prefix + topic, key, value) for topic, key, value in surge_burst()]
     records += [(topic_prefix + topic, b"bad", value) for topic, value, _ in MALFORMED]
     planted_ids = {"planted-neg", "planted-pos", "tx-ok", "tx-fraud", "pii-review", "pii-chat"}
-    planted_ids |= {f"surge-{i}" for i in range(7)}
+    planted_ids |= {f"surge-{i}" for i in range(9)}
     valid_ids = {orjson.loads(r.value)["event_id"] for r in demo} | planted_ids
     members = {orjson.loads(r.value)["member_id"] for r in demo} | {"m-planted", "m-fraud", "m-pii"}
-    members |= {f"m-surge-{i}" for i in range(7)}
+    members |= {f"m-surge-{i}" for i in range(9)}
 
     worker = await make_worker()
     await produce(kafka_broker.bootstrap, records)
@@ -267,7 +267,7 @@ async def test_valid_events_are_scored_bad_ones_dead_lettered_alerts_and_profile
 
     surges = [a for a in alerts if a["alert_type"] == "opinion_surge"]
     product_surges = [a for a in surges if a["subject"] == {"kind": "product", "id": "B00SURGE"}]
-    assert len(product_surges) == 1  # seven negatives, one alert (cooldown)
+    assert len(product_surges) == 1  # nine negatives, one alert (cooldown)
     (surge,) = product_surges
     assert surge["window"]["negatives"] >= 6 and set(surge["event_ids"]) <= planted_ids
     assert [a["subject"] for a in surges if a["subject"]["kind"] == "brand"] == [
