@@ -12,7 +12,13 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
+#: Starts only where a run of local-part characters starts and bounds each part (RFC 5321
+#: lengths), so a 70 kB run of letters costs linear time instead of quadratic (a ReDoS that
+#: profiling of dead-lettered oversized records found: 2.7 s per record before).
+EMAIL = re.compile(
+    r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63}){0,8}"
+    r"\.[A-Za-z]{2,24}(?![A-Za-z0-9-])"
+)
 CARD_CANDIDATE = re.compile(r"(?<![\d])(?:\d[ -]?){12,18}\d(?![\d])")
 PHONE = re.compile(
     r"(?<![\w+])(?:\+?\d{1,3}[ .-]?){0,2}(?:\(\d{2,4}\)[ .-]?)?\d{3,4}[ .-]?\d{3,4}(?![\w])"
