@@ -183,7 +183,7 @@ def distil(
 
 @cli.command("fraud-train")
 def fraud_train() -> None:
-    """Train the transaction fraud booster on ULB day 1 -> models/fraud/ (about 20 s)."""
+    """Train the transaction fraud booster on ULB day 1 -> models/fraud_booster/ (about 20 s)."""
     from models import fraud
 
     booster, info = fraud.train(fraud.load_ulb())

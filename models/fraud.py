@@ -7,7 +7,7 @@ day 2 is the untouched test. LightGBM was chosen because it is accurate on this 
 a row in microseconds, and gives exact per-feature contributions (TreeSHAP) for the reasons an
 analyst sees.
 
-The trained booster is a small text file committed under ``models/fraud/`` (pinned by hash,
+The trained booster is a small text file committed under ``models/fraud_booster/`` (pinned by hash,
 rebuilt by ``python -m models fraud-train``); the data wheel is fetched only for training and
 evaluation.
 """
@@ -39,7 +39,7 @@ VECTOR_NAMES = tuple(f"V{i}" for i in range(1, 29))
 FEATURE_NAMES = (*VECTOR_NAMES, "log_amount")
 DAY_S = 86_400
 
-FRAUD_DIR = Path(__file__).resolve().parent / "fraud"
+FRAUD_DIR = Path(__file__).resolve().parent / "fraud_booster"
 BOOSTER_FILE = "booster.txt"
 REPORT_FILE = "fraud-report.json"
 #: sha256 of the committed booster: the served fraud model.
