@@ -64,3 +64,19 @@ async def test_sigkill_mid_stream_loses_nothing(kafka_broker, make_worker, topic
     }
     assert complete(found), f"profiles miscount after restart: {list(wrong.items())[:3]}"
     print(f"duplicates after restart: {len(scored_ids) - len(set(scored_ids))}")
+    # the restored state is the whole state, not just counters: spend statistics (Welford,
+    # per currency) and the merchants seen match a fold of the input with no crash
+    profiles = {m.key.decode(): orjson.loads(m.value) for m in found[profiles_topic]}
+    spend: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    merchants: dict[str, set[str]] = defaultdict(set)
+    for record, event in zip(demo, events, strict=True):
+        if record.topic == "transactions":
+            spend[event["member_id"]][event["currency"]].append(event["amount"])
+            merchants[event["member_id"]].add(event["merchant_id"])
+    for member, by_currency in spend.items():
+        assert set(profiles[member]["spend"]) == set(by_currency)
+        for currency, amounts in by_currency.items():
+            stats = profiles[member]["spend"][currency]
+            assert stats["count"] == len(amounts)
+            assert stats["mean"] == pytest.approx(sum(amounts) / len(amounts), abs=1e-3)
+        assert profiles[member]["known_merchants"] == min(len(merchants[member]), 32)
