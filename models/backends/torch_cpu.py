@@ -71,23 +71,27 @@ def plan_sub_batches(
 ) -> list[list[int]]:
     """Group indices (shortest first) into sub-batches minimising padded tokens + call overhead.
 
-    Exact dynamic programme over the length-sorted order: a batch is at most 64-odd texts, so
-    the quadratic cost is negligible next to one forward pass.
+    Exact dynamic programme over the length-sorted order: ``best[end]`` is the cheapest plan
+    for the ``end`` shortest texts, its last group ``[start, end)`` padded to its longest. The
+    inner minimum over ``start`` is one numpy expression, so a 1,024-text GPU batch plans in
+    milliseconds (the pure-Python loop took ~0.3 s there); ties go to the largest ``start``.
     """
-    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-    sorted_lengths = [lengths[i] for i in order]
-    best = [0.0] + [math.inf] * len(order)
-    cut = [0] * (len(order) + 1)
-    for end in range(1, len(order) + 1):
-        for start in range(end - 1, -1, -1):
-            padded = (end - start) * sorted_lengths[end - 1]
-            if padded > max_tokens_per_call and end - start > 1:
-                break
-            cost = best[start] + padded + call_overhead_tokens
-            if cost < best[end]:
-                best[end], cut[end] = cost, start
+    n = len(lengths)
+    order = sorted(range(n), key=lambda i: lengths[i])
+    sorted_lengths = np.asarray([lengths[i] for i in order], dtype=np.float64)
+    best = np.full(n + 1, math.inf)
+    best[0] = 0.0
+    cut = [0] * (n + 1)
+    for end in range(1, n + 1):
+        width = sorted_lengths[end - 1]
+        # a group may exceed the token cap only when it is a single text
+        rows = max(1, int(max_tokens_per_call // width)) if width > 0 else end
+        low = max(0, end - rows)
+        costs = best[low:end] + (end - np.arange(low, end)) * width + call_overhead_tokens
+        pick = int(np.argmin(costs[::-1]))  # first minimum from the right: the largest start
+        best[end], cut[end] = costs[::-1][pick], end - 1 - pick
     groups: list[list[int]] = []
-    end = len(order)
+    end = n
     while end > 0:
         groups.append(order[cut[end] : end])
         end = cut[end]

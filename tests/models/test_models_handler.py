@@ -184,3 +184,37 @@ def test_spam_scores_higher_scam_risk_than_ham(
     pairs_ordered = np.mean(risk[:16, None] > risk[None, 16:])
     assert pairs_ordered > 0.95
     assert np.median(risk[:16]) > 0.5 > np.median(risk[16:])
+
+
+def _reference_plan(lengths, overhead, cap):
+    """The original pure-Python programme, kept as the oracle for the vectorised one."""
+    import math
+
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    sl = [lengths[i] for i in order]
+    best = [0.0] + [math.inf] * len(order)
+    cut = [0] * (len(order) + 1)
+    for end in range(1, len(order) + 1):
+        for start in range(end - 1, -1, -1):
+            padded = (end - start) * sl[end - 1]
+            if padded > cap and end - start > 1:
+                break
+            cost = best[start] + padded + overhead
+            if cost < best[end]:
+                best[end], cut[end] = cost, start
+    groups, end = [], len(order)
+    while end > 0:
+        groups.append(order[cut[end] : end])
+        end = cut[end]
+    return groups[::-1]
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_vectorised_plan_equals_the_reference_programme(seed: int) -> None:
+    import random
+
+    rng = random.Random(seed)
+    n = rng.choice([1, 2, 7, 64, 300])
+    lengths = [rng.choice([rng.randint(3, 40), rng.randint(3, 256)]) for _ in range(n)]
+    overhead, cap = rng.choice([(64, 16_384), (2048, 16_384), (0, 512), (10, 300)])
+    assert plan_sub_batches(lengths, overhead, cap) == _reference_plan(lengths, overhead, cap)
