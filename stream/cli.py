@@ -179,27 +179,27 @@ _doc_option = click.option(
 )
 
 
+def _run_evaluation(kind: str, section: str, doc: Path) -> None:
+    """Run one evaluation, print its section, write it into ``doc`` and its JSON beside."""
+    from stream import evaluation
+
+    evaluate = getattr(evaluation, f"evaluate_{kind}")
+    result = evaluate(on_stage=lambda stage: click.echo(f"... {stage}"))
+    lines = getattr(evaluation, f"render_{kind}")(result)
+    click.echo("\n".join(lines))
+    evaluation.write_section(doc, section, lines)
+    evaluation.dump(result, Path(f"bench/results/eval-{kind}.json"))
+
+
 @eval_group.command("fraud")
 @_doc_option
 def eval_fraud(doc: Path) -> None:
     """Train on ULB day 1, replay day 2: PR-AUC, recall at 1 % FPR, alert precision."""
-    from stream.evaluation import dump, evaluate_fraud, render_fraud, write_section
-
-    result = evaluate_fraud(on_stage=lambda stage: click.echo(f"... {stage}"))
-    lines = render_fraud(result)
-    click.echo("\n".join(lines))
-    write_section(doc, "Transaction fraud risk", lines)
-    dump(result, Path("bench/results/eval-fraud.json"))
+    _run_evaluation("fraud", "Transaction fraud risk", doc)
 
 
 @eval_group.command("surge")
 @_doc_option
 def eval_surge(doc: Path) -> None:
     """Real reviews as background + injected negative bursts: recall, false alerts, delay."""
-    from stream.evaluation import dump, evaluate_surge, render_surge, write_section
-
-    result = evaluate_surge(on_stage=lambda stage: click.echo(f"... {stage}"))
-    lines = render_surge(result)
-    click.echo("\n".join(lines))
-    write_section(doc, "Public-opinion surges", lines)
-    dump(result, Path("bench/results/eval-surge.json"))
+    _run_evaluation("surge", "Public-opinion surges", doc)

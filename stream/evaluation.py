@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from models.base import HEAD_NAMES
 from stream import fraud as fraud_rules
 
 #: ULB's ``Time`` is seconds since its first transaction; we place that at midnight UTC.
@@ -51,7 +52,8 @@ def evaluate_fraud(on_stage: Callable[[str], object] = print) -> dict[str, Any]:
     model = fraud.FraudModel(booster, info["threshold"], "in-memory")
     parts = fraud.day_split(frame, fraud.RECIPE.calibration_fraction)
 
-    def scores(part: Any, model_p: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    def scores(part: Any, model_p: np.ndarray | None = None) -> tuple[dict, np.ndarray, list]:
+        """Each scorer's scores, plus the model inputs and behaviour features behind them."""
         rows = fraud.model_inputs(
             part[list(fraud.VECTOR_NAMES)].to_numpy(), part["Amount"].to_numpy()
         )
@@ -62,13 +64,14 @@ def evaluate_fraud(on_stage: Callable[[str], object] = print) -> dict[str, Any]:
         combined = np.array(
             [fraud_rules.assess(f, p)["score"] for f, p in zip(features, model_p, strict=True)]
         )
-        return {"model": model_p, "rules only": rules_only, "served (model + rules)": combined}
+        by_scorer = {"model": model_p, "rules only": rules_only, "served (model + rules)": combined}
+        return by_scorer, rows, features
 
     on_stage("replaying the calibration slice and day 2")
     # day 1 is scored out-of-fold (the served booster has seen it) to set every threshold
     day1 = pd.concat([parts["train"], parts["calibration"]])
-    calibration = scores(day1, info.pop("day1_oof_scores"))
-    test = scores(parts["test"])
+    calibration, _, _ = scores(day1, info.pop("day1_oof_scores"))
+    test, test_rows, test_features = scores(parts["test"])
     y_cal, y_test = day1["Class"].to_numpy(), parts["test"]["Class"].to_numpy()
     results = {}
     for name in test:
@@ -77,19 +80,13 @@ def evaluate_fraud(on_stage: Callable[[str], object] = print) -> dict[str, Any]:
         )
         results[name] = fraud.evaluate(y_test, test[name], threshold)
     # reasons for the first few alerts, as an analyst would see them
-    rows = fraud.model_inputs(
-        parts["test"][list(fraud.VECTOR_NAMES)].to_numpy(), parts["test"]["Amount"].to_numpy()
-    )
     flagged = np.nonzero(test["model"] >= info["threshold"])[0][:3]
     examples = [
         fraud_rules.assess(
-            {**_population_features(np.array([parts["test"]["Amount"].iloc[i]]),
-                                    np.array([parts["test"]["Time"].iloc[i]]))[0]},
-            float(test["model"][i]),
-            model.explain(rows[i : i + 1])[0],
+            test_features[i], float(test["model"][i]), model.explain(test_rows[i : i + 1])[0]
         )
         for i in flagged
-    ]  # fmt: skip
+    ]
     return {
         "data": {
             "rows": info["rows"],
@@ -174,6 +171,7 @@ def dump(result: dict[str, Any], path: Path) -> None:
 def _score_reviews(on_stage: Callable[[str], object]) -> tuple[list[str], np.ndarray, np.ndarray]:
     """Every Fine Foods review with its label and the served model's P(negative)."""
     from models.data import fine_foods_reviews
+    from models.evaluate import score_texts
     from models.factory import create_handler
 
     rows = [r for split in ("train", "validation", "test") for r in fine_foods_reviews(split)]
@@ -181,12 +179,9 @@ def _score_reviews(on_stage: Callable[[str], object]) -> tuple[list[str], np.nda
     handler = create_handler("auto")
     model = handler.load_model()
     on_stage(f"scoring {len(texts)} real reviews with {handler.model_version}")
-    p_negative = []
-    for start in range(0, len(texts), 64):
-        results = handler.run_inference(texts[start : start + 64], model)
-        p_negative += [r.inference.sentiment_negative for r in results]
+    p_negative = score_texts(handler, model, texts)[:, HEAD_NAMES.index("sentiment_negative")]
     labels = np.array([label == "negative" for _, _, label in rows])
-    return texts, labels, np.array(p_negative)
+    return texts, labels, p_negative.astype(np.float64)
 
 
 def simulate_surges(

@@ -47,6 +47,11 @@ def amount_z(
 # --------------------------------------------------------------------------- features
 
 
+def recent_scam_risk(signal: Mapping[str, Any] | None, now_ms: int) -> float:
+    """The member's scam-chat signal if it is at most a day old at ``now_ms``, else 0."""
+    return signal["risk"] if signal and now_ms - signal["at_ms"] <= DAY_MS else 0.0
+
+
 def count_since(times_ms: Sequence[int], now_ms: int, window_ms: int) -> int:
     return sum(1 for t in times_ms if now_ms - window_ms < t <= now_ms)
 
@@ -61,8 +66,6 @@ def behaviour_features(history: Mapping[str, Any], txn: Mapping[str, Any], event
     spend = history.get("spend", {}).get(txn["currency"])
     times = history.get("txn_times_ms", [])
     seen_before = history.get("counts", {}).get("transaction", 0) > 0
-    scam = history.get("scam_signal")
-    recent_scam = scam["risk"] if scam and event_ms - scam["at_ms"] <= DAY_MS else 0.0
     return {
         "amount": float(txn["amount"]),
         "amount_z": amount_z(spend, float(txn["amount"])),
@@ -72,7 +75,7 @@ def behaviour_features(history: Mapping[str, Any], txn: Mapping[str, Any], event
         "new_country": seen_before and txn["country"] not in history.get("countries", []),
         "new_merchant": seen_before and txn["merchant_id"] not in history.get("merchants", []),
         "night": is_night(event_ms),
-        "recent_chat_scam_risk": recent_scam,
+        "recent_chat_scam_risk": recent_scam_risk(history.get("scam_signal"), event_ms),
     }
 
 

@@ -11,7 +11,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from stream.fraud import DAY_MS, welford_update
+from stream.fraud import DAY_MS, recent_scam_risk, welford_std, welford_update
 from stream.steps import rfc3339_from_ms
 
 #: How many applied event ids a member's state remembers for de-duplication.
@@ -149,12 +149,7 @@ def _fold_transaction(
 def risk_level(state: Mapping[str, Any]) -> str:
     """low / medium / high from the latest fraud score and a recent scam-like chat."""
     fraud = state.get("fraud_score_last") or 0.0
-    signal = state.get("scam_signal")
-    scam = (
-        signal["risk"]
-        if signal and (state["last_seen_ms"] or 0) - signal["at_ms"] <= DAY_MS
-        else 0.0
-    )
+    scam = recent_scam_risk(state.get("scam_signal"), state["last_seen_ms"] or 0)
     if fraud >= RISK_HIGH or scam >= 0.9:
         return "high"
     return "medium" if fraud >= RISK_MEDIUM or scam >= 0.5 else "low"
@@ -223,7 +218,7 @@ def public_profile(state: Mapping[str, Any]) -> dict[str, Any]:
             currency: {
                 "count": stats["n"],
                 "mean": round(stats["mean"], 4),
-                "std": round((stats["m2"] / (stats["n"] - 1)) ** 0.5, 4) if stats["n"] > 1 else 0.0,
+                "std": round(welford_std(stats), 4),
             }
             for currency, stats in sorted(state["spend"].items())
         },

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from models.factory import create_handler
+from models.fraud import VECTOR_NAMES, FraudModel, model_inputs, vectors_of
 from stream import metrics
 from stream.app import settings
 from stream.batcher import MicroBatcher
@@ -31,8 +32,6 @@ class FraudScorer:
     One row costs about 0.1 ms (predict + TreeSHAP contributions), so it runs inline."""
 
     def __init__(self) -> None:
-        from models.fraud import VECTOR_NAMES, FraudModel
-
         self._model = FraudModel.load()
         self._width = len(VECTOR_NAMES)
 
@@ -41,8 +40,6 @@ class FraudScorer:
         return self._model.version
 
     def __call__(self, txn: dict) -> tuple[float, list, str] | None:
-        from models.fraud import model_inputs, vectors_of
-
         vector = txn.get("features")
         if not vector or len(vector) != self._width:
             return None  # no upstream vector: rules alone score it
