@@ -211,9 +211,13 @@ async def test_valid_events_are_scored_bad_ones_dead_lettered_alerts_and_profile
             and len(found[out["dead-letter"]]) >= len(MALFORMED) + 1
             and set(latest) >= members
             and planted == 2
-            and any(
-                b'"opinion_surge"' in m.value and b"B00SURGE" in m.value
-                for m in found[out["alerts"]]
+            # product and brand alerts come from different partitions: wait for both
+            and all(
+                any(
+                    b'"opinion_surge"' in m.value and subject in m.value
+                    for m in found[out["alerts"]]
+                )
+                for subject in (b'"B00SURGE"', b'"surgebrand"')
             )
         )
 
