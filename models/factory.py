@@ -5,44 +5,45 @@ from __future__ import annotations
 import importlib
 import logging
 from collections.abc import Callable
+from pathlib import Path
 
 from models.base import ModelHandler
 
 log = logging.getLogger(__name__)
 
 
-def _torch_cpu() -> ModelHandler:
+def _torch_cpu(artefact_path: Path | None) -> ModelHandler:
     from models.backends.torch_cpu import TorchCpuHandler
 
-    return TorchCpuHandler()
+    return TorchCpuHandler(artefact_path=artefact_path)
 
 
-def _onnx_cpu() -> ModelHandler:
+def _onnx_cpu(artefact_path: Path | None) -> ModelHandler:
     from models.backends.onnx_cpu import OnnxCpuHandler
 
-    return OnnxCpuHandler(precision="fp32")
+    return OnnxCpuHandler(precision="fp32", artefact_path=artefact_path)
 
 
-def _onnx_cpu_int8() -> ModelHandler:
+def _onnx_cpu_int8(artefact_path: Path | None) -> ModelHandler:
     from models.backends.onnx_cpu import OnnxCpuHandler
 
-    return OnnxCpuHandler(precision="int8")
+    return OnnxCpuHandler(precision="int8", artefact_path=artefact_path)
 
 
-def _torch_cuda() -> ModelHandler:
+def _torch_cuda(artefact_path: Path | None) -> ModelHandler:
     from models.backends.torch_cuda import TorchCudaHandler
 
-    return TorchCudaHandler()
+    return TorchCudaHandler(artefact_path=artefact_path)
 
 
-def _tensorrt() -> ModelHandler:
+def _tensorrt(artefact_path: Path | None) -> ModelHandler:
     from models.backends.tensorrt import TensorRTHandler
 
-    return TensorRTHandler()
+    return TensorRTHandler(artefact_path=artefact_path)
 
 
 #: Backend name -> constructor. Constructors import lazily so unused engines are never loaded.
-BACKENDS: dict[str, Callable[[], ModelHandler]] = {
+BACKENDS: dict[str, Callable[[Path | None], ModelHandler]] = {
     "torch-cpu": _torch_cpu,
     "onnx-cpu": _onnx_cpu,
     "onnx-cpu-int8": _onnx_cpu_int8,
@@ -95,9 +96,14 @@ def resolve_backend(backend: str) -> tuple[str, str]:
     return backend, "requested explicitly"
 
 
-def create_handler(backend: str = "auto") -> ModelHandler:
-    """A ready-to-load handler for ``backend`` (``load_model()`` is the caller's job)."""
+def create_handler(backend: str = "auto", model_version: str | None = None) -> ModelHandler:
+    """A ready-to-load handler for ``backend`` serving ``model_version`` (default: the current
+    student; any other build in the model cache, e.g. a baseline, for comparisons).
+    ``load_model()`` is the caller's job."""
+    from models import artefacts
+
     name, reason = resolve_backend(backend)
-    handler = BACKENDS[name]()
+    path = artefacts.artefact_dir(model_version) if model_version else None
+    handler = BACKENDS[name](path)
     log.info("model backend %s (%s), model_version=%s", name, reason, handler.model_version)
     return handler

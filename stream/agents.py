@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 
 import orjson
@@ -39,7 +40,14 @@ from stream.steps import (
     text_to_score,
     utc_now,
 )
-from stream.surge import apply_subject_event, subject_events, subject_key
+from stream.surge import (
+    REORDER,
+    flush_due,
+    flush_pending,
+    hold_mention,
+    subject_events,
+    subject_key,
+)
 from stream.tables import member_to_profile, subject_to_surge
 from stream.topics import (
     INPUT_TOPICS,
@@ -187,23 +195,72 @@ async def handle_member_event(key: bytes, value: bytes) -> None:
         await subject_events_topic.send(key=subject_key(mention), value=orjson.dumps(mention))
 
 
+#: Key of the tick records that flush held mentions when a subject goes quiet.
+SURGE_TICK = b"__tick__"
+#: Subject-events partition -> subject key -> when its oldest held mention arrived.
+held_since: dict[int, dict[str, float]] = {}
+
+
+def _held_in(partition: int) -> dict[str, float]:
+    """This partition's subjects with held mentions (after a restart: found in the table)."""
+    if partition not in held_since:
+        held_since[partition] = {
+            key: min(p["arrived_s"] for p in state["pending"])
+            for key, state in subject_to_surge.items()
+            if state.get("pending") and state.get("partition") == partition
+        }
+    return held_since[partition]
+
+
+async def flush_subject(key: str, partition: int) -> None:
+    state, alerts = flush_pending(subject_to_surge[key])
+    subject_to_surge[key] = state
+    _held_in(partition).pop(key, None)
+    for alert in alerts:
+        await alerts_topic.send(key=alert["alert_id"].encode(), value=encode(alert, "alerts"))
+        metrics.ALERTS.labels(alert["alert_type"]).inc()
+
+
 @app.agent(subject_events_topic, name="detect_opinion_surges")
 async def detect_opinion_surges(stream: StreamT) -> None:
-    """Per product/brand surge state -> ``opinion_surge`` alerts (keyed by window: idempotent)."""
+    """Per product/brand surge state -> ``opinion_surge`` alerts (keyed by window: idempotent).
+
+    Mentions are held briefly and folded in event-time order (``stream.surge.ReorderPolicy``);
+    tick records flush subjects that went quiet."""
     async for event in stream.events():
         try:
-            mention = orjson.loads(event.value)
-            key = event.key.decode()
-            state, alert = apply_subject_event(subject_to_surge.get(key), mention)
-            if state is not None:
-                subject_to_surge[key] = state
-            if alert is not None:
-                await alerts_topic.send(
-                    key=alert["alert_id"].encode(), value=encode(alert, "alerts")
-                )
-                metrics.ALERTS.labels(alert["alert_type"]).inc()
+            partition, now = event.message.partition, time.time()
+            held = _held_in(partition)
+            if event.key != SURGE_TICK:
+                key = event.key.decode()
+                state = hold_mention(subject_to_surge.get(key), orjson.loads(event.value), now)
+                if state is not None:
+                    subject_to_surge[key] = {**state, "partition": partition}
+                    held.setdefault(key, now)
+            for key in list(held):
+                state = subject_to_surge.get(key)
+                if not state or not state.get("pending"):
+                    held.pop(key)  # flushed elsewhere before a rebalance
+                elif flush_due(state, now):
+                    await flush_subject(key, partition)
+            metrics.SURGE_HELD.set(sum(len(h) for h in held_since.values()))
+            metrics.SUBJECT_EVENTS_DONE.inc()
         except Exception as exc:
             fatal(exc, f"subject event at {event.message.tp} offset {event.message.offset}")
+
+
+@app.on_partitions_revoked.connect
+async def forget_held_mentions(app, revoked, **kwargs) -> None:
+    """Held mentions live in the table; whoever owns a partition next finds them there."""
+    held_since.clear()
+
+
+@app.timer(interval=REORDER.hold_s / 2)
+async def tick_held_surge_partitions() -> None:
+    """A tick into each partition holding mentions, so quiet subjects are flushed too."""
+    for partition, held in list(held_since.items()):
+        if held:
+            await subject_events_topic.send(key=SURGE_TICK, value=b"{}", partition=partition)
 
 
 @app.agent(member_events_topic, name="track_member_activity")
@@ -211,6 +268,7 @@ async def track_member_activity(stream: StreamT) -> None:
     async for event in stream.events():
         try:
             await handle_member_event(event.key, event.value)
+            metrics.MEMBER_EVENTS_DONE.inc()
         except Exception as exc:
             fatal(exc, f"member event at {event.message.tp} offset {event.message.offset}")
 

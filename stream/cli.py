@@ -1,4 +1,4 @@
-"""``riskstream`` command line: run (the main job), worker, simulate, broker."""
+"""``riskstream`` command line: run (the main job), worker, simulate, broker, replay, eval."""
 
 from __future__ import annotations
 
@@ -6,12 +6,14 @@ import asyncio
 import logging
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import click
 from rich.console import Console
 
 from stream.broker import BrokerError, EmbeddedBroker
+from stream.config import Settings
 
 console = Console(stderr=True)
 
@@ -164,6 +166,189 @@ def broker(port: int, log_path: Path) -> None:
         _fail(str(exc))
     except KeyboardInterrupt:
         pass
+
+
+def _epoch_ms(value: str | None) -> int | None:
+    """ISO-8601 (``2026-11-23T10:00:00Z``) or epoch milliseconds -> epoch ms."""
+    if value is None:
+        return None
+    if value.isdigit():
+        return int(value)
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is neither ISO-8601 nor epoch milliseconds") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1000)
+
+
+def _setting_pairs(pairs: tuple[str, ...], option: str) -> dict[str, str]:
+    """``fraud_risk_threshold=0.3`` or ``RISKSTREAM_FRAUD_RISK_THRESHOLD=0.3`` -> env names,
+    checked against the worker's settings."""
+    from pydantic import ValidationError
+
+    from stream.replay import settings_with
+
+    settings: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise click.BadParameter(f"{pair!r}: expected NAME=VALUE", param_hint=option)
+        env_name = name.upper()
+        env_name = env_name if env_name.startswith("RISKSTREAM_") else f"RISKSTREAM_{env_name}"
+        if env_name.removeprefix("RISKSTREAM_").lower() not in Settings.model_fields:
+            raise click.BadParameter(f"{name!r} is not a worker setting", param_hint=option)
+        settings[env_name] = value
+    try:
+        settings_with(settings)
+    except ValidationError as exc:
+        raise click.BadParameter(str(exc), param_hint=option) from None
+    return settings
+
+
+@main.command()
+@click.option(
+    "--file",
+    "file_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Replay a JSONL (.jsonl, .jsonl.gz) or Parquet file of events.",
+)
+@click.option(
+    "--topics",
+    "source_broker",
+    default=None,
+    help="Replay the input topics of this broker (kafka://host:port).",
+)
+@click.option("--source-prefix", default="", help="Topic prefix of the deployment to replay.")
+@click.option("--from-offset", type=click.IntRange(min=0), help="Per partition, inclusive.")
+@click.option("--to-offset", type=click.IntRange(min=0), help="Per partition, exclusive.")
+@click.option("--from-time", help="Record timestamp, inclusive (ISO-8601 or epoch ms).")
+@click.option("--to-time", help="Record timestamp, exclusive (ISO-8601 or epoch ms).")
+@click.option(
+    "--broker",
+    "broker_url",
+    default=None,
+    help="Run the backtest on this broker, under backtest.<run id>. (default: an embedded one).",
+)
+@click.option("--run-id", default=None, help="Default: a timestamp.")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="report.json, report.md, plots and outputs (default runs/backtest-<run id>).",
+)
+@click.option(
+    "--set",
+    "set_pairs",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="A worker setting for the backtest, e.g. profile_throttle_s=0 (repeatable).",
+)
+@click.option(
+    "--compare",
+    "compare_pairs",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Also run B with these settings, e.g. fraud_risk_threshold=0.3 or "
+    "model_version=<build> or backend=onnx-cpu-int8, and compare (repeatable).",
+)
+@click.option("--partitions", type=click.IntRange(min=1), default=4, show_default=True)
+@click.option("--timeout", "timeout_s", type=float, default=3600.0, show_default=True)
+@click.option("--no-progress", is_flag=True, help="No progress bar (for CI logs).")
+def replay(
+    file_path: Path | None,
+    source_broker: str | None,
+    source_prefix: str,
+    from_offset: int | None,
+    to_offset: int | None,
+    from_time: str | None,
+    to_time: str | None,
+    broker_url: str | None,
+    run_id: str | None,
+    out_dir: Path | None,
+    set_pairs: tuple[str, ...],
+    compare_pairs: tuple[str, ...],
+    partitions: int,
+    timeout_s: float,
+    no_progress: bool,
+) -> None:
+    """Backtest: replay a topic range or a file through the worker, isolated, with a report."""
+    from models.student import ensure_built
+    from stream.replay import (
+        ReplayError,
+        ReplayOptions,
+        ReplaySource,
+        TopicRange,
+        read_file,
+        read_topic_range,
+    )
+    from stream.replay import replay as run_replay
+
+    if (file_path is None) == (source_broker is None):
+        _fail("give exactly one of --file and --topics")
+    ranged = (from_offset, to_offset, from_time, to_time)
+    if file_path is not None and any(v is not None for v in ranged):
+        _fail("offset and time ranges apply to --topics only")
+    settings = _setting_pairs(set_pairs, "--set")
+    compare = _setting_pairs(compare_pairs, "--compare")
+    run_id = run_id or time.strftime("%Y%m%d-%H%M%S")
+    options = ReplayOptions(
+        run_id=run_id,
+        out_dir=out_dir or Path("runs") / f"backtest-{run_id}",
+        broker_url=broker_url,
+        partitions=partitions,
+        compare=compare,
+        timeout_s=timeout_s,
+        show_progress=not no_progress,
+        settings=settings,
+    )
+    ensure_built(progress=not no_progress)
+    try:
+        if file_path is not None:
+            records, skipped = read_file(file_path)
+            source = ReplaySource(records, skipped, {"kind": "file", "path": str(file_path)})
+        else:
+            rng = TopicRange(
+                source_broker,
+                source_prefix,
+                from_offset,
+                to_offset,
+                _epoch_ms(from_time),
+                _epoch_ms(to_time),
+            )
+            records = asyncio.run(read_topic_range(rng))
+            source = ReplaySource(records, {}, rng.describe())
+        console.print(f"replaying {len(records)} records as run {run_id} -> {options.out_dir}")
+        report = asyncio.run(run_replay(source, options, console))
+    except (ReplayError, BrokerError) as exc:
+        _fail(str(exc))
+    _print_replay_summary(report, options.out_dir)
+    if report["status"] != "complete":
+        sys.exit(1)
+
+
+def _print_replay_summary(report: dict, out_dir: Path) -> None:
+    runs = report.get("runs") or {"a": report}
+    for label, run in runs.items():
+        events = run["events"]
+        console.rule(f"backtest {run['run_id']} run {label}: {run['status']}")
+        console.print(
+            f"{events['accounted']} of {events['input_total']} events "
+            f"({run['throughput']['events_per_s']} events/s), dead letters "
+            f"{events['dead_letter'] or 'none'}, alerts {run['alerts']['by_type'] or 'none'}"
+        )
+        for name, quality in run["labelled"].items():
+            shown = {k: v for k, v in quality.items() if not isinstance(v, dict | list)}
+            console.print(f"  {name}: {shown}")
+    if "compare" in report and report["compare"]["alerts"] is not None:
+        diff = report["compare"]["alerts"]
+        console.print(
+            f"alerts in both: {diff['same']}, only A: {len(diff['only_a'])}, "
+            f"only B: {len(diff['only_b'])}"
+        )
+    console.print(f"report: {out_dir / 'report.md'} and {out_dir / 'report.json'}")
 
 
 @main.group("eval")

@@ -43,6 +43,11 @@ class Settings(BaseSettings):
     web_port: int = Field(6066, description="Worker web server (/metrics).")
     web_host: str = "127.0.0.1"
     backend: str = Field("auto", description="Model backend: auto, torch-cpu, ...")
+    model_version: str | None = Field(
+        None,
+        description="Serve this build from the model cache (e.g. a baseline, for a backtest "
+        "--compare); default: the current student.",
+    )
     max_batch_size: int | None = Field(None, ge=1, description="Default: the backend's own.")
     max_batch_wait_ms: float | None = Field(None, ge=0, description="Default: the backend's own.")
     max_event_bytes: int = Field(65536, ge=256)

@@ -21,6 +21,18 @@ ALERTS = Counter("riskstream_stream_alerts", "Alerts published.", ["alert_type"]
 ALERTS_SUPPRESSED = Counter(
     "riskstream_stream_alerts_suppressed", "Alerts held back by the per-subject rate limit."
 )
+MEMBER_EVENTS_DONE = Counter(
+    "riskstream_stream_member_events_processed",
+    "Member-stage events whose outputs were all handed to the producer.",
+)
+SUBJECT_EVENTS_DONE = Counter(
+    "riskstream_stream_subject_events_processed",
+    "Surge-stage events whose outputs were all handed to the producer.",
+)
+SURGE_HELD = Gauge(
+    "riskstream_surge_held_subjects",
+    "Subjects whose mentions are held for event-time ordering (0 when all are folded).",
+)
 PROFILES_PUBLISHED = Counter("riskstream_stream_profiles_published", "Profiles published.")
 DUPLICATES_SKIPPED = Counter(
     "riskstream_stream_duplicates_skipped", "Redelivered events the member state already held."

@@ -11,7 +11,7 @@ from stream import metrics
 from stream.app import settings
 from stream.batcher import MicroBatcher
 
-handler = create_handler(settings.backend)
+handler = create_handler(settings.backend, settings.model_version)
 _limits = handler.batch_elements_kwargs()
 
 batcher = MicroBatcher(

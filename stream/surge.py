@@ -236,3 +236,62 @@ def apply_subject_event(
 
 def subject_key(subject_evt: Mapping[str, Any]) -> bytes:
     return f"{subject_evt['kind']}:{subject_evt['id']}".encode()
+
+
+# --------------------------------------------------------------------------- event-time order
+
+
+@dataclass(frozen=True, slots=True)
+class ReorderPolicy:
+    """How long a subject's mentions wait to be put in event-time order before ``observe``.
+
+    Mentions of one subject come from every member partition, so their arrival order varies
+    from run to run. Held until the oldest has waited ``hold_s`` (processing time), then
+    folded sorted by (event time, event id), a burst gives the same windows, baseline and
+    alert in every replay. The price is up to ``hold_s`` of extra alert latency."""
+
+    hold_s: float = 2.0
+    #: A busy subject is flushed at this many pending mentions, whatever their age.
+    max_pending: int = 256
+
+
+REORDER = ReorderPolicy()
+
+
+def hold_mention(
+    state: Mapping[str, Any] | None, subject_evt: Mapping[str, Any], arrived_s: float
+) -> dict[str, Any] | None:
+    """Add a mention to the subject's pending list (None if it was seen already)."""
+    current = dict(state or empty_state(subject_evt["kind"], subject_evt["id"]))
+    pending = current.get("pending", [])
+    event_id = subject_evt["event_id"]
+    if event_id in current.get("recent_event_ids", []) or any(
+        p["event_id"] == event_id for p in pending
+    ):
+        return None
+    current["pending"] = [*pending, {**subject_evt, "arrived_s": arrived_s}]
+    return current
+
+
+def flush_due(state: Mapping[str, Any], now_s: float, policy: ReorderPolicy = REORDER) -> bool:
+    pending = state.get("pending") or []
+    if len(pending) >= policy.max_pending:
+        return True
+    return bool(pending) and now_s - min(p["arrived_s"] for p in pending) >= policy.hold_s
+
+
+def flush_pending(
+    state: Mapping[str, Any], configs: Mapping[str, SurgeConfig] = CONFIGS
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Fold every pending mention in (event time, event id) order -> (state, alerts)."""
+    current: dict[str, Any] = {**state, "pending": []}
+    alerts = []
+    ordered = sorted(state.get("pending") or [], key=lambda p: (p["event_time_ms"], p["event_id"]))
+    for mention in ordered:
+        mention = {k: v for k, v in mention.items() if k != "arrived_s"}
+        new, alert = apply_subject_event(current, mention, configs)
+        if new is not None:
+            current = new
+        if alert is not None:
+            alerts.append(alert)
+    return current, alerts

@@ -8,7 +8,11 @@ import pytest
 
 from stream.surge import (
     DEFAULT,
+    ReorderPolicy,
     apply_subject_event,
+    flush_due,
+    flush_pending,
+    hold_mention,
     hop_start,
     observe,
     subject_events,
@@ -115,3 +119,50 @@ def test_apply_subject_event_skips_redelivered_events() -> None:
     again, alert = apply_subject_event(state, mention)
     assert again is None and alert is None
     assert state["recent_event_ids"] == ["e1"]
+
+
+def _mentions(count: int = 9) -> list[dict]:
+    return [
+        {
+            "event_id": f"s{i}",
+            "event_time": "2026-11-23T09:00:00Z",
+            "negative": True,
+            "event_time_ms": 10 * HOUR + i * 5 * 60_000,
+            "model_version": "v",
+            "kind": "product",
+            "id": "p1",
+        }
+        for i in range(count)
+    ]
+
+
+def test_held_mentions_fold_the_same_whatever_their_arrival_order() -> None:
+    """Mentions come from many member partitions; sorted on flush, every order agrees."""
+    results = []
+    for order in (
+        [0, 1, 2, 3, 4, 5, 6, 7, 8],
+        [8, 3, 0, 7, 1, 6, 2, 5, 4],
+        [8, 7, 6, 5, 4, 3, 2, 1, 0],
+    ):
+        mentions = _mentions()
+        state = None
+        for arrived, i in enumerate(order):
+            state = hold_mention(state, mentions[i], arrived_s=100.0 + arrived * 0.01)
+        assert not flush_due(state, now_s=101.0, policy=ReorderPolicy(hold_s=2.0))
+        assert flush_due(state, now_s=102.0, policy=ReorderPolicy(hold_s=2.0))
+        folded, alerts = flush_pending(state)
+        assert folded["pending"] == []
+        results.append((folded, alerts))
+    assert all(r == results[0] for r in results)
+    (_, alerts) = results[0]
+    assert len(alerts) == 1 and alerts[0]["event_ids"] == ["s0", "s1", "s2", "s3", "s4"]
+
+
+def test_held_mentions_are_not_taken_twice_and_a_busy_subject_flushes_by_count() -> None:
+    mentions = _mentions(3)
+    state = hold_mention(None, mentions[0], 1.0)
+    assert hold_mention(state, mentions[0], 1.5) is None  # redelivered while held
+    folded, _ = flush_pending(state)
+    assert hold_mention(folded, mentions[0], 2.0) is None  # redelivered after folding
+    state = hold_mention(hold_mention(folded, mentions[1], 3.0), mentions[2], 3.0)
+    assert flush_due(state, now_s=3.0, policy=ReorderPolicy(hold_s=60, max_pending=2))

@@ -1,0 +1,158 @@
+"""The backtest report as pure functions: source rows, labels, metrics against hand counts."""
+
+from __future__ import annotations
+
+import base64
+
+import orjson
+import pytest
+
+from stream.backtest import (
+    ReplayInputError,
+    ReplayOutputs,
+    ReplayRecord,
+    build_report,
+    compare_alerts,
+    input_facts,
+    record_from_row,
+    records_from_jsonl,
+    render_markdown,
+    surge_quality,
+)
+
+THRESHOLDS = {"fraud_risk": 0.5, "negative_review": 0.85, "scam_chat": 0.9}
+
+
+def test_rows_become_records_in_both_shapes() -> None:
+    envelope = record_from_row(
+        {"topic": "chats", "key": "m1", "value": {"a": 1}, "timestamp_ms": 7}
+    )
+    assert envelope == ReplayRecord("chats", b"m1", b'{"a":1}', 7)
+    raw = record_from_row({"topic": "reviews", "value": '{"broken": '})
+    assert raw.value == b'{"broken": ' and raw.key is None
+    blob = record_from_row({"topic": "reviews", "value_b64": base64.b64encode(b"\xff").decode()})
+    assert blob.value == b"\xff"
+    bare = record_from_row({"event_type": "transaction", "event_id": "t1", "member_id": "m9"})
+    assert bare.topic == "transactions" and bare.key == b"m9"
+    assert orjson.loads(bare.value) == {"event_id": "t1", "member_id": "m9"}
+    for row, message in (
+        ({"topic": "alerts", "value": {}}, "is not one of"),
+        ({"topic": "chats"}, "needs 'value'"),
+        ({"event_id": "x"}, "needs 'topic'"),
+    ):
+        with pytest.raises(ReplayInputError, match=message):
+            record_from_row(row)
+
+
+def test_unreadable_lines_are_reported_by_number() -> None:
+    lines = [
+        b'{"topic": "chats", "value": {}}',
+        b"",
+        b"nope",
+        b"[1]",
+        b'{"topic": "x", "value": 1}',
+    ]
+    out = list(records_from_jsonl(lines))
+    assert isinstance(out[0][1], ReplayRecord)
+    assert [n for n, r in out if isinstance(r, str)] == [3, 4, 5]
+
+
+def _txn(event_id: str, label: int, minute: int = 0) -> ReplayRecord:
+    body = {"event_id": event_id, "member_id": "m", "event_time": f"2026-11-23T10:{minute:02d}:00Z",
+            "label": label}  # fmt: skip
+    return ReplayRecord("transactions", b"m", orjson.dumps(body))
+
+
+def _scored(event_id: str, fraud_risk: float) -> dict:
+    return {"event_id": event_id, "event_type": "transaction", "model_version": None,
+            "scores": {"fraud_risk": fraud_risk}}  # fmt: skip
+
+
+def _alert(alert_id: str, kind: str, subject: str, event_ids: list, at: str, alert_type: str):
+    return {
+        "alert_id": alert_id,
+        "alert_type": alert_type,
+        "severity": "high",
+        "subject": {"kind": kind, "id": subject},
+        "event_ids": event_ids,
+        "event_time": at,
+    }
+
+
+def test_fraud_figures_match_a_hand_count() -> None:
+    facts = [input_facts(_txn(i, label)) for i, label in (("a", 1), ("b", 0), ("c", 1), ("d", 0))]
+    facts.append(input_facts(ReplayRecord("reviews", None, b"{oops")))
+    outputs = ReplayOutputs()
+    for event_id, score in (("a", 0.9), ("b", 0.6), ("c", 0.3), ("d", 0.1)):
+        outputs.scored.append(_scored(event_id, score))
+    alert = _alert("x1", "member", "m", ["a"], "2026-11-23T10:00:00Z", "fraud_risk")
+    outputs.alerts += [alert, alert]  # a redelivered alert counts once
+    source = {"topic": "reviews", "partition": 0, "offset": 3}
+    outputs.dead_letters.append({"reason": "invalid_json", "source": source})
+    report = build_report(
+        facts, outputs, thresholds=THRESHOLDS, status="complete", elapsed_s=2.0, meta={}
+    )
+    fraud = report["labelled"]["fraud_risk"]
+    # ranked a(1) b(0) c(1) d(0): precision at the two frauds 1/1 and 2/3
+    assert fraud["pr_auc"] == round((1 + 2 / 3) / 2, 4)
+    assert fraud["at_threshold"] == {"threshold": 0.5, "alerts": 2, "precision": 0.5, "recall": 0.5}
+    assert fraud["alerts"] == {"events_alerted": 1, "precision": 1.0, "recall": 0.5}
+    assert report["events"]["accounted"] == 5 and report["events"]["input_total"] == 5
+    assert report["alerts"] == {"total": 1, "by_type": {"fraud_risk": {"high": 1}}}
+    assert report["throughput"]["events_per_s"] == 2.5
+    assert "negative_review" not in report["labelled"]  # no labelled reviews
+    assert "| fraud_risk | 4 | 2 | 0.8333 |" in "\n".join(render_markdown(report))
+
+
+def test_surge_recall_delay_and_unmatched_alerts() -> None:
+    def review(event_id: str, minute: int, product: str, label: dict | None) -> ReplayRecord:
+        body = {"event_id": event_id, "member_id": "m", "product_id": product, "brand": "b",
+                "event_time": f"2026-11-23T10:{minute:02d}:00Z", "label": label}  # fmt: skip
+        return ReplayRecord("reviews", b"m", orjson.dumps(body))
+
+    facts = [input_facts(review(f"s{i}", 5 * i, "p1", {"surge": "burst"})) for i in range(6)]
+    facts.append(input_facts(review("calm", 0, "p2", None)))
+    alerts = [
+        _alert("hit", "product", "p1", ["s0"], "2026-11-23T10:25:00Z", "opinion_surge"),
+        _alert("other", "product", "p2", ["calm"], "2026-11-23T10:30:00Z", "opinion_surge"),
+        _alert("late", "product", "p1", ["s5"], "2026-11-23T15:00:00Z", "opinion_surge"),
+    ]
+    quality = surge_quality(facts, alerts)
+    assert (quality["surges"], quality["detected"], quality["recall"]) == (1, 1, 1.0)
+    assert quality["median_delay_minutes"] == 25.0 and quality["max_delay_hops"] == 1
+    assert quality["unmatched_alerts"] == 2
+    assert quality["per_surge"]["burst"]["subjects"] == ["brand:b", "product:p1"]
+    assert surge_quality(facts[-1:], alerts) is None
+
+
+def test_compare_lists_the_alerts_only_one_run_raised() -> None:
+    shared = _alert("1", "member", "m", ["a"], "2026-11-23T10:00:00Z", "fraud_risk")
+    extra = _alert("2", "product", "p", ["b"], "2026-11-23T10:00:00Z", "opinion_surge")
+    diff = compare_alerts([shared, extra], [shared])
+    assert diff["same"] == 1 and not diff["identical"] and diff["only_b"] == []
+    assert diff["only_a"] == [
+        {"alert_type": "opinion_surge", "subject": "product:p", "event_ids": ["b"]}
+    ]
+    assert compare_alerts([shared], [shared])["identical"]
+
+
+def test_parquet_and_gzipped_jsonl_sources(tmp_path) -> None:
+    import gzip
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from stream.replay import read_file
+
+    rows = [
+        {"topic": "reviews", "key": "m1", "value": '{"event_id": "r1"}'},
+        {"topic": "nowhere", "key": None, "value": "{}"},
+    ]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "events.parquet")
+    records, skipped = read_file(tmp_path / "events.parquet")
+    assert records == [ReplayRecord("reviews", b"m1", b'{"event_id": "r1"}')]
+    assert list(skipped) == [2]
+    with gzip.open(tmp_path / "events.jsonl.gz", "wb") as handle:
+        handle.write(b"".join(orjson.dumps(r) + b"\n" for r in rows))
+    records, skipped = read_file(tmp_path / "events.jsonl.gz")
+    assert len(records) == 1 and list(skipped) == [2]
