@@ -74,6 +74,9 @@ class DemoTraffic:
     malformed_ratio: float = 0.02
     scam_ratio: float = 0.15
     clock_ms: Callable[[], int] = field(default=lambda: int(time.time() * 1000))
+    #: Add ground truth for backtests: ``label.negative`` on reviews (the Fine Foods label),
+    #: ``label.scam`` on chats (SMS spam or not).
+    labelled: bool = False
 
     def __post_init__(self) -> None:
         self._rng = random.Random(self.seed)
@@ -101,6 +104,7 @@ class DemoTraffic:
             "brand": brand,
             "rating": rating,
             "text": text,
+            **({"label": {"negative": label == "negative"}} if self.labelled else {}),
         }
 
     def chat(self, member: _Member) -> dict:
@@ -114,6 +118,7 @@ class DemoTraffic:
             "conversation_id": f"conv-{member.member_id}-{member.conversation}",
             "sender_role": role,
             "text": self._rng.choice(lines),
+            **({"label": {"scam": scam}} if self.labelled else {}),
         }
 
     def transaction(self, member: _Member) -> dict:

@@ -55,3 +55,19 @@ def test_malformed_kinds_cover_each_reason() -> None:
     }
     decoded = decode_record(RawRecord("reviews", 0, 0, b"k", b"{"), max_bytes=100)
     assert isinstance(decoded, InvalidEvent)
+
+
+def test_labelled_traffic_carries_the_corpus_ground_truth_and_still_validates() -> None:
+    truth = {text: label == "negative" for _, text, label in CORPUS.reviews}
+    records = generate(400, malformed_ratio=0.0, labelled=True)
+    for i, rec in enumerate(records):
+        event = orjson.loads(rec.value)
+        if rec.topic == "reviews":
+            assert event["label"] == {"negative": truth[event["text"]]}
+        elif rec.topic == "chats":
+            assert event["label"] == {"scam": event["text"] in CORPUS.scam_lines}
+        else:
+            assert "label" not in event
+        decoded = decode_record(RawRecord(rec.topic, 0, i, rec.key, rec.value), max_bytes=65536)
+        assert isinstance(decoded, ValidEvent)
+    assert "label" not in orjson.loads(generate(1, malformed_ratio=0.0)[0].value)
