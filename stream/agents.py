@@ -231,17 +231,25 @@ async def detect_opinion_surges(stream: StreamT) -> None:
         try:
             partition, now = event.message.partition, time.time()
             held = _held_in(partition)
+            mentioned = None
             if event.key != SURGE_TICK:
-                key = event.key.decode()
-                state = hold_mention(subject_to_surge.get(key), orjson.loads(event.value), now)
+                mentioned = event.key.decode()
+                state = hold_mention(
+                    subject_to_surge.get(mentioned), orjson.loads(event.value), now
+                )
                 if state is not None:
-                    subject_to_surge[key] = {**state, "partition": partition}
-                    held.setdefault(key, now)
-            for key in list(held):
+                    subject_to_surge[mentioned] = {**state, "partition": partition}
+                    held.setdefault(mentioned, now)
+            # due by age (the held map knows each subject's oldest arrival), or by count
+            due = [k for k, since in held.items() if now - since >= REORDER.hold_s]
+            current = subject_to_surge.get(mentioned) if mentioned else None
+            if current and mentioned not in due and flush_due(current, now):
+                due.append(mentioned)
+            for key in due:
                 state = subject_to_surge.get(key)
                 if not state or not state.get("pending"):
-                    held.pop(key)  # flushed elsewhere before a rebalance
-                elif flush_due(state, now):
+                    held.pop(key, None)  # flushed elsewhere before a rebalance
+                else:
                     await flush_subject(key, partition)
             metrics.SURGE_HELD.set(sum(len(h) for h in held_since.values()))
             metrics.SUBJECT_EVENTS_DONE.inc()

@@ -10,9 +10,8 @@ import faust
 from stream import faust_fixes
 from stream.config import Settings
 
-faust_fixes.apply()
-
 settings = Settings()
+faust_fixes.apply(fetch_max_wait_ms=settings.fetch_max_wait_ms)
 
 
 def _optional(**options: float | None) -> dict[str, float]:
@@ -30,6 +29,8 @@ app = faust.App(
     topic_replication_factor=settings.replication_factor,
     consumer_auto_offset_reset="earliest",
     producer_acks=-1,  # all in-sync replicas: an acked output survives a broker loss
+    # Several outputs per input event: a short linger sends them in one request, not one each.
+    producer_linger_ms=settings.producer_linger_ms,
     web_host=settings.web_host,
     web_port=settings.web_port,
     web_in_thread=False,

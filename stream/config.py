@@ -40,6 +40,12 @@ class Settings(BaseSettings):
     session_timeout_s: float | None = Field(
         None, description="Consumer session timeout: how soon a dead worker's partitions move."
     )
+    fetch_max_wait_ms: int = Field(
+        100, ge=1, description="Longest a consumer fetch waits for data (Faust's is 1500)."
+    )
+    producer_linger_ms: int = Field(
+        5, ge=0, description="How long the producer gathers outputs into one request."
+    )
     web_port: int = Field(6066, description="Worker web server (/metrics).")
     web_host: str = "127.0.0.1"
     backend: str = Field("auto", description="Model backend: auto, torch-cpu, ...")

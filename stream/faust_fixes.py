@@ -1,4 +1,11 @@
-"""A targeted fix for a Faust 0.15 delivery gap, applied once when the app is created.
+"""Two targeted fixes for Faust 0.15, applied once when the app is created.
+
+1. Fetch wait. Faust hard-codes ``fetch_max_wait_ms=1500`` for its consumers. A broker answers
+   a fetch at once when it has data, so the wait costs nothing on Apache Kafka, but a broker
+   that holds every fetch until the wait runs out (the embedded Tansu broker does) adds up to
+   1.5 s per consumer hop. ``RISKSTREAM_FETCH_MAX_WAIT_MS`` sets it (default 100 ms).
+
+2. Delivery gap.
 
 What goes wrong: when a worker joins, aiokafka may fetch records of the input partitions before
 Faust pauses them for table recovery; Faust drops records that arrive while its flow is
@@ -41,6 +48,19 @@ async def _seek_to_committed_then_rewind_uncommitted(
     return await self.call_thread(seek)
 
 
-def apply() -> None:
-    """Install the fix (idempotent)."""
+_original_create_worker_consumer = AIOKafkaConsumerThread._create_worker_consumer
+_fetch_max_wait_ms = 1500
+
+
+def _create_worker_consumer_with_fetch_wait(self: AIOKafkaConsumerThread, transport: Any) -> Any:
+    consumer = _original_create_worker_consumer(self, transport)
+    consumer._fetch_max_wait_ms = _fetch_max_wait_ms  # read when the consumer starts
+    return consumer
+
+
+def apply(fetch_max_wait_ms: int = 1500) -> None:
+    """Install both fixes (idempotent)."""
+    global _fetch_max_wait_ms
+    _fetch_max_wait_ms = fetch_max_wait_ms
     AIOKafkaConsumerThread.seek_to_committed = _seek_to_committed_then_rewind_uncommitted
+    AIOKafkaConsumerThread._create_worker_consumer = _create_worker_consumer_with_fetch_wait

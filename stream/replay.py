@@ -503,6 +503,7 @@ async def replay(source: ReplaySource, options: ReplayOptions, console: Console)
         broker_url = broker.url
         options.settings.setdefault("RISKSTREAM_REBALANCE_TIMEOUT_S", "6")
         options.settings.setdefault("RISKSTREAM_SESSION_TIMEOUT_S", "10")
+        options.settings.setdefault("RISKSTREAM_FETCH_MAX_WAIT_MS", "20")
         meta["settings"] = dict(options.settings)
     meta["broker"] = "embedded" if broker else broker_url
     main_task = asyncio.current_task()

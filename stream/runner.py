@@ -117,6 +117,10 @@ async def run_main_job(options: RunOptions, console: Console) -> dict:
         overrides["RISKSTREAM_SESSION_TIMEOUT_S"] = os.environ.get(
             "RISKSTREAM_SESSION_TIMEOUT_S", "10"
         )
+        # Tansu holds a fetch for its whole wait when it has no data (Kafka answers at once)
+        overrides["RISKSTREAM_FETCH_MAX_WAIT_MS"] = os.environ.get(
+            "RISKSTREAM_FETCH_MAX_WAIT_MS", "20"
+        )
         console.print(f"embedded broker on {broker.bootstrap} (log: {broker.log_path})")
     web_port = free_port()
     overrides |= {"KAFKA_BROKER": options.broker_url, "RISKSTREAM_WEB_PORT": str(web_port)}

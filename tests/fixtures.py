@@ -41,6 +41,7 @@ def worker_env(broker: EmbeddedBroker, prefix: str, **env: str) -> dict[str, str
         # every change published: tests compare the latest profile with all events folded
         "RISKSTREAM_PROFILE_THROTTLE_S": "0",
         "RISKSTREAM_SESSION_TIMEOUT_S": "10",
+        "RISKSTREAM_FETCH_MAX_WAIT_MS": "20",  # Tansu holds a fetch for its whole wait
         "RISKSTREAM_WEB_PORT": str(free_port()),
         "RISKSTREAM_LOG_LEVEL": "warning",
         "PYTHONUNBUFFERED": "1",

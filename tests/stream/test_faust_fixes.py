@@ -52,3 +52,17 @@ def test_the_app_installs_the_fix() -> None:
         AIOKafkaConsumerThread.seek_to_committed
         is faust_fixes._seek_to_committed_then_rewind_uncommitted
     )
+
+
+def test_worker_consumers_get_the_configured_fetch_wait(monkeypatch) -> None:
+    from stream.app import settings
+
+    class Consumer:
+        _fetch_max_wait_ms = 1500  # what Faust hard-codes
+
+    monkeypatch.setattr(faust_fixes, "_original_create_worker_consumer", lambda *_: Consumer())
+    try:
+        faust_fixes.apply(fetch_max_wait_ms=80)
+        assert AIOKafkaConsumerThread._create_worker_consumer(None, None)._fetch_max_wait_ms == 80
+    finally:
+        faust_fixes.apply(fetch_max_wait_ms=settings.fetch_max_wait_ms)

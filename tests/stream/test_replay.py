@@ -32,6 +32,7 @@ FAST = {
     "RISKSTREAM_REBALANCE_TIMEOUT_S": "6",
     "RISKSTREAM_SESSION_TIMEOUT_S": "10",
     "RISKSTREAM_PROFILE_THROTTLE_S": "0",
+    "RISKSTREAM_FETCH_MAX_WAIT_MS": "20",
 }
 FAST_FLAGS = [flag for name, value in FAST.items() for flag in ("--set", f"{name}={value}")]
 

@@ -1,0 +1,74 @@
+"""The naive peer for ``bench/pipeline.py``: the Faust app a user writes first.
+
+    KAFKA_BROKER=kafka://127.0.0.1:9092 NAIVE_TOPIC_PREFIX=n1. python bench/naive_app.py worker
+
+One agent over the reviews and chats topics; per event it decodes the JSON, runs the model on a
+one-text batch directly in the agent (on the event loop) and sends ``{"event_id", "scores"}`` to
+``<prefix>scored-events``. No micro-batching, no validation, no member state.
+
+Settings come from the environment: ``KAFKA_BROKER``, ``NAIVE_TOPIC_PREFIX``, ``NAIVE_APP_ID``,
+``NAIVE_PARTITIONS``, ``NAIVE_WEB_PORT``, ``NAIVE_BACKEND`` and ``NAIVE_DATA_DIR``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import faust
+
+from models.factory import create_handler
+from stream import faust_fixes
+
+# Not a speed-up: without it this broker can drop records fetched during the first rebalance
+# (see stream/faust_fixes.py), and the benchmark would wait for outputs that never come.
+faust_fixes.apply()
+
+PREFIX = os.environ.get("NAIVE_TOPIC_PREFIX", "naive.")
+PARTITIONS = int(os.environ.get("NAIVE_PARTITIONS", "2"))
+DATA_DIR = Path(os.environ.get("NAIVE_DATA_DIR", "/tmp/riskstream-naive"))
+DATA_DIR.mkdir(parents=True, exist_ok=True)
+
+app = faust.App(
+    os.environ.get("NAIVE_APP_ID", f"{PREFIX}naive-scorer"),
+    broker=os.environ.get("KAFKA_BROKER", "kafka://127.0.0.1:9092"),
+    datadir=str(DATA_DIR / "{conf.name}-data"),
+    topic_partitions=PARTITIONS,
+    consumer_auto_offset_reset="earliest",
+    broker_rebalance_timeout=6,
+    broker_session_timeout=10,
+    web_port=int(os.environ.get("NAIVE_WEB_PORT", "6067")),
+    web_host="127.0.0.1",
+)
+
+texts_topic = app.topic(
+    f"{PREFIX}reviews",
+    f"{PREFIX}chats",
+    key_type=bytes,
+    value_type=bytes,
+    key_serializer="raw",
+    value_serializer="raw",
+)
+scored_topic = app.topic(f"{PREFIX}scored-events", key_serializer="raw", value_serializer="json")
+
+handler = create_handler(os.environ.get("NAIVE_BACKEND", "auto"))
+model = handler.load_model()
+
+
+@app.agent(texts_topic)
+async def score(stream: faust.StreamT) -> None:
+    """Decode -> score one text -> send, one event at a time."""
+    async for key, value in stream.items():
+        event = json.loads(value)
+        (result,) = handler.run_inference([event["text"]], model)
+        await scored_topic.send(
+            key=key, value={"event_id": event["event_id"], "scores": result.inference.as_dict()}
+        )
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 1:
+        sys.argv += ["worker", "-l", "warn"]
+    app.main()
