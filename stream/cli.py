@@ -258,7 +258,14 @@ def _setting_pairs(pairs: tuple[str, ...], option: str) -> dict[str, str]:
     help="Also run B with these settings, e.g. fraud_risk_threshold=0.3 or "
     "model_version=<build> or backend=onnx-cpu-int8, and compare (repeatable).",
 )
-@click.option("--partitions", type=click.IntRange(min=1), default=4, show_default=True)
+@click.option(
+    "--partitions",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Partitions of the backtest topics. 1 keeps every stage in input order; more run "
+    "faster with several workers but surge alerts may then differ between replays.",
+)
 @click.option("--timeout", "timeout_s", type=float, default=3600.0, show_default=True)
 @click.option("--no-progress", is_flag=True, help="No progress bar (for CI logs).")
 def replay(

@@ -190,7 +190,8 @@ class ReplayOptions:
     run_id: str
     out_dir: Path
     broker_url: str | None = None  # where the backtest runs; None: an embedded broker
-    partitions: int = 4
+    #: One partition per topic keeps each stage in input order (see README, Backtests).
+    partitions: int = 1
     compare: dict[str, str] = field(default_factory=dict)  # settings of run B
     timeout_s: float = 3600.0
     show_progress: bool = True

@@ -125,8 +125,6 @@ def test_labelled_report_and_compare_on_a_planted_dataset(
             "planted",
             "--out",
             str(out),
-            "--partitions",
-            "2",
             "--no-progress",
             *FAST_FLAGS,
             "--compare",
@@ -186,7 +184,6 @@ async def test_two_replays_of_a_file_give_identical_alerts_and_profiles(
             run_id=run_id,
             out_dir=tmp_path / run_id,
             broker_url=kafka_broker.url,
-            partitions=2,
             show_progress=False,
             settings=dict(FAST),
         )
@@ -300,7 +297,6 @@ async def test_a_topic_replay_writes_only_under_its_own_prefix(
         run_id="iso",
         out_dir=tmp_path / "iso",
         broker_url=kafka_broker.url,
-        partitions=2,
         show_progress=False,
         settings=dict(FAST),
     )
@@ -351,8 +347,6 @@ def test_ctrl_c_leaves_a_valid_partial_report(kafka_broker, built_model, tmp_pat
         "ctrlc",
         "--out",
         str(out),
-        "--partitions",
-        "2",
         "--no-progress",
         *FAST_FLAGS,
     ]
