@@ -1,4 +1,4 @@
-"""Two targeted fixes for Faust 0.15, applied once when the app is created.
+"""Three targeted fixes for Faust 0.15, applied once when the app is created.
 
 1. Fetch wait. Faust hard-codes ``fetch_max_wait_ms=1500`` for its consumers. A broker answers
    a fetch at once when it has data, so the wait costs nothing on Apache Kafka, but a broker
@@ -18,14 +18,26 @@ one) then commits past them. Observed here as lost events after a restart
 
 The fix: after Faust's seek, partitions without a positive committed offset are sought to the
 beginning, which is what ``consumer_auto_offset_reset="earliest"`` means for them anyway.
+
+3. Head gap. Records can still be dropped after that seek (Faust discards fetched records of a
+   partition that is not active, or when its flow stops mid-batch, and aiokafka's position has
+   moved past them). With no commit yet, Faust's ``_new_offset`` does not check the head of
+   the acked offsets, so it commits past the dropped records and a restart never reads them:
+   measured as 93 of 1,200 events lost in 2 of 3 SIGKILL-restart runs with a 20 ms fetch wait.
+   The fix remembers, per partition, the next offset that must be processed (from the seek,
+   then from each commit). A commit is refused while acked offsets start above it, and the
+   partition is sought back to it once, so the dropped records are fetched again (their
+   outputs are keyed and the member state skips repeats, so re-processing is harmless).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
 from typing import Any
 
+from faust.transport.consumer import Consumer
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 
 logger = logging.getLogger("riskstream.faust_fixes")
@@ -43,9 +55,45 @@ async def _seek_to_committed_then_rewind_uncommitted(
         if uncommitted:
             await consumer.seek_to_beginning(*uncommitted)
             logger.debug("rewound partitions without a commit: %s", uncommitted)
+        for tp, offset in committed.items():
+            start = offset if offset else await consumer.position(tp)
+            _next_to_process[(tp.topic, tp.partition)] = start
         return committed
 
     return await self.call_thread(seek)
+
+
+#: (topic, partition) -> the offset that must be processed before anything later is committed.
+_next_to_process: dict[tuple[str, int], int] = {}
+#: (topic, partition, offset) rewinds already asked for, so a slow refill is not sought twice.
+_rewinds: set[tuple[str, int, int]] = set()
+_seeks: set[asyncio.Future] = set()
+_original_new_offset = Consumer._new_offset
+
+
+def _new_offset_without_skipping_the_head(self: Consumer, tp: Any) -> int | None:
+    acked = self._acked[tp]
+    key = (tp.topic, tp.partition)
+    expected = _next_to_process.get(key)
+    if acked and expected is not None:
+        head = min([min(acked), *(gap.begin for gap in self._gap[tp])])
+        if head > expected:
+            if (*key, expected) not in _rewinds:
+                _rewinds.add((*key, expected))
+                logger.warning(
+                    "%s: offsets %d..%d were fetched but not processed; reading them again",
+                    tp,
+                    expected,
+                    head - 1,
+                )
+                task = asyncio.ensure_future(self.seek(tp, expected))
+                _seeks.add(task)
+                task.add_done_callback(_seeks.discard)
+            return None
+    new_offset = _original_new_offset(self, tp)
+    if new_offset is not None:
+        _next_to_process[key] = new_offset
+    return new_offset
 
 
 _original_create_worker_consumer = AIOKafkaConsumerThread._create_worker_consumer
@@ -59,8 +107,9 @@ def _create_worker_consumer_with_fetch_wait(self: AIOKafkaConsumerThread, transp
 
 
 def apply(fetch_max_wait_ms: int = 1500) -> None:
-    """Install both fixes (idempotent)."""
+    """Install the fixes (idempotent)."""
     global _fetch_max_wait_ms
     _fetch_max_wait_ms = fetch_max_wait_ms
     AIOKafkaConsumerThread.seek_to_committed = _seek_to_committed_then_rewind_uncommitted
     AIOKafkaConsumerThread._create_worker_consumer = _create_worker_consumer_with_fetch_wait
+    Consumer._new_offset = _new_offset_without_skipping_the_head

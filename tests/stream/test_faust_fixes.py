@@ -1,22 +1,33 @@
-"""The Faust seek fix rewinds exactly the partitions that have no positive committed offset."""
+"""The Faust fixes: uncommitted partitions are rewound, the fetch wait is set, and no commit
+skips records that were fetched but never processed."""
 
 from __future__ import annotations
 
+import asyncio
+
+from aiokafka import TopicPartition
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 
 from stream import faust_fixes
 
 
-class RecordingConsumer:
-    def __init__(self, committed: dict[str, int | None]) -> None:
-        self.committed = committed
-        self.rewound: list[str] = []
+def tp(partition: int) -> TopicPartition:
+    return TopicPartition("a", partition)
 
-    async def seek_to_committed(self) -> dict[str, int | None]:
+
+class RecordingConsumer:
+    def __init__(self, committed: dict[TopicPartition, int | None]) -> None:
+        self.committed = committed
+        self.rewound: list[TopicPartition] = []
+
+    async def seek_to_committed(self) -> dict[TopicPartition, int | None]:
         return self.committed
 
-    async def seek_to_beginning(self, *partitions: str) -> None:
+    async def seek_to_beginning(self, *partitions: TopicPartition) -> None:
         self.rewound.extend(partitions)
+
+    async def position(self, partition: TopicPartition) -> int:
+        return 5 if partition in self.rewound else self.committed[partition]
 
 
 class ThreadStandIn:
@@ -33,14 +44,16 @@ class ThreadStandIn:
 
 
 async def test_uncommitted_and_zero_partitions_are_rewound() -> None:
-    consumer = RecordingConsumer({"a-0": None, "a-1": 0, "a-2": 17})
+    consumer = RecordingConsumer({tp(0): None, tp(1): 0, tp(2): 17})
     result = await faust_fixes._seek_to_committed_then_rewind_uncommitted(ThreadStandIn(consumer))
-    assert result == {"a-0": None, "a-1": 0, "a-2": 17}
-    assert consumer.rewound == ["a-0", "a-1"]
+    assert result == {tp(0): None, tp(1): 0, tp(2): 17}
+    assert consumer.rewound == [tp(0), tp(1)]
+    # where processing must resume: the log start for the rewound ones, else the commit
+    assert [faust_fixes._next_to_process[("a", p)] for p in range(3)] == [5, 5, 17]
 
 
 async def test_nothing_rewound_when_all_partitions_have_commits() -> None:
-    consumer = RecordingConsumer({"a-0": 3, "a-1": 9})
+    consumer = RecordingConsumer({tp(0): 3, tp(1): 9})
     await faust_fixes._seek_to_committed_then_rewind_uncommitted(ThreadStandIn(consumer))
     assert consumer.rewound == []
 
@@ -66,3 +79,39 @@ def test_worker_consumers_get_the_configured_fetch_wait(monkeypatch) -> None:
         assert AIOKafkaConsumerThread._create_worker_consumer(None, None)._fetch_max_wait_ms == 80
     finally:
         faust_fixes.apply(fetch_max_wait_ms=settings.fetch_max_wait_ms)
+
+
+def test_no_commit_past_records_fetched_but_never_processed(monkeypatch) -> None:
+    """Acked offsets 3..5 with 0..2 never processed: no commit, and one seek back to 0."""
+    from collections import defaultdict
+
+    from faust.types import TP
+
+    tp = TP("reviews", 0)
+    seeks: list[tuple] = []
+
+    class FaustConsumer:
+        _acked = defaultdict(list, {tp: [3, 4, 5]})
+        _acked_index = defaultdict(set, {tp: {3, 4, 5}})
+        _gap = defaultdict(list)
+        _committed_offset = defaultdict(lambda: None)
+
+        def seek(self, partition, offset):
+            seeks.append((partition, offset))
+            return asyncio.sleep(0)
+
+    consumer = FaustConsumer()
+    monkeypatch.setitem(faust_fixes._next_to_process, ("reviews", 0), 0)
+
+    async def commit_twice():
+        first = faust_fixes._new_offset_without_skipping_the_head(consumer, tp)
+        second = faust_fixes._new_offset_without_skipping_the_head(consumer, tp)
+        await asyncio.sleep(0)
+        return first, second
+
+    assert asyncio.run(commit_twice()) == (None, None)
+    assert seeks == [(tp, 0)]  # sought back once, not on every commit
+    consumer._acked[tp] = [0, 1, 2, 3, 4, 5]  # the refetched records were processed
+    consumer._acked_index[tp] = set(range(6))
+    assert faust_fixes._new_offset_without_skipping_the_head(consumer, tp) == 6
+    assert faust_fixes._next_to_process[("reviews", 0)] == 6
