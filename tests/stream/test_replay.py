@@ -16,7 +16,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from click.testing import CliRunner
 from rich.console import Console
 
-from stream.admin import ensure_topics
+from stream.admin import TOPIC_CONFIGS, ensure_topics
 from stream.cli import main
 from stream.config import Settings
 from stream.replay import ReplayOptions, ReplaySource, TopicRange, read_file, read_topic_range
@@ -273,18 +273,7 @@ async def test_a_topic_replay_writes_only_under_its_own_prefix(
     await produce(
         kafka_broker.bootstrap, [(topic_prefix + r.topic, r.key, r.value) for r in records]
     )
-    live_topics = [
-        live.topic(t)
-        for t in (
-            "reviews",
-            "chats",
-            "transactions",
-            "scored-events",
-            "alerts",
-            "member-profiles",
-            "dead-letter",
-        )
-    ]
+    live_topics = [live.topic(t) for t in TOPIC_CONFIGS]  # inputs, outputs and internal ones
     before_sizes = await _topic_sizes(kafka_broker.bootstrap, live_topics)
     admin = AIOKafkaAdminClient(bootstrap_servers=kafka_broker.bootstrap)
     await admin.start()
