@@ -52,7 +52,7 @@ from rich.table import Table
 
 from stream import live
 from stream.admin import bootstrap_servers, ensure_topics
-from stream.broker import EmbeddedBroker, free_port
+from stream.broker import WORKER_SETTINGS, EmbeddedBroker, free_port
 from stream.config import Settings
 from stream.runner import WorkerProcess
 from stream.simulate import DemoCorpus, DemoTraffic
@@ -527,10 +527,10 @@ def worker_env(broker: EmbeddedBroker, prefix: str, opts: Options, web_port: int
         "KAFKA_BROKER": broker.url,
         "RISKSTREAM_TOPIC_PREFIX": prefix,
         "RISKSTREAM_PARTITIONS": str(opts.partitions),
-        "RISKSTREAM_REBALANCE_TIMEOUT_S": "6",
-        "RISKSTREAM_SESSION_TIMEOUT_S": "10",
-        # Tansu holds a fetch for its whole wait when it has no data (Kafka answers at once)
-        "RISKSTREAM_FETCH_MAX_WAIT_MS": os.environ.get("RISKSTREAM_FETCH_MAX_WAIT_MS", "20"),
+        **WORKER_SETTINGS,
+        "RISKSTREAM_FETCH_MAX_WAIT_MS": os.environ.get(
+            "RISKSTREAM_FETCH_MAX_WAIT_MS", WORKER_SETTINGS["RISKSTREAM_FETCH_MAX_WAIT_MS"]
+        ),
         "RISKSTREAM_WEB_PORT": str(web_port),
         "RISKSTREAM_LOG_LEVEL": "warning",
         "RISKSTREAM_BACKEND": opts.backend,

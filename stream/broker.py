@@ -15,6 +15,16 @@ from types import TracebackType
 
 HOST = "127.0.0.1"
 
+#: Worker settings for this broker. Tansu completes a group join only after the rebalance
+#: timeout, keeps a dead member until its session expires, and holds a fetch for its whole
+#: wait when it has no data (Kafka answers at once): short values keep starts, restarts and
+#: latency local-sized.
+WORKER_SETTINGS = {
+    "RISKSTREAM_REBALANCE_TIMEOUT_S": "6",
+    "RISKSTREAM_SESSION_TIMEOUT_S": "10",
+    "RISKSTREAM_FETCH_MAX_WAIT_MS": "20",
+}
+
 
 class BrokerError(RuntimeError):
     """The embedded broker could not be started; the message says why in one line."""

@@ -42,7 +42,7 @@ from stream.backtest import (
     render_compare_markdown,
     render_markdown,
 )
-from stream.broker import EmbeddedBroker, free_port
+from stream.broker import WORKER_SETTINGS, EmbeddedBroker, free_port
 from stream.config import Settings
 from stream.runner import WorkerProcess, worker_env
 
@@ -502,9 +502,7 @@ async def replay(source: ReplaySource, options: ReplayOptions, console: Console)
     if broker_url is None:
         broker = EmbeddedBroker(log_path=options.out_dir / "broker.log").start()
         broker_url = broker.url
-        options.settings.setdefault("RISKSTREAM_REBALANCE_TIMEOUT_S", "6")
-        options.settings.setdefault("RISKSTREAM_SESSION_TIMEOUT_S", "10")
-        options.settings.setdefault("RISKSTREAM_FETCH_MAX_WAIT_MS", "20")
+        options.settings = {**WORKER_SETTINGS, **options.settings}
         meta["settings"] = dict(options.settings)
     meta["broker"] = "embedded" if broker else broker_url
     main_task = asyncio.current_task()

@@ -22,7 +22,7 @@ from rich.live import Live
 
 from stream import live
 from stream.admin import bootstrap_servers, ensure_topics
-from stream.broker import EmbeddedBroker, free_port
+from stream.broker import WORKER_SETTINGS, EmbeddedBroker, free_port
 from stream.config import Settings
 from stream.simulate import DemoCorpus, DemoTraffic, ProduceStats, produce_demo_traffic
 
@@ -109,18 +109,8 @@ async def run_main_job(options: RunOptions, console: Console) -> dict:
     if options.broker_url is None:
         broker = EmbeddedBroker(log_path=options.run_dir / "broker.log").start()
         options.broker_url = broker.url
-        # Tansu completes a join only after the rebalance timeout, and keeps a dead member
-        # until its session expires: short timeouts keep local restarts quick.
-        overrides["RISKSTREAM_REBALANCE_TIMEOUT_S"] = os.environ.get(
-            "RISKSTREAM_REBALANCE_TIMEOUT_S", "6"
-        )
-        overrides["RISKSTREAM_SESSION_TIMEOUT_S"] = os.environ.get(
-            "RISKSTREAM_SESSION_TIMEOUT_S", "10"
-        )
-        # Tansu holds a fetch for its whole wait when it has no data (Kafka answers at once)
-        overrides["RISKSTREAM_FETCH_MAX_WAIT_MS"] = os.environ.get(
-            "RISKSTREAM_FETCH_MAX_WAIT_MS", "20"
-        )
+        # the embedded broker's settings, unless the environment sets them
+        overrides |= {name: os.environ.get(name, value) for name, value in WORKER_SETTINGS.items()}
         console.print(f"embedded broker on {broker.bootstrap} (log: {broker.log_path})")
     web_port = free_port()
     overrides |= {"KAFKA_BROKER": options.broker_url, "RISKSTREAM_WEB_PORT": str(web_port)}

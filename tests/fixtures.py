@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from stream.admin import ensure_topics
-from stream.broker import EmbeddedBroker, free_port
+from stream.broker import WORKER_SETTINGS, EmbeddedBroker, free_port
 from stream.config import Settings
 from stream.runner import WorkerProcess
 
@@ -37,11 +37,9 @@ def worker_env(broker: EmbeddedBroker, prefix: str, **env: str) -> dict[str, str
         "KAFKA_BROKER": broker.url,
         "RISKSTREAM_TOPIC_PREFIX": prefix,
         "RISKSTREAM_PARTITIONS": "2",
-        "RISKSTREAM_REBALANCE_TIMEOUT_S": "6",
+        **WORKER_SETTINGS,
         # every change published: tests compare the latest profile with all events folded
         "RISKSTREAM_PROFILE_THROTTLE_S": "0",
-        "RISKSTREAM_SESSION_TIMEOUT_S": "10",
-        "RISKSTREAM_FETCH_MAX_WAIT_MS": "20",  # Tansu holds a fetch for its whole wait
         "RISKSTREAM_WEB_PORT": str(free_port()),
         "RISKSTREAM_LOG_LEVEL": "warning",
         "PYTHONUNBUFFERED": "1",

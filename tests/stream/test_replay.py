@@ -17,6 +17,7 @@ from click.testing import CliRunner
 from rich.console import Console
 
 from stream.admin import TOPIC_CONFIGS, ensure_topics
+from stream.broker import WORKER_SETTINGS
 from stream.cli import main
 from stream.config import Settings
 from stream.replay import ReplayOptions, ReplaySource, TopicRange, read_file, read_topic_range
@@ -28,12 +29,7 @@ from tests.stream.test_integration import NEGATIVE, POSITIVE, ULB_FRAUD, ULB_LEG
 pytestmark = pytest.mark.integration
 
 #: The shared test broker: short group timeouts, every profile change published.
-FAST = {
-    "RISKSTREAM_REBALANCE_TIMEOUT_S": "6",
-    "RISKSTREAM_SESSION_TIMEOUT_S": "10",
-    "RISKSTREAM_PROFILE_THROTTLE_S": "0",
-    "RISKSTREAM_FETCH_MAX_WAIT_MS": "20",
-}
+FAST = {**WORKER_SETTINGS, "RISKSTREAM_PROFILE_THROTTLE_S": "0"}
 FAST_FLAGS = [flag for name, value in FAST.items() for flag in ("--set", f"{name}={value}")]
 
 
