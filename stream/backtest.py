@@ -195,11 +195,13 @@ def _labelled_scores(
     score_name: str,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     rows = [
-        (label_of(f.label), scored[f.event_id]["scores"].get(score_name), f.event_id in alerted_ids)
+        (label, score, f.event_id in alerted_ids)
         for f in facts
-        if f.topic == topic and f.event_id in scored and label_of(f.label) is not None
+        if f.topic == topic
+        and f.event_id in scored
+        and (label := label_of(f.label)) is not None
+        and (score := scored[f.event_id]["scores"].get(score_name)) is not None
     ]
-    rows = [r for r in rows if r[1] is not None]
     if not rows:
         return None
     y, score, alerted = zip(*rows, strict=True)
