@@ -97,42 +97,55 @@ def day_split(frame: pd.DataFrame, calibration_fraction: float) -> dict[str, pd.
 
 
 # --------------------------------------------------------------------------- metrics
+# scikit-learn's, imported on use: the scoring path imports this module and never needs them.
 
 
 def average_precision(y: np.ndarray, score: np.ndarray) -> float:
-    """PR-AUC as average precision (step-wise, as scikit-learn computes it)."""
-    order = np.argsort(-score, kind="stable")
-    y = y[order].astype(bool)
-    hits = np.cumsum(y)
-    precision = hits / np.arange(1, len(y) + 1)
-    return float(precision[y].sum() / max(int(y.sum()), 1))
+    """PR-AUC as average precision (scikit-learn's; tied scores form one step, so the figure
+    does not depend on input order)."""
+    from sklearn import metrics
+
+    return float(metrics.average_precision_score(y, score))
 
 
 def recall_at_fpr(y: np.ndarray, score: np.ndarray, fpr: float) -> float:
-    """Share of frauds caught when at most ``fpr`` of legitimate transactions are flagged."""
-    negatives = np.sort(score[y == 0])[::-1]
-    allowed = int(np.floor(fpr * len(negatives)))
-    threshold = negatives[allowed] if allowed < len(negatives) else -np.inf
-    return float(np.mean(score[y == 1] > threshold))
+    """Share of frauds caught when at most ``fpr`` of legitimate transactions are flagged: the
+    highest ROC true-positive rate at a false-positive rate <= ``fpr``. A threshold flags every
+    score >= it, so tied scores are flagged together."""
+    from sklearn import metrics
+
+    y = np.asarray(y)
+    if not (y == 1).any():
+        return float("nan")
+    if not (y == 0).any():
+        return 1.0
+    false_pos, true_pos, _ = metrics.roc_curve(y, score, drop_intermediate=False)
+    return float(true_pos[false_pos <= fpr].max())
 
 
 def threshold_for_precision(y: np.ndarray, score: np.ndarray, target: float) -> float:
-    """The lowest threshold whose precision reaches ``target`` (max recall at that precision)."""
-    order = np.argsort(-score, kind="stable")
-    hits = np.cumsum(y[order])
-    precision = hits / np.arange(1, len(y) + 1)
-    ok = np.nonzero(precision >= target)[0]
-    return float(score[order][ok.max()]) if len(ok) else 1.0
+    """The lowest threshold whose precision reaches ``target`` (max recall at that precision);
+    1.0 when none does. Precision is that of flagging every score >= the threshold."""
+    from sklearn import metrics
+
+    if not (np.asarray(y) == 1).any():
+        return 1.0  # no threshold has a true positive
+    precision, _, thresholds = metrics.precision_recall_curve(y, score)
+    ok = thresholds[precision[:-1] >= target]  # the curve's last point has no threshold
+    return float(ok.min()) if len(ok) else 1.0
 
 
 def at_threshold(y: np.ndarray, score: np.ndarray, threshold: float) -> dict[str, float]:
-    flagged = score >= threshold
-    tp = int((flagged & (y == 1)).sum())
+    from sklearn import metrics
+
+    flagged = (np.asarray(score) >= threshold).astype(np.int8)
+    y = np.asarray(y).astype(np.int8)
+    counts = {"labels": [0, 1], "zero_division": 0}
     return {
         "threshold": float(threshold),
         "alerts": int(flagged.sum()),
-        "precision": tp / max(int(flagged.sum()), 1),
-        "recall": tp / max(int((y == 1).sum()), 1),
+        "precision": float(metrics.precision_score(y, flagged, **counts)),
+        "recall": float(metrics.recall_score(y, flagged, **counts)),
     }
 
 

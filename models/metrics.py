@@ -1,41 +1,29 @@
-"""Binary classification metrics, in numpy, so the model card needs no sklearn."""
+"""Binary classification metrics for the model card and training reports: scikit-learn's."""
 
 from __future__ import annotations
 
 import numpy as np
-
-
-def _confusion(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[int, int, int, int]:
-    """(tp, fp, fn, tn) with 1 as the positive class."""
-    y_true = y_true.astype(bool)
-    y_pred = y_pred.astype(bool)
-    tp = int(np.sum(y_true & y_pred))
-    fp = int(np.sum(~y_true & y_pred))
-    fn = int(np.sum(y_true & ~y_pred))
-    tn = int(np.sum(~y_true & ~y_pred))
-    return tp, fp, fn, tn
-
-
-def _ratio(numerator: int, denominator: int) -> float:
-    return numerator / denominator if denominator else 0.0
-
-
-def _f1(tp: int, fp: int, fn: int) -> float:
-    return _ratio(2 * tp, 2 * tp + fp + fn)
+from sklearn import metrics
 
 
 def binary_metrics(y_true: np.ndarray, probabilities: np.ndarray, threshold: float = 0.5) -> dict:
-    """Accuracy, precision/recall/F1 of class 1, macro-F1 over both classes, and log loss."""
-    y_pred = probabilities >= threshold
-    tp, fp, fn, tn = _confusion(y_true, y_pred)
-    clipped = np.clip(probabilities, 1e-7, 1 - 1e-7)
-    log_loss = -np.mean(y_true * np.log(clipped) + (1 - y_true) * np.log(1 - clipped))
+    """Accuracy, precision/recall/F1 of class 1, macro-F1 over both classes, and log loss.
+
+    A ratio with nothing to count (no predicted or no actual positives) is 0.0.
+    """
+    y_true = np.asarray(y_true).astype(np.int8)
+    probabilities = np.asarray(probabilities)
+    y_pred = (probabilities >= threshold).astype(np.int8)
+    both = {"labels": [0, 1], "zero_division": 0}
+    precision, recall, f1, _ = metrics.precision_recall_fscore_support(
+        y_true, y_pred, average="binary", **both
+    )
     return {
         "n": len(y_true),
-        "accuracy": _ratio(tp + tn, len(y_true)),
-        "precision": _ratio(tp, tp + fp),
-        "recall": _ratio(tp, tp + fn),
-        "f1": _f1(tp, fp, fn),
-        "macro_f1": (_f1(tp, fp, fn) + _f1(tn, fn, fp)) / 2,
-        "log_loss": float(log_loss),
+        "accuracy": float(metrics.accuracy_score(y_true, y_pred)),
+        "precision": float(precision),
+        "recall": float(recall),
+        "f1": float(f1),
+        "macro_f1": float(metrics.f1_score(y_true, y_pred, average="macro", **both)),
+        "log_loss": float(metrics.log_loss(y_true, probabilities, labels=[0, 1])),
     }

@@ -37,7 +37,14 @@ def test_binary_metrics_on_a_worked_example() -> None:
     assert metrics["accuracy"] == pytest.approx(6 / 8)
     assert metrics["precision"] == pytest.approx(2 / 3)
     assert metrics["recall"] == pytest.approx(2 / 3)
+    assert metrics["f1"] == pytest.approx(2 / 3)
     assert metrics["macro_f1"] == pytest.approx((2 / 3 + 0.8) / 2)
+    expected = -np.mean(np.where(y_true == 1, np.log(probs), np.log(1 - probs)))
+    assert metrics["log_loss"] == pytest.approx(expected, rel=1e-6)
+    # one class only: ratios with nothing to count are 0, log loss still defined
+    empty = binary_metrics(np.zeros(3), np.array([0.1, 0.2, 0.3]))
+    assert (empty["precision"], empty["recall"], empty["f1"], empty["macro_f1"]) == (0, 0, 0, 0.5)
+    assert empty["log_loss"] == pytest.approx(-np.mean(np.log([0.9, 0.8, 0.7])))
 
 
 def test_fit_head_learns_a_linear_rule_and_folds_standardisation() -> None:
