@@ -1,11 +1,16 @@
-"""The agents: edge agents (decode -> micro-batch -> score -> re-key by member) and the member
-agent (profile table -> scored events, alerts, profiles). Each agent handles errors per event:
-bad input is dead-lettered, anything else stops the worker before its offsets are committed.
+"""The agents: edge agents (decode -> micro-batch -> score -> re-key by member), the member
+agent (profile table -> scored events, alerts, profiles) and the surge agent.
 
-Edge agents ack manually: an event is acked by the in-order publisher only after its output was
-handed to the producer, and Faust flushes the producer before it commits an offset. Agents keep
-admitting events while the model runs (the micro-batcher bounds what is in flight), so batching
-never waits on one agent's batch to finish."""
+Delivery: every agent reads through ``stream.delivery.admitted`` (each record once, in offset
+order per partition) and marks a record done in the ledger only after its outputs were handed
+to the producer; Faust flushes the producer before it commits the ledger's offsets.
+
+Errors, per event (``stream/errors.py`` has the policy): bad input is dead-lettered by the
+edge; an exception while processing one event is dead-lettered as ``processing_error`` (or
+stops the worker, ``RISKSTREAM_PROCESSING_ERROR_POLICY=fail``); a failure that is not about
+the event (producer or broker, a whole model batch, the table) stops the worker before it
+commits. Edge agents keep admitting events while the model runs (the micro-batcher bounds what
+is in flight), so batching never waits on one agent's batch to finish."""
 
 from __future__ import annotations
 
@@ -21,12 +26,11 @@ from prometheus_client import generate_latest
 
 from models.base import TextScores
 from stream import metrics
-from stream.app import app, settings
+from stream.app import app, ledger, settings
 from stream.codec import encode
-from stream.errors import fatal
-from stream.fraud import assess_transaction_event
-from stream.profiles import apply_member_event, mark_published, public_profile, should_publish
-from stream.rules import evaluate_rules, rate_limit
+from stream.delivery import Admission, admitted
+from stream.errors import FailurePolicy, fatal
+from stream.member import Output, member_step
 from stream.scoring import batcher, fraud_scorer, handler
 from stream.steps import (
     InvalidEvent,
@@ -36,32 +40,26 @@ from stream.steps import (
     dead_letter_key,
     decode_record,
     member_event,
-    scored_event,
+    processing_error,
     text_to_score,
     utc_now,
 )
-from stream.surge import (
-    REORDER,
-    flush_due,
-    flush_pending,
-    hold_mention,
-    subject_events,
-    subject_key,
-)
+from stream.surge import REORDER, flush_due, flush_pending, hold_mention
 from stream.tables import member_to_profile, subject_to_surge
 from stream.topics import (
     INPUT_TOPICS,
+    OUTPUT_TOPICS,
     alerts_topic,
     dead_letter_topic,
     member_events_topic,
-    member_profiles_topic,
-    scored_events_topic,
     subject_events_topic,
 )
 
 logger = logging.getLogger("riskstream.agents")
 THRESHOLDS = settings.thresholds()
 PROFILE_THROTTLE_MS = int(settings.profile_throttle_s * 1000)
+EDGE_LIMITS = settings.edge_limits()
+POLICY = FailurePolicy(settings.processing_error_policy)
 
 
 def raw_record(logical_topic: str, event: EventT) -> RawRecord:
@@ -77,12 +75,33 @@ def raw_record(logical_topic: str, event: EventT) -> RawRecord:
     )
 
 
+def internal_record(logical_topic: str, event: EventT) -> RawRecord:
+    return raw_record(logical_topic, event)
+
+
 async def publish_dead_letter(invalid: InvalidEvent) -> None:
-    body = dead_letter(invalid, failed_at=utc_now())
+    body = dead_letter(
+        invalid, failed_at=utc_now(), max_original_bytes=EDGE_LIMITS.max_dead_letter_bytes
+    )
     await dead_letter_topic.send(
         key=dead_letter_key(invalid.record), value=encode(body, "dead-letter")
     )
     metrics.DEAD_LETTERS.labels(invalid.error.reason).inc()
+
+
+async def on_processing_error(record: RawRecord, stage: str, exc: Exception) -> None:
+    """One event failed inside a stage: dead-letter it and go on, or stop (the policy)."""
+    metrics.PROCESSING_ERRORS.labels(stage).inc()
+    where = f"{record.topic}[{record.partition}] offset {record.offset}"
+    if POLICY is FailurePolicy.FAIL:
+        fatal(exc, f"{stage} stage, {where}")
+    logger.exception("processing_error in the %s stage at %s: dead-lettered", stage, where)
+    await publish_dead_letter(processing_error(record, stage, exc))
+
+
+async def send_all(outputs: list[Output]) -> None:
+    for output in outputs:
+        await OUTPUT_TOPICS[output.topic].send(key=output.key, value=output.value)
 
 
 @dataclass(slots=True)
@@ -91,6 +110,7 @@ class InFlight:
 
     stream: StreamT
     event: EventT
+    admission: Admission
     decoded: ValidEvent | InvalidEvent
     scores: asyncio.Future[TextScores] | None
 
@@ -99,34 +119,42 @@ class InFlight:
 in_flight: asyncio.Queue[InFlight] = asyncio.Queue(maxsize=batcher.max_pending)
 
 
-async def admit(stream: StreamT, logical_topic: str, event: EventT) -> None:
+async def admit(stream: StreamT, logical_topic: str, event: EventT, admission: Admission) -> None:
     """decode -> hand the text to the shared micro-batcher -> queue for publication."""
     metrics.EVENTS_CONSUMED.labels(logical_topic).inc()
-    decoded = decode_record(raw_record(logical_topic, event), max_bytes=settings.max_event_bytes)
+    decoded = decode_record(
+        raw_record(logical_topic, event), limits=EDGE_LIMITS, now_ms=int(time.time() * 1000)
+    )
     text = text_to_score(decoded) if isinstance(decoded, ValidEvent) else None
     scores = await batcher.submit(text) if text is not None else None
-    await in_flight.put(InFlight(stream, event, decoded, scores))
+    await in_flight.put(InFlight(stream, event, admission, decoded, scores))
 
 
 async def publish(item: InFlight) -> None:
-    """Dead letter, or member event (re-keyed by member) -> then, and only then, ack."""
+    """Dead letter, or member event (re-keyed by member) -> then, and only then, done."""
     if isinstance(item.decoded, InvalidEvent):
         await publish_dead_letter(item.decoded)
     else:
+        # a model failure fails the whole batch: not about this event, so it is fatal
         scores = (await item.scores).as_dict() if item.scores is not None else None
-        body = member_event(item.decoded, scores, handler.model_version if scores else None)
-        await member_events_topic.send(
-            key=item.decoded.member_id.encode(), value=orjson.dumps(body)
-        )
+        try:
+            body = orjson.dumps(
+                member_event(item.decoded, scores, handler.model_version if scores else None)
+            )
+        except Exception as exc:
+            await on_processing_error(item.decoded.record, "edge", exc)
+        else:
+            await member_events_topic.send(key=item.decoded.member_id.encode(), value=body)
+    ledger.complete(item.admission)
     await item.stream.ack(item.event)
 
 
 def _edge_agent(logical_topic: str):
     async def agent(stream: StreamT) -> None:
-        manual = stream.noack()  # acked by `publish`, after the output is sent
-        async for event in manual.events():
+        manual = stream.noack()  # done in `publish`, after the output is sent
+        async for event, admission in admitted(manual, ledger, app.consumer.seek):
             try:
-                await admit(manual, logical_topic, event)
+                await admit(manual, logical_topic, event, admission)
             except Exception as exc:
                 fatal(exc, f"{logical_topic} {event.message.tp} offset {event.message.offset}")
 
@@ -150,49 +178,40 @@ async def publish_in_order() -> None:
             fatal(exc, f"publishing {item.event.message.tp} offset {item.event.message.offset}")
 
 
-async def handle_member_event(key: bytes, value: bytes) -> None:
-    """Member state -> fraud score (transactions), scored event, alerts, throttled profile.
-
-    Outputs are keyed, so a replay overwrites rather than duplicates."""
-    evt = orjson.loads(value)
-    member_id = evt["event"]["member_id"]
+async def handle_member_event(record: RawRecord) -> None:
+    """Table -> ``member_step`` (pure) -> table and outputs. An exception inside the step is
+    about this event (dead-lettered); one reading the table or sending is not (fatal)."""
+    try:
+        evt = orjson.loads(record.value)
+        member_id = evt["event"]["member_id"]
+    except Exception as exc:
+        await on_processing_error(record, "member", exc)
+        return
     previous = member_to_profile.get(member_id)
-    if evt["event_type"] == "transaction":
-        evt = assess_transaction_event(previous, evt, fraud_scorer(evt["event"]))
-    state, changed = apply_member_event(
-        previous, evt, negative_threshold=THRESHOLDS.negative_review
-    )
-    event_ms = evt["event_time_ms"]
-    alerts, alert_log, suppressed = rate_limit(
-        state.get("alert_log", {}),
-        evaluate_rules(evt, THRESHOLDS),
-        event_ms,
-        evt["event"]["event_id"],
-        redelivered=not changed,
-    )
-    if changed:
-        state = {**state, "alert_log": alert_log}
-    metrics.ALERTS_SUPPRESSED.inc(suppressed)
-    # a redelivered event re-publishes its profile: the first copy may not have gone out
-    publish = not changed or should_publish(state, event_ms, PROFILE_THROTTLE_MS, bool(alerts))
-    if changed:
-        if publish:
-            state = mark_published(state, event_ms)
-        member_to_profile[member_id] = state
-    else:
-        metrics.DUPLICATES_SKIPPED.inc()
-    await scored_events_topic.send(key=key, value=encode(scored_event(evt), "scored-events"))
-    metrics.SCORED_EVENTS.labels(evt["event_type"]).inc()
-    for alert in alerts:
-        await alerts_topic.send(key=alert["alert_id"].encode(), value=encode(alert, "alerts"))
-        metrics.ALERTS.labels(alert["alert_type"]).inc()
-    if publish:
-        await member_profiles_topic.send(
-            key=key, value=encode(public_profile(state), "member-profiles")
+    try:
+        outcome = member_step(
+            previous,
+            evt,
+            thresholds=THRESHOLDS,
+            profile_throttle_ms=PROFILE_THROTTLE_MS,
+            fraud_scorer=fraud_scorer,
         )
+    except Exception as exc:
+        await on_processing_error(record, "member", exc)
+        return
+    if outcome.state is not None:
+        member_to_profile[member_id] = outcome.state
+    if outcome.redelivered:
+        metrics.DUPLICATES_SKIPPED.inc()
+    if outcome.recomputed:
+        metrics.REDELIVERIES_RECOMPUTED.inc()
+    metrics.ALERTS_SUPPRESSED.inc(outcome.suppressed_alerts)
+    await send_all(outcome.outputs)
+    metrics.SCORED_EVENTS.labels(evt["event_type"]).inc()
+    for alert_type in outcome.alert_types:
+        metrics.ALERTS.labels(alert_type).inc()
+    if outcome.profile_published:
         metrics.PROFILES_PUBLISHED.inc()
-    for mention in subject_events(evt, THRESHOLDS.surge_negative):
-        await subject_events_topic.send(key=subject_key(mention), value=orjson.dumps(mention))
 
 
 #: Key of the tick records that flush held mentions when a subject goes quiet.
@@ -212,13 +231,44 @@ def _held_in(partition: int) -> dict[str, float]:
     return held_since[partition]
 
 
-async def flush_subject(key: str, partition: int) -> None:
-    state, alerts = flush_pending(subject_to_surge[key])
+async def flush_subject(key: str, partition: int, trigger: RawRecord) -> None:
+    """Fold a subject's held mentions. If that fails, the held mentions are dead-lettered
+    together (the subject's state is kept without them), so one bad subject cannot fail again
+    on every tick."""
+    held_state = subject_to_surge[key]
+    try:
+        state, alerts = flush_pending(held_state)
+    except Exception as exc:
+        pending = orjson.dumps({"subject": key, "pending": held_state.get("pending")})
+        await on_processing_error(
+            RawRecord(trigger.topic, trigger.partition, trigger.offset, key.encode(), pending),
+            "surge_flush",
+            exc,
+        )
+        state, alerts = {**held_state, "pending": []}, []
     subject_to_surge[key] = state
     _held_in(partition).pop(key, None)
     for alert in alerts:
         await alerts_topic.send(key=alert["alert_id"].encode(), value=encode(alert, "alerts"))
         metrics.ALERTS.labels(alert["alert_type"]).inc()
+
+
+async def hold(event: EventT, partition: int, now: float) -> str | None:
+    """Hold one mention in its subject's state; the subject key, or None for a tick."""
+    if event.key == SURGE_TICK:
+        return None
+    record = internal_record("riskstream-subject-events", event)
+    try:
+        mentioned = event.key.decode()
+        mention = orjson.loads(event.value)
+        state = hold_mention(subject_to_surge.get(mentioned), mention, now)
+    except Exception as exc:
+        await on_processing_error(record, "surge", exc)
+        return None
+    if state is not None:
+        subject_to_surge[mentioned] = {**state, "partition": partition}
+        _held_in(partition).setdefault(mentioned, now)
+    return mentioned
 
 
 @app.agent(subject_events_topic, name="detect_opinion_surges")
@@ -227,19 +277,12 @@ async def detect_opinion_surges(stream: StreamT) -> None:
 
     Mentions are held briefly and folded in event-time order (``stream.surge.ReorderPolicy``);
     tick records flush subjects that went quiet."""
-    async for event in stream.events():
+    manual = stream.noack()
+    async for event, admission in admitted(manual, ledger, app.consumer.seek):
         try:
             partition, now = event.message.partition, time.time()
             held = _held_in(partition)
-            mentioned = None
-            if event.key != SURGE_TICK:
-                mentioned = event.key.decode()
-                state = hold_mention(
-                    subject_to_surge.get(mentioned), orjson.loads(event.value), now
-                )
-                if state is not None:
-                    subject_to_surge[mentioned] = {**state, "partition": partition}
-                    held.setdefault(mentioned, now)
+            mentioned = await hold(event, partition, now)
             # due by age (the held map knows each subject's oldest arrival), or by count
             due = [k for k, since in held.items() if now - since >= REORDER.hold_s]
             current = subject_to_surge.get(mentioned) if mentioned else None
@@ -250,17 +293,23 @@ async def detect_opinion_surges(stream: StreamT) -> None:
                 if not state or not state.get("pending"):
                     held.pop(key, None)  # flushed elsewhere before a rebalance
                 else:
-                    await flush_subject(key, partition)
+                    await flush_subject(
+                        key, partition, internal_record("riskstream-subject-events", event)
+                    )
             metrics.SURGE_HELD.set(sum(len(h) for h in held_since.values()))
             metrics.SUBJECT_EVENTS_DONE.inc()
         except Exception as exc:
             fatal(exc, f"subject event at {event.message.tp} offset {event.message.offset}")
+        ledger.complete(admission)
+        await manual.ack(event)
 
 
 @app.on_partitions_revoked.connect
 async def forget_held_mentions(app, revoked, **kwargs) -> None:
-    """Held mentions live in the table; whoever owns a partition next finds them there."""
+    """Held mentions live in the table; whoever owns a partition next finds them there.
+    Revoked partitions leave the ledger: nothing still in flight for them counts."""
     held_since.clear()
+    ledger.revoke((tp.topic, tp.partition) for tp in revoked)
 
 
 @app.timer(interval=REORDER.hold_s / 2)
@@ -273,12 +322,15 @@ async def tick_held_surge_partitions() -> None:
 
 @app.agent(member_events_topic, name="track_member_activity")
 async def track_member_activity(stream: StreamT) -> None:
-    async for event in stream.events():
+    manual = stream.noack()
+    async for event, admission in admitted(manual, ledger, app.consumer.seek):
         try:
-            await handle_member_event(event.key, event.value)
+            await handle_member_event(internal_record("riskstream-member-events", event))
             metrics.MEMBER_EVENTS_DONE.inc()
         except Exception as exc:
             fatal(exc, f"member event at {event.message.tp} offset {event.message.offset}")
+        ledger.complete(admission)
+        await manual.ack(event)
 
 
 @app.task

@@ -11,7 +11,8 @@ from stream import faust_fixes
 from stream.config import Settings
 
 settings = Settings()
-faust_fixes.apply(fetch_max_wait_ms=settings.fetch_max_wait_ms)
+#: Decides every commit of the agents' input partitions (see ``stream/delivery.py``).
+ledger = faust_fixes.apply(fetch_max_wait_ms=settings.fetch_max_wait_ms)
 
 
 def _optional(**options: float | None) -> dict[str, float]:
@@ -31,6 +32,8 @@ app = faust.App(
     producer_acks=-1,  # all in-sync replicas: an acked output survives a broker loss
     # Several outputs per input event: a short linger sends them in one request, not one each.
     producer_linger_ms=settings.producer_linger_ms,
+    producer_max_request_size=settings.producer_max_request_bytes,
+    consumer_max_fetch_size=settings.consumer_max_fetch_bytes,
     web_host=settings.web_host,
     web_port=settings.web_port,
     web_in_thread=False,

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from stream.rules import AlertThresholds
+from stream.steps import EdgeLimits
 
 
 def _default_data_dir() -> Path:
@@ -56,7 +58,44 @@ class Settings(BaseSettings):
     )
     max_batch_size: int | None = Field(None, ge=1, description="Default: the backend's own.")
     max_batch_wait_ms: float | None = Field(None, ge=0, description="Default: the backend's own.")
-    max_event_bytes: int = Field(65536, ge=256)
+    max_event_bytes: int = Field(
+        65536, ge=256, description="Larger input records are dead-lettered (oversized_event)."
+    )
+    max_key_bytes: int = Field(
+        1024, ge=16, description="Larger record keys are dead-lettered (oversized_key)."
+    )
+    event_time_max_future_s: float | None = Field(
+        3600.0,
+        ge=0,
+        description="Event times further ahead of the wall clock are dead-lettered "
+        "(invalid_event_time); unset for no bound.",
+    )
+    event_time_max_past_s: float | None = Field(
+        None,
+        ge=0,
+        description="Event times further behind the wall clock are dead-lettered; "
+        "unset (default) for no bound, so backtests of old data run.",
+    )
+    max_dead_letter_bytes: int = Field(
+        65536,
+        ge=1024,
+        description="Original key/value bytes kept in a dead letter; above it a prefix, the "
+        "size and the sha256. Keep it well under producer_max_request_bytes.",
+    )
+    processing_error_policy: Literal["continue", "fail"] = Field(
+        "continue",
+        description="An exception while processing one event: dead-letter it "
+        "(processing_error) and go on, or stop the worker before it commits.",
+    )
+    consumer_max_fetch_bytes: int = Field(
+        8 * 1024 * 1024,
+        ge=1024 * 1024,
+        description="Most bytes one fetch takes per partition; keep it above the broker's "
+        "largest record (message.max.bytes), or a record larger than it stops its partition.",
+    )
+    producer_max_request_bytes: int = Field(
+        1_048_576, ge=65536, description="Largest produce request (the producer's limit)."
+    )
     negative_review_threshold: float = Field(0.85, ge=0, le=1)
     scam_chat_threshold: float = Field(0.90, ge=0, le=1)
     fraud_risk_threshold: float = Field(
@@ -70,6 +109,18 @@ class Settings(BaseSettings):
     def topic(self, name: str) -> str:
         """A logical topic name with this deployment's prefix."""
         return f"{self.topic_prefix}{name}"
+
+    def edge_limits(self) -> EdgeLimits:
+        def ms(seconds: float | None) -> int | None:
+            return None if seconds is None else int(seconds * 1000)
+
+        return EdgeLimits(
+            max_event_bytes=self.max_event_bytes,
+            max_key_bytes=self.max_key_bytes,
+            max_future_ms=ms(self.event_time_max_future_s),
+            max_past_ms=ms(self.event_time_max_past_s),
+            max_dead_letter_bytes=self.max_dead_letter_bytes,
+        )
 
     def thresholds(self) -> AlertThresholds:
         return AlertThresholds(

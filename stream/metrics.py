@@ -33,6 +33,15 @@ SURGE_HELD = Gauge(
     "riskstream_surge_held_subjects",
     "Subjects whose mentions are held for event-time ordering (0 when all are folded).",
 )
+PROCESSING_ERRORS = Counter(
+    "riskstream_stream_processing_errors",
+    "Events that failed inside a stage and were dead-lettered (processing_error).",
+    ["stage"],
+)
+REDELIVERIES_RECOMPUTED = Counter(
+    "riskstream_stream_redeliveries_recomputed",
+    "Redelivered events older than the state remembers, re-scored against the current state.",
+)
 PROFILES_PUBLISHED = Counter("riskstream_stream_profiles_published", "Profiles published.")
 DUPLICATES_SKIPPED = Counter(
     "riskstream_stream_duplicates_skipped", "Redelivered events the member state already held."

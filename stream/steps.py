@@ -7,12 +7,19 @@ chain is unit-tested directly; ``stream/agents.py`` wires the steps to topics.
 from __future__ import annotations
 
 import base64
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from stream.codec import ValidationError, decode, parse_event_time
+from stream.codec import (
+    ValidationError,
+    check_event_time_window,
+    decode,
+    load_schema,
+    parse_event_time,
+)
 from stream.pii import TEXT_FIELDS, mask_pii, mask_pii_bytes
 
 EventType = Literal["review", "chat", "transaction"]
@@ -63,20 +70,64 @@ class ValidEvent:
 
 @dataclass(frozen=True, slots=True)
 class InvalidEvent:
-    """An input that failed decoding or validation; becomes a dead letter."""
+    """An input that failed decoding or validation, or an event that failed in a stage
+    (``stage`` set); becomes a dead letter."""
 
     record: RawRecord
     error: ValidationError
+    stage: str | None = None
 
 
-def decode_record(record: RawRecord, *, max_bytes: int) -> ValidEvent | InvalidEvent:
-    """Step 1: bytes -> ``ValidEvent`` with PII masked, or ``InvalidEvent`` carrying the reason."""
+@dataclass(frozen=True, slots=True)
+class EdgeLimits:
+    """What may pass the edge. Whatever passes must be processable end to end, so every bound
+    is checked here and the rest is dead-lettered with a precise reason."""
+
+    max_event_bytes: int = 65536
+    max_key_bytes: int = 1024
+    #: Event time may be at most this far ahead of the wall clock (None: no bound).
+    max_future_ms: int | None = 3_600_000
+    #: ... and at most this far behind it (None: no bound, so backtests of old data work).
+    max_past_ms: int | None = None
+    #: Original key/value bytes kept in a dead letter; above it, a prefix plus size and sha256.
+    max_dead_letter_bytes: int = 65536
+
+
+def known_fields(topic: str) -> frozenset[str]:
+    """The top-level fields the worker reads; ``label`` (backtests read it from the input)
+    and unknown extras are not carried past the edge, so nothing unbounded (a value nested
+    300 levels deep) or unmasked travels on."""
+    return frozenset(load_schema(topic)["properties"]) - {"label"}
+
+
+_KNOWN_FIELDS = {topic: known_fields(topic) for topic in EVENT_TYPE_OF_TOPIC}
+
+
+def decode_record(
+    record: RawRecord, *, limits: EdgeLimits = EdgeLimits(), now_ms: int | None = None
+) -> ValidEvent | InvalidEvent:
+    """Step 1: bytes -> ``ValidEvent`` with PII masked, or ``InvalidEvent`` carrying the reason.
+
+    ``now_ms`` is the wall clock the event time is checked against (None: not checked)."""
     try:
-        data = decode(record.value, record.topic, max_bytes=max_bytes)
+        if record.key is not None and len(record.key) > limits.max_key_bytes:
+            raise ValidationError(
+                "oversized_key", f"key of {len(record.key)} bytes > limit {limits.max_key_bytes}"
+            )
+        data = decode(record.value, record.topic, max_bytes=limits.max_event_bytes)
         event_time_ms = parse_event_time(data["event_time"])
+        if now_ms is not None:
+            check_event_time_window(
+                event_time_ms,
+                now_ms,
+                max_future_ms=limits.max_future_ms,
+                max_past_ms=limits.max_past_ms,
+            )
     except ValidationError as error:
         return InvalidEvent(record, error)
     event_type = EVENT_TYPE_OF_TOPIC[record.topic]
+    known = _KNOWN_FIELDS[record.topic]
+    data = {k: v for k, v in data.items() if k in known}
     return ValidEvent(record, event_type, mask_text_fields(event_type, data), event_time_ms)
 
 
@@ -101,23 +152,43 @@ def utc_now() -> str:
     return datetime.now(tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def dead_letter(invalid: InvalidEvent, *, failed_at: str) -> dict[str, Any]:
+def dead_letter(
+    invalid: InvalidEvent, *, failed_at: str, max_original_bytes: int = 65536
+) -> dict[str, Any]:
     """Dead-letter record: reason, detail, source position and the original bytes (base64),
-    with card numbers, e-mails and phone numbers masked in both."""
+    with card numbers, e-mails and phone numbers masked in both.
+
+    Originals above ``max_original_bytes`` keep a prefix plus their size and sha256, so the
+    dead letter stays under the producer's request limit and the record stays identifiable
+    (an 800 kB value gave a 1.07 MB dead letter the producer refused: a crash loop)."""
     record = invalid.record
-
-    def b64(raw: bytes | None) -> str | None:
-        return None if raw is None else base64.b64encode(mask_pii_bytes(raw)).decode("ascii")
-
-    return {
+    body: dict[str, Any] = {
         "reason": invalid.error.reason,
         "detail": mask_pii(invalid.error.detail[:2000]),
         "source": record.source(),
-        "original_key_b64": b64(record.key),
-        "original_value_b64": b64(record.value),
-        "original_timestamp_ms": record.timestamp_ms,
-        "failed_at": failed_at,
     }
+    for name, raw in (("key", record.key), ("value", record.value)):
+        if raw is None:
+            body[f"original_{name}_b64"] = None
+            continue
+        kept = raw[:max_original_bytes]
+        body[f"original_{name}_b64"] = base64.b64encode(mask_pii_bytes(kept)).decode("ascii")
+        if len(kept) < len(raw):
+            body[f"original_{name}_truncated"] = {
+                "bytes": len(raw),
+                "sha256": hashlib.sha256(raw).hexdigest(),
+            }
+    body["original_timestamp_ms"] = record.timestamp_ms
+    body["failed_at"] = failed_at
+    if invalid.stage is not None:
+        body["stage"] = invalid.stage
+    return body
+
+
+def processing_error(record: RawRecord, stage: str, exc: BaseException) -> InvalidEvent:
+    """An event that passed the edge but failed inside a stage: dead-lettered, not retried."""
+    detail = f"{stage}: {type(exc).__name__}: {exc}"
+    return InvalidEvent(record, ValidationError("processing_error", detail[:2000]), stage)
 
 
 def dead_letter_key(record: RawRecord) -> bytes:

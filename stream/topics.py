@@ -41,3 +41,13 @@ INPUT_TOPICS = {
     "chats": chats_topic,
     "transactions": transactions_topic,
 }
+
+#: Logical output topic name -> topic, for the stages' ``Output`` records.
+OUTPUT_TOPICS = {
+    "scored-events": scored_events_topic,
+    "alerts": alerts_topic,
+    "member-profiles": member_profiles_topic,
+    "dead-letter": dead_letter_topic,
+    "riskstream-member-events": member_events_topic,
+    "riskstream-subject-events": subject_events_topic,
+}

@@ -52,3 +52,6 @@ class FakeClock:
     def __call__(self) -> float:
         self.now += self.step
         return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds

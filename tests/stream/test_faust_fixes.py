@@ -1,9 +1,8 @@
-"""The Faust fixes: uncommitted partitions are rewound, the fetch wait is set, and no commit
-skips records that were fetched but never processed."""
+"""The Faust fixes: uncommitted partitions are rewound (and the ledger learns where each
+partition restarts), the fetch wait is set, and commit offsets come from the ledger only, so no
+commit skips records that were fetched but never processed."""
 
 from __future__ import annotations
-
-import asyncio
 
 from aiokafka import TopicPartition
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
@@ -49,7 +48,7 @@ async def test_uncommitted_and_zero_partitions_are_rewound() -> None:
     assert result == {tp(0): None, tp(1): 0, tp(2): 17}
     assert consumer.rewound == [tp(0), tp(1)]
     # where processing must resume: the log start for the rewound ones, else the commit
-    assert [faust_fixes._next_to_process[("a", p)] for p in range(3)] == [5, 5, 17]
+    assert [faust_fixes._ledger.committable(("a", p)) for p in range(3)] == [5, 5, 17]
 
 
 async def test_nothing_rewound_when_all_partitions_have_commits() -> None:
@@ -82,36 +81,36 @@ def test_worker_consumers_get_the_configured_fetch_wait(monkeypatch) -> None:
 
 
 def test_no_commit_past_records_fetched_but_never_processed(monkeypatch) -> None:
-    """Acked offsets 3..5 with 0..2 never processed: no commit, and one seek back to 0."""
+    """Faust's ack list says 3..5 (and a "gap" 6..9) were done while 0..2 never were: the
+    commit offset is the ledger's, and the ledger saw nothing processed yet."""
     from collections import defaultdict
 
     from faust.types import TP
 
+    from stream.delivery import DeliveryLedger
+
     tp = TP("reviews", 0)
-    seeks: list[tuple] = []
+    ledger = DeliveryLedger()
+    ledger.assign({("reviews", 0): 0})
+    monkeypatch.setattr(faust_fixes, "_ledger", ledger)
 
     class FaustConsumer:
         _acked = defaultdict(list, {tp: [3, 4, 5]})
         _acked_index = defaultdict(set, {tp: {3, 4, 5}})
-        _gap = defaultdict(list)
-        _committed_offset = defaultdict(lambda: None)
-
-        def seek(self, partition, offset):
-            seeks.append((partition, offset))
-            return asyncio.sleep(0)
+        _gap = defaultdict(list, {tp: [(6, 10)]})
 
     consumer = FaustConsumer()
-    monkeypatch.setitem(faust_fixes._next_to_process, ("reviews", 0), 0)
+    assert faust_fixes._new_offset_from_the_ledger(consumer, tp) == 0
+    assert consumer._acked[tp] == [] and tp not in consumer._gap  # Faust's lists decide nothing
+    for offset in range(3):
+        decision = ledger.admit(("reviews", 0), offset)
+        ledger.complete(decision.admission)
+    assert faust_fixes._new_offset_from_the_ledger(consumer, tp) == 3
 
-    async def commit_twice():
-        first = faust_fixes._new_offset_without_skipping_the_head(consumer, tp)
-        second = faust_fixes._new_offset_without_skipping_the_head(consumer, tp)
-        await asyncio.sleep(0)
-        return first, second
 
-    assert asyncio.run(commit_twice()) == (None, None)
-    assert seeks == [(tp, 0)]  # sought back once, not on every commit
-    consumer._acked[tp] = [0, 1, 2, 3, 4, 5]  # the refetched records were processed
-    consumer._acked_index[tp] = set(range(6))
-    assert faust_fixes._new_offset_without_skipping_the_head(consumer, tp) == 6
-    assert faust_fixes._next_to_process[("reviews", 0)] == 6
+def test_the_read_offset_filter_is_off() -> None:
+    """Faust drops records below its read offset (records re-read after a seek) and commits
+    jumps in it as gaps; with the fix its read offset is always unknown."""
+    read = faust_fixes._NoReadOffsets()
+    read["tp"] = 17
+    assert read["tp"] is None and read.get("tp") is None

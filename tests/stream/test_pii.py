@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from stream.pii import luhn_valid, mask_pii, mask_pii_bytes
-from stream.steps import RawRecord, dead_letter, decode_record
+from stream.steps import EdgeLimits, RawRecord, dead_letter, decode_record
 
 
 @pytest.mark.parametrize(
@@ -39,9 +39,13 @@ def test_decode_masks_text_and_dead_letters_mask_original_bytes() -> None:
         b'{"event_id": "e1", "member_id": "m1", "event_time": "2026-11-23T10:00:00Z", '
         b'"product_id": "p1", "text": "my card 4111 1111 1111 1111 was charged twice"}'
     )
-    event = decode_record(RawRecord("reviews", 0, 1, b"m1", value), max_bytes=65536)
+    event = decode_record(
+        RawRecord("reviews", 0, 1, b"m1", value), limits=EdgeLimits(max_event_bytes=65536)
+    )
     assert event.data["text"] == "my card [card] was charged twice"
-    bad = decode_record(RawRecord("reviews", 0, 2, b"m1", value[:-1]), max_bytes=65536)
+    bad = decode_record(
+        RawRecord("reviews", 0, 2, b"m1", value[:-1]), limits=EdgeLimits(max_event_bytes=65536)
+    )
     letter = dead_letter(bad, failed_at="now")
     import base64
 

@@ -5,7 +5,7 @@ from collections import Counter
 import orjson
 
 from stream.simulate import DemoCorpus, DemoTraffic
-from stream.steps import InvalidEvent, RawRecord, ValidEvent, decode_record
+from stream.steps import EdgeLimits, InvalidEvent, RawRecord, ValidEvent, decode_record
 
 CORPUS = DemoCorpus(
     reviews=[
@@ -26,7 +26,9 @@ def test_valid_records_pass_the_real_decoder_and_malformed_ones_fail() -> None:
     records = generate(2000, malformed_ratio=0.05)
     outcomes = Counter()
     for i, rec in enumerate(records):
-        decoded = decode_record(RawRecord(rec.topic, 0, i, rec.key, rec.value), max_bytes=65536)
+        decoded = decode_record(
+            RawRecord(rec.topic, 0, i, rec.key, rec.value), limits=EdgeLimits(max_event_bytes=65536)
+        )
         ok = isinstance(decoded, ValidEvent)
         assert ok == (rec.malformed is None), (rec.malformed, rec.value[:200])
         outcomes[rec.topic if ok else "bad"] += 1
@@ -53,7 +55,9 @@ def test_malformed_kinds_cover_each_reason() -> None:
         "oversized_text",
         "bad_time",
     }
-    decoded = decode_record(RawRecord("reviews", 0, 0, b"k", b"{"), max_bytes=100)
+    decoded = decode_record(
+        RawRecord("reviews", 0, 0, b"k", b"{"), limits=EdgeLimits(max_event_bytes=100)
+    )
     assert isinstance(decoded, InvalidEvent)
 
 
@@ -68,6 +72,8 @@ def test_labelled_traffic_carries_the_corpus_ground_truth_and_still_validates() 
             assert event["label"] == {"scam": event["text"] in CORPUS.scam_lines}
         else:
             assert "label" not in event
-        decoded = decode_record(RawRecord(rec.topic, 0, i, rec.key, rec.value), max_bytes=65536)
+        decoded = decode_record(
+            RawRecord(rec.topic, 0, i, rec.key, rec.value), limits=EdgeLimits(max_event_bytes=65536)
+        )
         assert isinstance(decoded, ValidEvent)
     assert "label" not in orjson.loads(generate(1, malformed_ratio=0.0)[0].value)
