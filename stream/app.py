@@ -8,9 +8,9 @@ from __future__ import annotations
 import faust
 
 from stream import faust_fixes
-from stream.config import Settings
+from stream.config import load_settings
 
-settings = Settings()
+settings = load_settings()
 #: Decides every commit of the agents' input partitions (see ``stream/delivery.py``).
 ledger = faust_fixes.apply(fetch_max_wait_ms=settings.fetch_max_wait_ms)
 
@@ -34,8 +34,15 @@ app = faust.App(
     producer_linger_ms=settings.producer_linger_ms,
     producer_max_request_size=settings.producer_max_request_bytes,
     consumer_max_fetch_size=settings.consumer_max_fetch_bytes,
+    web_bind=settings.web_bind,
     web_host=settings.web_host,
     web_port=settings.web_port,
+    # Faust's table and router endpoints serve member state (devices, countries, merchants,
+    # recent event ids) to anyone who can reach the port: off. Only /metrics is served.
+    web_tables_enabled=False,
+    web_router_enabled=False,
+    web_stats_enabled=False,
+    web_graph_enabled=False,
     web_in_thread=False,
     autodiscover=False,
     **_optional(

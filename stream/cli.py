@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 import time
 from datetime import UTC, datetime
@@ -13,19 +14,86 @@ import click
 from rich.console import Console
 
 from stream.broker import BrokerError, EmbeddedBroker
-from stream.config import Settings
+from stream.config import Settings, SettingsError, env_name, load_settings
 
 console = Console(stderr=True)
 
+#: Exit codes: a runtime failure (broker unreachable, a worker that stopped) vs a usage error
+#: (a bad option or setting, as click itself uses).
+EXIT_FAILURE, EXIT_USAGE = 1, 2
 
-def _fail(message: str) -> None:
-    console.print(f"[red]error:[/red] {message}")
-    sys.exit(2)
+
+def _fail(message: str, code: int = EXIT_FAILURE) -> None:
+    console.print(f"[red]error:[/red] {message}", soft_wrap=True)
+    sys.exit(code)
+
+
+def _settings(**overrides: object) -> Settings:
+    """The settings in effect, or one line naming the bad variable (exit code 2)."""
+    try:
+        return load_settings(**overrides)
+    except SettingsError as exc:
+        _fail(f"bad setting: {exc}", EXIT_USAGE)
+        raise  # unreachable: _fail exits
+
+
+async def _until_sigterm(job):
+    """Run ``job``; SIGTERM cancels it like Ctrl-C, so its ``finally`` stops the children."""
+    import signal
+
+    loop = asyncio.get_running_loop()
+    task = asyncio.ensure_future(job)
+    loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    try:
+        return await task
+    except asyncio.CancelledError:
+        raise KeyboardInterrupt from None
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
+
+
+def _interrupt_on_sigterm() -> None:
+    """SIGTERM raises KeyboardInterrupt, so ``with``/``finally`` blocks stop what they started."""
+    import signal
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
+def _settings_epilog() -> str:
+    """``worker --help`` lists every setting with its default."""
+    lines = ["\b", "Settings (environment variables or .env):"]
+    for field, info in Settings.model_fields.items():
+        default = "computed" if info.default_factory is not None else info.default
+        lines.append(f"  {env_name(field)} (default {default!s}): {info.description or ''}")
+    return "\n".join(lines)
 
 
 @click.group()
+@click.version_option(package_name="riskstream", prog_name="riskstream")
 def main() -> None:
     """Streaming risk-and-sentiment processor for e-commerce event streams."""
+    from dotenv import load_dotenv
+
+    # every command, and the model cache's own variables, see the .env file (the environment
+    # wins where both set a variable)
+    load_dotenv(".env", override=False)
+
+
+@main.command()
+@click.option("--markdown", is_flag=True, help="The README's configuration table.")
+def settings(markdown: bool) -> None:
+    """Print the settings in effect (or, with --markdown, the table of all settings)."""
+    from stream.config import settings_table
+
+    if markdown:
+        click.echo(settings_table())
+        return
+    current = _settings()
+    for field in Settings.model_fields:
+        click.echo(f"{env_name(field)}={getattr(current, field)}")
 
 
 @main.command()
@@ -36,9 +104,9 @@ def main() -> None:
 @click.option(
     "--broker",
     "broker_url",
-    envvar="KAFKA_BROKER",
     default=None,
-    help="Use this broker (kafka://host:port) instead of the embedded one.",
+    help="Send the demo traffic to this broker (kafka://host:port) instead of an embedded one. "
+    "Never taken from KAFKA_BROKER: demo traffic goes to a cluster only when asked.",
 )
 @click.option("--malformed-ratio", type=float, default=0.02, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -62,8 +130,17 @@ def run(
     from models.student import ensure_built
     from stream.runner import RunOptions, run_main_job
 
+    _settings()  # a bad setting fails here, in one line, before anything starts
     ensure_built(progress=True)
     run_dir = run_dir or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
+    console.print(
+        f"demo traffic goes to {broker_url or 'an embedded broker (memory storage)'}"
+        + (
+            " (KAFKA_BROKER is ignored by run; use --broker)"
+            if broker_url is None and "KAFKA_BROKER" in os.environ
+            else ""
+        )
+    )
     options = RunOptions(
         duration_s=duration,
         rate=rate,
@@ -74,7 +151,7 @@ def run(
         show_live=not no_live,
     )
     try:
-        summary = asyncio.run(run_main_job(options, console))
+        summary = asyncio.run(_until_sigterm(run_main_job(options, console)))
     except BrokerError as exc:
         _fail(str(exc))
     except KeyboardInterrupt:
@@ -85,13 +162,14 @@ def run(
         console.print(f"{key:>26}: {value}")
 
 
-@main.command()
+@main.command(epilog=_settings_epilog())
 def worker() -> None:
     """Run the Faust worker (reads KAFKA_BROKER and RISKSTREAM_* settings)."""
+    settings = _settings()  # before anything is created: a bad setting is one line, exit 2
     from faust import Worker
 
     from stream.admin import ensure_topics
-    from stream.app import app, settings
+    from stream.app import app
 
     logging.basicConfig(level=settings.log_level.upper())
     loop = asyncio.new_event_loop()
@@ -128,10 +206,9 @@ def simulate(
     from aiokafka import AIOKafkaProducer
 
     from stream.admin import bootstrap_servers, ensure_topics
-    from stream.config import Settings
     from stream.simulate import DemoCorpus, DemoTraffic, produce_demo_traffic
 
-    settings = Settings(KAFKA_BROKER=broker_url)
+    settings = _settings(KAFKA_BROKER=broker_url)
 
     async def go() -> None:
         await ensure_topics(settings)
@@ -152,7 +229,7 @@ def simulate(
         console.print(f"sent {stats.total} records {dict(stats.sent)}, {stats.malformed} malformed")
 
     if count is None and duration is None:
-        _fail("give --count or --duration")
+        _fail("give --count or --duration", EXIT_USAGE)
     asyncio.run(go())
 
 
@@ -160,7 +237,8 @@ def simulate(
 @click.option("--port", type=int, default=9092, show_default=True)
 @click.option("--log", "log_path", type=click.Path(path_type=Path), default=Path("runs/broker.log"))
 def broker(port: int, log_path: Path) -> None:
-    """Run the embedded Tansu broker in the foreground (memory storage) until Ctrl-C."""
+    """Run the embedded Tansu broker in the foreground (memory storage) until Ctrl-C or SIGTERM."""
+    _interrupt_on_sigterm()
     try:
         with EmbeddedBroker(port=port, log_path=log_path) as embedded:
             console.print(f"broker ready at {embedded.url} (log: {log_path}); Ctrl-C stops it")
@@ -298,10 +376,10 @@ def replay(
     from stream.replay import replay as run_replay
 
     if (file_path is None) == (source_broker is None):
-        _fail("give exactly one of --file and --topics")
+        _fail("give exactly one of --file and --topics", EXIT_USAGE)
     ranged = (from_offset, to_offset, from_time, to_time)
     if file_path is not None and any(v is not None for v in ranged):
-        _fail("offset and time ranges apply to --topics only")
+        _fail("offset and time ranges apply to --topics only", EXIT_USAGE)
     settings = _setting_pairs(set_pairs, "--set")
     compare = _setting_pairs(compare_pairs, "--compare")
     run_id = run_id or time.strftime("%Y%m%d-%H%M%S")
