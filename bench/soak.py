@@ -68,7 +68,7 @@ def main() -> None:
 def fuzz(malformed: int) -> None:
     """The six crash-loop records + valid events + MALFORMED generated bad records."""
     ok, elapsed, facts = run_test(
-        "fuzz", {"RISKSTREAM_FUZZ_MALFORMED": str(malformed)}, timeout_s=1800
+        "fuzz", {"RISKSTREAM_TEST_FUZZ_MALFORMED": str(malformed)}, timeout_s=1800
     )
     click.echo(
         f"fuzz malformed={malformed}: {'passed' if ok else 'FAILED'} in {elapsed:.0f} s {facts}"
@@ -84,7 +84,7 @@ def restarts(runs: int, events: int) -> None:
     passed = 0
     for i in range(1, runs + 1):
         ok, elapsed, facts = run_test(
-            "restarts", {"RISKSTREAM_MULTIKILL_EVENTS": str(events)}, timeout_s=900
+            "restarts", {"RISKSTREAM_TEST_MULTIKILL_EVENTS": str(events)}, timeout_s=900
         )
         passed += ok
         click.echo(f"run {i}: {'passed' if ok else 'FAILED'} in {elapsed:.0f} s {facts}")

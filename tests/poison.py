@@ -92,6 +92,29 @@ def slug(name: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in name)
 
 
+def valid_event(topic: str, event_id: str, member_id: str = "m-poison") -> dict:
+    """A valid event of ``topic``'s schema."""
+    if topic == "reviews":
+        return review(event_id, member_id)
+    common = {"event_id": event_id, "member_id": member_id, "event_time": "2026-11-23T10:00:00Z"}
+    if topic == "chats":
+        return {
+            **common,
+            "conversation_id": "c-1",
+            "sender_role": "member",
+            "text": "Hi, where is my parcel?",
+        }
+    return {
+        **common,
+        "amount": 12.5,
+        "currency": "EUR",
+        "merchant_id": "mer-1",
+        "channel": "web",
+        "device_id": "d-1",
+        "country": "DE",
+    }
+
+
 def valid_after(name: str, count: int, topic: str = "reviews") -> list[PoisonRecord]:
     """Valid events behind a poison record, on its partition (same key)."""
     return [
@@ -99,7 +122,7 @@ def valid_after(name: str, count: int, topic: str = "reviews") -> list[PoisonRec
             f"valid after {name}",
             topic,
             b"m-poison",
-            orjson.dumps(review(f"after-{slug(name)}-{i}")),
+            orjson.dumps(valid_event(topic, f"after-{slug(name)}-{i}")),
             None,
         )
         for i in range(count)

@@ -22,7 +22,7 @@ from tests.poison import PoisonRecord, malformed, six_records, valid_after
 
 pytestmark = pytest.mark.integration
 
-MALFORMED = int(os.environ.get("RISKSTREAM_FUZZ_MALFORMED", "2000"))
+MALFORMED = int(os.environ.get("RISKSTREAM_TEST_FUZZ_MALFORMED", "2000"))
 
 
 def fuzz_records(count: int, seed: int) -> list[PoisonRecord]:

@@ -23,7 +23,7 @@ from tests.kafka_io import collect, produce
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]
 
-EVENTS = int(os.environ.get("RISKSTREAM_MULTIKILL_EVENTS", "5000"))
+EVENTS = int(os.environ.get("RISKSTREAM_TEST_MULTIKILL_EVENTS", "5000"))
 KINDS = ("review", "chat", "transaction")
 
 
@@ -54,7 +54,7 @@ KILL_PLAN = (
 
 
 async def test_repeated_sigkills_lose_nothing(kafka_broker, make_worker, topic_prefix) -> None:
-    seed = int(os.environ.get("RISKSTREAM_MULTIKILL_SEED", random.randrange(1 << 30)))
+    seed = int(os.environ.get("RISKSTREAM_TEST_MULTIKILL_SEED", random.randrange(1 << 30)))
     rng = random.Random(seed)
     print(f"multikill seed {seed}")
     traffic = DemoTraffic(DemoCorpus.load(), seed=seed % 1000, members=150, malformed_ratio=0.0)
