@@ -113,15 +113,27 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
-def start_and_sigterm(args: list[str], ready: str, log: Path, timeout_s: float = 120) -> set[int]:
-    """Start ``riskstream ARGS``, wait for ``ready`` in its output, SIGTERM it; -> the
-    processes it had started, for the caller to check."""
+def worker_running(pid: int) -> bool:
+    return any(
+        b"stream\x00worker" in Path(f"/proc/{child}/cmdline").read_bytes()
+        for child in descendants(pid)
+        if alive(child)
+    )
+
+
+def start_and_sigterm(
+    args: list[str], ready: str | None, log: Path, timeout_s: float = 120
+) -> set[int]:
+    """Start ``riskstream ARGS``, wait for ``ready`` in its output (None: for its worker
+    process), SIGTERM it; -> the processes it had started that are still alive."""
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "stream", *args], stdout=out, stderr=subprocess.STDOUT
         )
     deadline = time.monotonic() + timeout_s
-    while ready not in log.read_text(errors="replace"):
+    while not (
+        worker_running(proc.pid) if ready is None else ready in log.read_text(errors="replace")
+    ):
         assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
         time.sleep(0.2)
     children = descendants(proc.pid)
@@ -150,6 +162,31 @@ def test_sigterm_to_run_stops_worker_and_broker(tmp_path: Path, built_model) -> 
         tmp_path / "out.log",
     )
     assert not left
+
+
+@pytest.mark.integration
+def test_sigterm_to_replay_stops_worker_and_broker(tmp_path: Path, built_model) -> None:
+    import orjson
+
+    from stream.simulate import DemoCorpus, DemoTraffic
+
+    traffic = DemoTraffic(DemoCorpus.load(), seed=3, members=20, malformed_ratio=0.0)
+    rows = [traffic.next_record() for _ in range(3000)]
+    source = tmp_path / "events.jsonl"
+    source.write_bytes(
+        b"".join(
+            orjson.dumps({"topic": r.topic, "key": r.key.decode(), "value": r.value.decode()})
+            + b"\n"
+            for r in rows
+        )
+    )
+    out = tmp_path / "bt"
+    left = start_and_sigterm(
+        ["replay", "--file", str(source), "--out", str(out)], None, tmp_path / "out.log"
+    )
+    assert not left
+    report = orjson.loads((out / "report.json").read_bytes())
+    assert report["status"] == "interrupted"
 
 
 @pytest.mark.integration
