@@ -1,0 +1,273 @@
+"""The monitoring stack as code (stream/monitoring/): the generated dashboard is the committed
+one, the dashboard and the alert rules only query metrics the worker exports, the compose
+services point at files that exist, and the README documents every alert.
+
+The real-Prometheus checks (promtool, a live prometheus binary) are in
+test_monitoring_prometheus.py.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from stream.monitoring import (
+    ALERTS_PATH,
+    ALERTS_TEST_PATH,
+    DASHBOARD_PATH,
+    DATASOURCE_UID,
+    JOB,
+    MONITORING_DIR,
+    PROMETHEUS_CONFIG_PATH,
+    WORKER_METRICS,
+    WORKER_PORT,
+    known_series,
+    prometheus_config_for,
+)
+from stream.monitoring.dashboard import render
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = ROOT / "docker-compose.yml"
+GRAFANA = MONITORING_DIR / "grafana"
+
+# PromQL words that are not metric names.
+_KEYWORDS = {
+    "and", "or", "unless", "offset", "bool", "by", "without", "on", "ignoring",
+    "group_left", "group_right", "inf", "nan", "start", "end",
+}  # fmt: skip
+_GROUPING = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)")
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|`[^`]*`')
+_IDENT = re.compile(r"(?<![A-Za-z0-9_:.$])([A-Za-z_:][A-Za-z0-9_:]*)(?![A-Za-z0-9_:]|\s*\()")
+
+
+def promql_metric_names(expr: str) -> set[str]:
+    """Metric names an expression selects: identifiers that are not functions, aggregations,
+    keywords, label names (in matchers and grouping clauses), durations or strings."""
+    text = _STRING.sub('""', expr)
+    text = re.sub(r"\{[^}]*\}", " ", text)  # label matchers
+    text = re.sub(r"\[[^\]]*\]", " ", text)  # ranges and subqueries
+    text = _GROUPING.sub(" ", text)
+    return {m.group(1) for m in _IDENT.finditer(text) if m.group(1).lower() not in _KEYWORDS}
+
+
+def test_promql_metric_names_parser():
+    expr = (
+        'histogram_quantile(0.99, sum by (le) (rate(riskstream_x_bucket{job="a", '
+        'instance=~"$instance", le!="riskstream_not_a_metric"}[$__rate_interval])))'
+        " / on(instance) group_left(version) max without (pod) (riskstream_y offset 10m)"
+        " and deriv(sum(riskstream_z)[10m:1m]) > 0 or vector(0) unless absent(up)"
+    )
+    assert promql_metric_names(expr) == {
+        "riskstream_x_bucket",
+        "riskstream_y",
+        "riskstream_z",
+        "up",
+    }
+
+
+def _dashboard() -> dict:
+    return json.loads(DASHBOARD_PATH.read_text())
+
+
+def _panels(dashboard: dict) -> list[dict]:
+    return [p for p in dashboard["panels"] if p["type"] != "row"]
+
+
+def _dashboard_exprs(dashboard: dict) -> dict[str, str]:
+    """Every PromQL expression of the dashboard, keyed by where it is."""
+    exprs = {
+        f"{p['title']}/{t['refId']}": t["expr"] for p in _panels(dashboard) for t in p["targets"]
+    }
+    for var in dashboard["templating"]["list"]:
+        match = re.fullmatch(r"label_values\((.*),\s*\w+\)", var["query"])
+        assert match, f"variable {var['name']}: unexpected query {var['query']!r}"
+        exprs[f"variable {var['name']}"] = match.group(1)
+    return exprs
+
+
+def _rules() -> list[dict]:
+    return [r for g in yaml.safe_load(ALERTS_PATH.read_text())["groups"] for r in g["rules"]]
+
+
+def test_committed_dashboard_is_the_generated_one():
+    assert DASHBOARD_PATH.read_text() == render(), (
+        "stream/monitoring/grafana/dashboards/riskstream.json differs from the generator: edit "
+        "stream/monitoring/dashboard.py and run "
+        "`python -m stream.monitoring.dashboard > "
+        "stream/monitoring/grafana/dashboards/riskstream.json`"
+    )
+
+
+def test_dashboard_has_the_panels():
+    dashboard = _dashboard()
+    titles = {p["title"] for p in _panels(dashboard)}
+    assert titles >= {
+        "Throughput in / out",
+        "Consumer lag",
+        "End-to-end latency",
+        "Batch size",
+        "Batch fill",
+        "Inference time per batch",
+        "Alerts by type",
+        "Dead letters by reason",
+        "Processing errors by stage",
+        "Worker restarts",
+        "Model",
+        "Ready",
+    }
+    ids = [p["id"] for p in dashboard["panels"]]
+    assert len(ids) == len(set(ids))
+    for panel in _panels(dashboard):
+        assert panel["targets"], panel["title"]
+        assert panel["datasource"]["uid"] == DATASOURCE_UID
+        assert panel["gridPos"]["x"] + panel["gridPos"]["w"] <= 24
+        for target in panel["targets"]:
+            assert target["datasource"] == {"type": "prometheus", "uid": DATASOURCE_UID}
+            assert f'job="{JOB}"' in target["expr"], (panel["title"], target["expr"])
+    exprs = " ".join(_dashboard_exprs(dashboard).values())
+    assert "histogram_quantile(0.5, " in exprs and "histogram_quantile(0.99, " in exprs
+    model = next(p for p in _panels(dashboard) if p["title"] == "Model")
+    assert all(
+        label in model["targets"][0]["expr"] for label in ("backend", "version", "precision")
+    )
+
+
+def test_dashboard_and_rules_query_only_exported_metrics():
+    known = known_series()
+    queried: dict[str, set[str]] = {}
+    for where, expr in _dashboard_exprs(_dashboard()).items():
+        queried[f"dashboard {where}"] = promql_metric_names(expr)
+    for rule in _rules():
+        queried[f"alert {rule['alert']}"] = promql_metric_names(rule["expr"])
+    unknown = {where: names - known for where, names in queried.items() if names - known}
+    assert not unknown, f"queries of metrics the worker does not export: {unknown}"
+    assert all(queried.values()), [where for where, names in queried.items() if not names]
+    # riskstream_* by its own pattern as well, whatever the parser above makes of the syntax
+    exprs = [*_dashboard_exprs(_dashboard()).values(), *(r["expr"] for r in _rules())]
+    assert set(re.findall(r"\briskstream_[a-z0-9_]+", _STRING.sub("", " ".join(exprs)))) <= known
+
+
+def test_dashboard_shows_every_exported_metric():
+    used = set().union(*map(promql_metric_names, _dashboard_exprs(_dashboard()).values()))
+    missing = [m.name for m in WORKER_METRICS if not set(m.series()) & used]
+    assert not missing, f"metrics the dashboard does not show: {missing}"
+
+
+def test_alert_rules_are_documented_and_unit_tested():
+    rules = _rules()
+    names = [r["alert"] for r in rules]
+    assert len(names) == len(set(names))
+    assert set(names) >= {
+        "RiskstreamConsumerLagGrowing",
+        "RiskstreamDeadLetterRateHigh",
+        "RiskstreamWorkerDown",
+        "RiskstreamNoOutput",
+        "RiskstreamProcessingErrors",
+    }
+    for rule in rules:
+        assert rule["labels"]["severity"] in {"critical", "warning", "info"}, rule["alert"]
+        assert {"summary", "description"} <= set(rule["annotations"]), rule["alert"]
+    # alerts_test.yml: each alert is expected to fire somewhere and to stay quiet somewhere
+    checks = [
+        c
+        for t in yaml.safe_load(ALERTS_TEST_PATH.read_text())["tests"]
+        for c in t["alert_rule_test"]
+    ]
+    for name in names:
+        mine = [c for c in checks if c["alertname"] == name]
+        assert any(c.get("exp_alerts") for c in mine), f"{name}: no case where it fires"
+        assert any(not c.get("exp_alerts") for c in mine), f"{name}: no case where it is quiet"
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("\n## Monitoring\n", 1)[1].split("\n## ", 1)[0]
+    for name in names:
+        assert f"`{name}`" in section, f"README Monitoring: alert {name} not in the table"
+    assert "python -m stream.monitoring.dashboard" in section
+
+
+def test_prometheus_config_scrapes_the_compose_workers():
+    config = yaml.safe_load(PROMETHEUS_CONFIG_PATH.read_text())
+    services = yaml.safe_load(COMPOSE.read_text())["services"]
+    for rule_file in config["rule_files"]:
+        assert (PROMETHEUS_CONFIG_PATH.parent / rule_file).is_file(), rule_file
+    (job,) = [j for j in config["scrape_configs"] if j["job_name"] == JOB]
+    for sd in job["dns_sd_configs"]:
+        assert sd["type"] == "A" and sd["port"] == WORKER_PORT
+        for name in sd["names"]:
+            # a compose service (plain compose answers its name with every container's address)
+            service = services[name]
+            assert service["ports"][0].endswith(f":{WORKER_PORT}")
+            # the worker binds 127.0.0.1 unless told otherwise: Prometheus could not reach it
+            assert service["environment"]["RISKSTREAM_WEB_BIND"] == "0.0.0.0"
+    assert {n for sd in job["dns_sd_configs"] for n in sd["names"]} >= {"worker"}
+
+
+def _bind_mounts(service: dict) -> dict[str, tuple[Path, str]]:
+    """container path -> (host path, options) of a service's bind mounts."""
+    mounts = {}
+    for volume in service.get("volumes", []):
+        source, target, *options = volume.split(":")
+        if source.startswith((".", "/")):
+            mounts[target] = ((COMPOSE.parent / source).resolve(), ",".join(options))
+    return mounts
+
+
+def test_compose_monitoring_services():
+    compose = yaml.safe_load(COMPOSE.read_text())
+    services = compose["services"]
+    for name in ("prometheus", "grafana"):
+        service = services[name]
+        _, _, tag = service["image"].partition(":")
+        assert tag and tag != "latest" and re.search(r"\d+\.\d+\.\d+", tag), service["image"]
+        assert all(p.startswith("127.0.0.1:") for p in service["ports"]), service["ports"]
+        mounts = _bind_mounts(service)
+        assert mounts, name
+        for target, (source, options) in mounts.items():
+            assert source.exists(), f"{name}: {source} (mounted at {target}) is not in the repo"
+            assert source.is_relative_to(ROOT), source
+            assert "ro" in options.split(","), f"{name}: {target} not read-only"
+        for volume in service["volumes"]:
+            source = volume.split(":")[0]
+            if not source.startswith((".", "/")):
+                assert source in compose["volumes"], f"{name}: named volume {source} not declared"
+
+    prom = _bind_mounts(services["prometheus"])
+    assert prom["/etc/prometheus/prometheus.yml"][0] == PROMETHEUS_CONFIG_PATH
+    config = yaml.safe_load(PROMETHEUS_CONFIG_PATH.read_text())
+    for rule_file in config["rule_files"]:  # relative to the config, inside the container too
+        assert prom[f"/etc/prometheus/{rule_file}"][0] == (MONITORING_DIR / rule_file).resolve()
+
+    grafana = services["grafana"]
+    mounts = _bind_mounts(grafana)
+    provisioning = mounts["/etc/grafana/provisioning"][0]
+    assert provisioning == GRAFANA / "provisioning"
+    (datasource,) = yaml.safe_load((provisioning / "datasources" / "prometheus.yml").read_text())[
+        "datasources"
+    ]
+    assert datasource["uid"] == DATASOURCE_UID and datasource["type"] == "prometheus"
+    host, port = re.fullmatch(r"http://([\w-]+):(\d+)", datasource["url"]).groups()
+    assert host in services and services[host]["ports"][0].endswith(f":{port}")
+    (provider,) = yaml.safe_load((provisioning / "dashboards" / "riskstream.yml").read_text())[
+        "providers"
+    ]
+    dashboards_in_container = provider["options"]["path"]
+    assert mounts[dashboards_in_container][0] == DASHBOARD_PATH.parent
+    home = grafana["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert home == f"{dashboards_in_container}/{DASHBOARD_PATH.name}"
+
+
+def test_prometheus_config_for():
+    rules = Path("stream/monitoring/alerts.yml")
+    text = prometheus_config_for(["127.0.0.1:6066", "worker-2:7000", "[::1]:6066"], rules)
+    config = yaml.safe_load(text)
+    assert config["rule_files"] == [str(ALERTS_PATH)]
+    (job,) = config["scrape_configs"]
+    assert job["job_name"] == JOB and job["metrics_path"] == "/metrics"
+    assert job["static_configs"] == [{"targets": ["127.0.0.1:6066", "worker-2:7000", "[::1]:6066"]}]
+    assert config["global"]["scrape_interval"] == "5s"
+    for bad in ([], ["localhost"], ["http://localhost:6066"], ["host:0"], ["host:70000"]):
+        with pytest.raises(ValueError):
+            prometheus_config_for(bad, rules)
