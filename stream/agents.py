@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import orjson
 from faust import StreamT
-from faust.types import EventT
+from faust.types import TP, EventT
 from prometheus_client import generate_latest
 
 from models.base import TextScores
@@ -117,6 +117,7 @@ class InFlight:
 
 #: Admitted events in consumption order. Bounded: a full queue stalls the edge agents.
 in_flight: asyncio.Queue[InFlight] = asyncio.Queue(maxsize=batcher.max_pending)
+metrics.IN_FLIGHT.set_function(in_flight.qsize)
 
 
 async def admit(stream: StreamT, logical_topic: str, event: EventT, admission: Admission) -> None:
@@ -208,6 +209,8 @@ async def handle_member_event(record: RawRecord) -> None:
     metrics.ALERTS_SUPPRESSED.inc(outcome.suppressed_alerts)
     await send_all(outcome.outputs)
     metrics.SCORED_EVENTS.labels(evt["event_type"]).inc()
+    if evt.get("input_timestamp_ms"):
+        metrics.E2E_LATENCY.observe(max(time.time() - evt["input_timestamp_ms"] / 1000, 0.0))
     for alert_type in outcome.alert_types:
         metrics.ALERTS.labels(alert_type).inc()
     if outcome.profile_published:
@@ -333,15 +336,77 @@ async def track_member_activity(stream: StreamT) -> None:
         await manual.ack(event)
 
 
+def model_precision() -> str:
+    """fp32, int8, fp16...: what the backend computes in (a label of ``riskstream_model_info``)."""
+    for name in ("precision", "_precision"):
+        value = getattr(handler, name, None)
+        if isinstance(value, str):
+            return value
+    dtype = getattr(handler, "_dtype", None)
+    if dtype is not None:
+        return {"torch.float16": "fp16", "torch.bfloat16": "bf16"}.get(str(dtype), "fp32")
+    return "fp32"
+
+
 @app.task
 async def load_model() -> None:
     await batcher.start()
     metrics.MODEL_LOAD_SECONDS.set(batcher.model_load_seconds or 0.0)
-    metrics.MODEL_INFO.labels(type(handler).__name__, handler.model_version).set(1)
+    metrics.MODEL_INFO.labels(type(handler).__name__, handler.model_version, model_precision()).set(
+        1
+    )
+    metrics.MODEL_MAX_BATCH_SIZE.set(batcher.max_batch_size)
     logger.info("model %s loaded in %.2fs", handler.model_version, batcher.model_load_seconds)
+
+
+@app.on_partitions_assigned.connect
+async def count_rebalance(app, assigned, **kwargs) -> None:
+    metrics.REBALANCES.inc()
+
+
+def readiness() -> dict[str, bool]:
+    """What ``/readyz`` requires: the model loaded, table recovery done, no rebalance under
+    way, and this worker holding partitions."""
+    recovery = app.tables.recovery
+    return {
+        "model_loaded": batcher.loaded,
+        "recovery_done": recovery.completed.is_set(),
+        "not_rebalancing": not app.rebalancing,
+        "partitions_assigned": bool(app.consumer.assignment()),
+    }
+
+
+def update_lag() -> None:
+    """Lag per consumed partition: the last fetch's high-water mark minus the ledger's
+    position (what was admitted), read when /metrics is scraped."""
+    metrics.CONSUMER_LAG.clear()
+    for (topic, partition), position in ledger.positions().items():
+        if topic.endswith("-changelog"):
+            continue  # table changelogs are read by recovery, not consumed
+        high = app.consumer.highwater(TP(topic, partition))
+        if high is not None:
+            logical = topic.removeprefix(settings.topic_prefix)
+            metrics.CONSUMER_LAG.labels(logical, str(partition)).set(max(high - position, 0))
 
 
 @app.page("/metrics")
 async def metrics_page(web, request):
+    metrics.READY.set(all(readiness().values()))
+    update_lag()
     # aiohttp refuses a charset inside content_type; Prometheus reads plain text as 0.0.4.
     return web.bytes(generate_latest(), content_type="text/plain")
+
+
+@app.page("/healthz")
+async def healthz(web, request):
+    """Alive: the event loop answers."""
+    return web.json({"alive": True})
+
+
+@app.page("/readyz")
+async def readyz(web, request):
+    """Ready to process: 200, or 503 naming what is missing."""
+    checks = readiness()
+    return web.json(
+        {"ready": all(checks.values()), **checks}, status=200 if all(checks.values()) else 503
+    )

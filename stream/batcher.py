@@ -52,6 +52,10 @@ class MicroBatcher:
         self.model_load_seconds: float | None = None
 
     @property
+    def loaded(self) -> bool:
+        return self._ready.is_set()
+
+    @property
     def model_version(self) -> str:
         return self.handler.model_version
 

@@ -146,9 +146,7 @@ def nesting_depth(value: Any) -> int:
         if not containers:
             break
         depth += 1
-        level = [
-            child for c in containers for child in (c.values() if isinstance(c, dict) else c)
-        ]
+        level = [child for c in containers for child in (c.values() if isinstance(c, dict) else c)]
     return depth
 
 

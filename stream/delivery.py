@@ -111,6 +111,10 @@ class DeliveryLedger:
         """Partition -> offset that may be committed."""
         return {key: cursor.committable for key, cursor in self._cursors.items()}
 
+    def positions(self) -> dict[PartitionKey, int]:
+        """Partition -> the next offset to admit (for lag)."""
+        return {key: cursor.next_offset for key, cursor in self._cursors.items()}
+
     def admit(self, key: PartitionKey, offset: int) -> Decision:
         cursor = self._cursors.get(key)
         if cursor is None:

@@ -56,6 +56,8 @@ BATCH_SUM = "riskstream_model_batch_size_sum"
 BATCH_COUNT = "riskstream_model_batch_size_count"
 LATENCY_SUM = "riskstream_model_batch_latency_seconds_sum"
 RSS = "process_resident_memory_bytes"
+LAG = "riskstream_stream_consumer_lag"
+E2E = "riskstream_stream_e2e_latency_seconds_bucket"
 
 
 def rate(now: MetricsSnapshot, before: MetricsSnapshot | None, name: str) -> float:
@@ -68,6 +70,22 @@ def mean_batch(now: MetricsSnapshot, before: MetricsSnapshot | None = None) -> f
     count = now.get(BATCH_COUNT) - (before.get(BATCH_COUNT) if before else 0.0)
     total = now.get(BATCH_SUM) - (before.get(BATCH_SUM) if before else 0.0)
     return total / count if count else 0.0
+
+
+def quantile(
+    now: MetricsSnapshot, before: MetricsSnapshot | None, bucket: str, q: float
+) -> float | None:
+    """The q-quantile of a histogram over the last interval (upper bound of its bucket), as
+    Prometheus's histogram_quantile would bound it; None without observations."""
+    edges = sorted(
+        (float(le), count - (before.by_label.get((bucket, le), 0.0) if before else 0.0))
+        for (name, le), count in now.by_label.items()
+        if name == bucket
+    )
+    total = edges[-1][1] if edges else 0.0
+    if total <= 0:
+        return None
+    return next(le for le, cumulative in edges if cumulative >= q * total)
 
 
 def render(
@@ -87,6 +105,9 @@ def render(
     table.add_row("consumed", f"{now.get(CONSUMED):,.0f}  ({rate(now, before, CONSUMED):,.0f}/s)")
     table.add_row("scored events", f"{now.get(SCORED):,.0f}  ({rate(now, before, SCORED):,.0f}/s)")
     table.add_row("batch size (mean, last interval)", f"{mean_batch(now, before):.1f}")
+    table.add_row("consumer lag (records)", f"{now.get(LAG):,.0f}")
+    p99 = quantile(now, before, E2E, 0.99)
+    table.add_row("end-to-end p99 (last interval)", "-" if p99 is None else f"≤ {p99:g} s")
     table.add_row("dead letters", _breakdown(now.get(DEAD), now.labelled(DEAD)))
     table.add_row("alerts", _breakdown(now.get(ALERTS), now.labelled(ALERTS)))
     table.add_row("profiles published", f"{now.get(PROFILES):,.0f}")

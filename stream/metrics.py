@@ -57,9 +57,57 @@ BATCH_LATENCY = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
 )
 MODEL_LOAD_SECONDS = Gauge("riskstream_model_load_seconds", "Time to load the model backend.")
-MODEL_INFO = Gauge("riskstream_model_info", "Loaded model (value 1).", ["backend", "version"])
+MODEL_INFO = Gauge(
+    "riskstream_model_info",
+    "Loaded model (value 1): backend, build (weight hash) and numeric precision.",
+    ["backend", "version", "precision"],
+)
+MODEL_MAX_BATCH_SIZE = Gauge(
+    "riskstream_model_max_batch_size", "The micro-batcher's size limit (batch fill = size / it)."
+)
+CONSUMER_LAG = Gauge(
+    "riskstream_stream_consumer_lag",
+    "Records between this worker's position and the partition's end, per consumed partition "
+    "(read at scrape time from the ledger and the last fetch's high-water mark).",
+    ["topic", "partition"],
+)
+E2E_LATENCY = Histogram(
+    "riskstream_stream_e2e_latency_seconds",
+    "Input record timestamp -> its scored event handed to the producer.",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0),
+)
+IN_FLIGHT = Gauge(
+    "riskstream_stream_in_flight", "Events admitted by the edge and not yet published."
+)
+REBALANCES = Counter("riskstream_worker_rebalances", "Partition assignments this worker received.")
+READY = Gauge(
+    "riskstream_worker_ready",
+    "1 when the model is loaded, partitions are assigned and table recovery is done.",
+)
 
 
 def observe_batch(size: int, seconds: float) -> None:
     BATCH_SIZE.observe(size)
     BATCH_LATENCY.observe(seconds)
+
+
+def _initialise_label_series() -> None:
+    """Every known label value starts at 0, so dashboards and alert rules see a series (a rate
+    of 0) before the first event of its kind, not a missing one."""
+    from typing import get_args
+
+    from stream.codec import DeadLetterReason
+
+    for topic in ("reviews", "chats", "transactions"):
+        EVENTS_CONSUMED.labels(topic)
+    for event_type in ("review", "chat", "transaction"):
+        SCORED_EVENTS.labels(event_type)
+    for reason in get_args(DeadLetterReason):
+        DEAD_LETTERS.labels(reason)
+    for stage in ("edge", "member", "surge", "surge_flush"):
+        PROCESSING_ERRORS.labels(stage)
+    for alert_type in ("negative_review", "scam_chat", "fraud_risk", "opinion_surge"):
+        ALERTS.labels(alert_type)
+
+
+_initialise_label_series()

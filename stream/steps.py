@@ -207,6 +207,8 @@ def member_event(
         "scores": dict(scores) if scores is not None else {},
         "model_version": model_version,
         "source": event.record.source(),
+        # the input record's timestamp, for the end-to-end latency metric (not published)
+        "input_timestamp_ms": event.record.timestamp_ms,
     }
 
 

@@ -271,3 +271,17 @@ def test_prometheus_config_for():
     for bad in ([], ["localhost"], ["http://localhost:6066"], ["host:0"], ["host:70000"]):
         with pytest.raises(ValueError):
             prometheus_config_for(bad, rules)
+
+
+def test_live_view_quantile_over_the_last_interval() -> None:
+    from stream.live import E2E, parse_metrics, quantile
+
+    def snap(at: float, counts: dict[str, int]):
+        lines = [f'{E2E}{{le="{le}"}} {c}' for le, c in counts.items()]
+        return parse_metrics("\n".join(lines) + "\n", at)
+
+    before = snap(0, {"0.1": 10, "0.5": 10, "1.0": 10, "+Inf": 10})
+    now = snap(1, {"0.1": 60, "0.5": 108, "1.0": 110, "+Inf": 110})
+    assert quantile(now, before, E2E, 0.5) == 0.1  # 50 of the 100 new ones at or below 0.1 s
+    assert quantile(now, before, E2E, 0.99) == 1.0
+    assert quantile(before, before, E2E, 0.99) is None

@@ -7,6 +7,7 @@ every dashboard and alert query.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import shutil
@@ -173,47 +174,65 @@ def _get(url: str) -> dict:
         return json.loads(response.read())
 
 
+@contextlib.contextmanager
+def prometheus_scraping(targets: list[str], tmp_path: Path) -> Iterator[str]:
+    """A real Prometheus scraping ``targets`` every second with the alert rules; -> its URL."""
+    config = tmp_path / "prometheus.yml"
+    config.write_text(prometheus_config_for(targets, ALERTS_PATH, scrape_interval="1s"))
+    port = _free_port()
+    log = (tmp_path / "prometheus.log").open("w")
+    proc = subprocess.Popen(
+        [
+            PROMETHEUS,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={tmp_path / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, (tmp_path / "prometheus.log").read_text()
+            try:
+                with urllib.request.urlopen(f"{base}/-/ready", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "prometheus not ready in 60 s"
+            time.sleep(0.2)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
 @pytest.fixture
 def live_prometheus(tmp_path: Path) -> Iterator[tuple[str, FakeWorker]]:
-    with FakeWorker() as worker:
-        config = tmp_path / "prometheus.yml"
-        config.write_text(
-            prometheus_config_for([f"127.0.0.1:{worker.port}"], ALERTS_PATH, scrape_interval="1s")
-        )
-        port = _free_port()
-        log = (tmp_path / "prometheus.log").open("w")
-        proc = subprocess.Popen(
-            [
-                PROMETHEUS,
-                f"--config.file={config}",
-                f"--storage.tsdb.path={tmp_path / 'data'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        base = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                assert proc.poll() is None, (tmp_path / "prometheus.log").read_text()
-                try:
-                    with urllib.request.urlopen(f"{base}/-/ready", timeout=2) as r:
-                        if r.status == 200:
-                            break
-                except OSError:
-                    pass
-                assert time.monotonic() < deadline, "prometheus not ready in 60 s"
-                time.sleep(0.2)
-            yield base, worker
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            log.close()
+    with (
+        FakeWorker() as worker,
+        prometheus_scraping([f"127.0.0.1:{worker.port}"], tmp_path) as base,
+    ):
+        yield base, worker
+
+
+def empty_dashboard_queries(base: str) -> list[str]:
+    """The dashboard's queries that return no series."""
+    dashboard = json.loads(DASHBOARD_PATH.read_text())
+    return [
+        f"{panel['title']}/{t['refId']}: {t['expr']}"
+        for panel in dashboard["panels"]
+        for t in panel.get("targets", [])
+        if not _query(base, _grafana_to_promql(t["expr"]))
+    ]
 
 
 def _query(base: str, expr: str) -> list[dict]:
@@ -246,12 +265,7 @@ def test_live_prometheus_answers_every_dashboard_and_alert_query(live_prometheus
     assert target["labels"]["instance"] == f"127.0.0.1:{worker.port}"
 
     dashboard = json.loads(DASHBOARD_PATH.read_text())
-    empty = []
-    for panel in dashboard["panels"]:
-        for t in panel.get("targets", []):
-            result = _query(base, _grafana_to_promql(t["expr"]))
-            if not result:
-                empty.append(f"{panel['title']}/{t['refId']}: {t['expr']}")
+    empty = empty_dashboard_queries(base)
     assert not empty, "dashboard queries with no data from a worker exporting every metric:\n" + (
         "\n".join(empty)
     )
