@@ -25,6 +25,19 @@ TOPIC_CONFIGS: dict[str, dict[str, str]] = {
     "member-profiles": {"cleanup.policy": "compact"},
     "dead-letter": {},
 }
+#: The tables' changelogs (Faust names them ``<app id>-<table>-changelog``), created here too:
+#: a changelog the broker auto-created with its default partition count stops the worker
+#: (Faust's PartitionsMismatch), as after a broker that came back without its data.
+TABLES = ("member-to-profile", "subject-to-surge")
+
+
+def wanted_topics(settings: Settings) -> dict[str, dict[str, str]]:
+    """Every topic the app needs (prefixed names) -> its configs."""
+    topics = {settings.topic(name): configs for name, configs in TOPIC_CONFIGS.items()}
+    app_id = settings.topic(settings.app_id)
+    for table in TABLES:
+        topics[f"{app_id}-{table}-changelog"] = {"cleanup.policy": "compact"}
+    return topics
 
 
 def bootstrap_servers(broker_url: str) -> str:
@@ -44,15 +57,13 @@ async def ensure_topics(settings: Settings, *, timeout_s: float = 30.0) -> list[
     await asyncio.wait_for(admin.start(), timeout_s)
     try:
         existing = set(await admin.list_topics())
+        needed = wanted_topics(settings)
+        await _repair_partition_counts(admin, settings, needed, existing)
+        existing = set(await admin.list_topics())
         wanted = [
-            NewTopic(
-                settings.topic(name),
-                settings.partitions,
-                settings.replication_factor,
-                topic_configs=configs,
-            )
-            for name, configs in TOPIC_CONFIGS.items()
-            if settings.topic(name) not in existing
+            NewTopic(name, settings.partitions, settings.replication_factor, topic_configs=configs)
+            for name, configs in needed.items()
+            if name not in existing
         ]
         created: list[str] = []
         for topic in wanted:
@@ -66,3 +77,56 @@ async def ensure_topics(settings: Settings, *, timeout_s: float = 30.0) -> list[
         return created
     finally:
         await admin.close()
+
+
+class TopicLayoutError(RuntimeError):
+    """A topic exists with another partition count than the app needs, and holds records."""
+
+
+async def _repair_partition_counts(
+    admin: AIOKafkaAdminClient, settings: Settings, needed: dict, existing: set[str]
+) -> None:
+    """A needed topic with the wrong partition count is deleted (and then created again) only
+    if it holds no record, e.g. auto-created on a broker that lost its data; otherwise that
+    is a clear error, never a silent repartitioning."""
+    present = [name for name in needed if name in existing]
+    if not present:
+        return
+    described = await admin.describe_topics(present)
+    wrong = {
+        d["topic"]: len(d["partitions"])
+        for d in described
+        if d.get("partitions") and len(d["partitions"]) != settings.partitions
+    }
+    if not wrong:
+        return
+    holding = await _topics_with_records(settings, wrong)
+    if holding:
+        raise TopicLayoutError(
+            ", ".join(f"{t} has {wrong[t]} partitions" for t in sorted(holding))
+            + f"; the app needs {settings.partitions} (RISKSTREAM_PARTITIONS) and they hold "
+            "records: repartition them or change the setting"
+        )
+    logger.warning("recreating empty topics with %d partitions: %s", settings.partitions, wrong)
+    await admin.delete_topics(list(wrong))
+    for _ in range(50):  # deletion is asynchronous on some brokers
+        if not set(wrong) & set(await admin.list_topics()):
+            break
+        await asyncio.sleep(0.1)
+
+
+async def _topics_with_records(settings: Settings, topics: dict[str, int]) -> set[str]:
+    """Topics with any record, by the high-water marks of fetch responses (some brokers list
+    wrong end offsets; see stream/faust_fixes.py, fix 5)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from stream.faust_fixes import _fetched_highwaters
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers(settings.kafka_broker))
+    await consumer.start()
+    try:
+        tps = [TopicPartition(t, p) for t, n in topics.items() for p in range(n)]
+        marks = await _fetched_highwaters(consumer, tps, {tp: 0 for tp in tps})
+    finally:
+        await consumer.stop()
+    return {tp.topic for tp, mark in marks.items() if mark}

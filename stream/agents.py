@@ -54,6 +54,7 @@ from stream.topics import (
     member_events_topic,
     subject_events_topic,
 )
+from stream.watchdog import Observation, Watchdog
 
 logger = logging.getLogger("riskstream.agents")
 THRESHOLDS = settings.thresholds()
@@ -387,6 +388,50 @@ def update_lag() -> None:
         if high is not None:
             logical = topic.removeprefix(settings.topic_prefix)
             metrics.CONSUMER_LAG.labels(logical, str(partition)).set(max(high - position, 0))
+
+
+WATCHDOG_INTERVAL_S = 5.0
+
+
+@app.task
+async def watch() -> None:
+    """Exit, so the supervisor starts a fresh worker, when the broker lost the input topics,
+    nothing moves while records wait, or the worker never gets ready (``stream/watchdog.py``)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    from stream.admin import bootstrap_servers
+
+    dog = Watchdog(started_s=time.monotonic())
+    inputs = {settings.topic(name) for name in INPUT_TOPICS}
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers(settings.kafka_broker))
+    started = False
+    while True:
+        await asyncio.sleep(WATCHDOG_INTERVAL_S)
+        try:
+            if not started:
+                await asyncio.wait_for(admin.start(), 10)
+                started = True
+            present = set(await asyncio.wait_for(admin.list_topics(), 10))
+            inputs_exist: bool | None = inputs <= present
+        except Exception:  # an unreachable broker is Faust's to retry; not a verdict here
+            inputs_exist = None
+        update_lag()
+        reason = dog.observe(
+            Observation(
+                now_s=time.monotonic(),
+                inputs_exist=inputs_exist,
+                ready=all(readiness().values()),
+                admitted_total=ledger.admitted,
+                lag_total=int(sum(s.value for s in _lag_samples())),
+            )
+        )
+        if reason is not None:
+            fatal(RuntimeError(reason), "the watchdog")
+
+
+def _lag_samples():
+    for family in metrics.CONSUMER_LAG.collect():
+        yield from family.samples
 
 
 @app.page("/metrics")

@@ -174,8 +174,12 @@ def worker() -> None:
     logging.basicConfig(level=settings.log_level.upper())
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
+    from stream.admin import TopicLayoutError
+
     try:
         loop.run_until_complete(ensure_topics(settings))
+    except TopicLayoutError as exc:
+        _fail(f"topics on {settings.kafka_broker}: {exc}")
     except Exception as exc:
         _fail(f"cannot reach broker {settings.kafka_broker}: {exc!r}")
     import stream.agents  # noqa: F401  (registers agents, tables, pages)

@@ -95,6 +95,8 @@ class DeliveryLedger:
         self._epochs = 0
         self.gaps_accepted = 0
         self.holes_sought = 0
+        #: Records admitted since start (progress, for the watchdog).
+        self.admitted = 0
 
     def assign(self, starts: Mapping[PartitionKey, int]) -> None:
         """Processing of these partitions (re)starts at these offsets: what was admitted
@@ -125,6 +127,7 @@ class DeliveryLedger:
             return self._hole(key, cursor, offset)
         cursor.next_offset = offset + 1
         cursor.hole_at, cursor.hole_seeks = None, 0
+        self.admitted += 1
         return Decision(Verdict.PROCESS, Admission(key, offset, cursor.epoch))
 
     def _hole(self, key: PartitionKey, cursor: _Cursor, offset: int) -> Decision:
