@@ -20,7 +20,7 @@ from stream.codec import (
     load_schema,
     parse_event_time,
 )
-from stream.pii import TEXT_FIELDS, mask_pii, mask_pii_bytes
+from stream.pii import TEXT_FIELDS, IdPolicy, mask_pii, mask_pii_bytes, protect_ids
 
 EventType = Literal["review", "chat", "transaction"]
 
@@ -104,11 +104,19 @@ _KNOWN_FIELDS = {topic: known_fields(topic) for topic in EVENT_TYPE_OF_TOPIC}
 
 
 def decode_record(
-    record: RawRecord, *, limits: EdgeLimits = EdgeLimits(), now_ms: int | None = None
+    record: RawRecord,
+    *,
+    limits: EdgeLimits = EdgeLimits(),
+    now_ms: int | None = None,
+    email_shaped_ids: IdPolicy = "hash",
 ) -> ValidEvent | InvalidEvent:
     """Step 1: bytes -> ``ValidEvent`` with PII masked, or ``InvalidEvent`` carrying the reason.
 
-    ``now_ms`` is the wall clock the event time is checked against (None: not checked)."""
+    ``now_ms`` is the wall clock the event time is checked against (None: not checked).
+    ``email_shaped_ids``: an id that is an e-mail address is hashed (``"hash"``) or the event
+    dead-lettered as a ``schema_violation`` (``"reject"``); see ``stream.pii.protect_ids``."""
+    if email_shaped_ids not in ("hash", "reject"):  # configuration, not a bad record
+        raise ValueError(f"email_shaped_ids must be 'hash' or 'reject', not {email_shaped_ids!r}")
     try:
         if record.key is not None and len(record.key) > limits.max_key_bytes:
             raise ValidationError(
@@ -123,16 +131,24 @@ def decode_record(
                 max_future_ms=limits.max_future_ms,
                 max_past_ms=limits.max_past_ms,
             )
+        event_type = EVENT_TYPE_OF_TOPIC[record.topic]
+        known = _KNOWN_FIELDS[record.topic]
+        data = {k: v for k, v in data.items() if k in known}
+        data = protect_ids(event_type, data, email_shaped_ids)
     except ValidationError as error:
         return InvalidEvent(record, error)
-    event_type = EVENT_TYPE_OF_TOPIC[record.topic]
-    known = _KNOWN_FIELDS[record.topic]
-    data = {k: v for k, v in data.items() if k in known}
-    return ValidEvent(record, event_type, mask_text_fields(event_type, data), event_time_ms)
+    try:
+        masked = mask_text_fields(event_type, data)
+    except Exception as exc:  # the edge stays total: nothing unmasked passes, nothing crashes
+        # Only the exception's type: its message may quote the very text it failed to mask.
+        detail = f"edge: masking PII failed: {type(exc).__name__}"
+        return InvalidEvent(record, ValidationError("processing_error", detail), "edge")
+    return ValidEvent(record, event_type, masked, event_time_ms)
 
 
 def mask_text_fields(event_type: EventType, data: dict[str, Any]) -> dict[str, Any]:
-    """Free text with card numbers, e-mails and phone numbers masked (see ``stream/pii.py``)."""
+    """Every free-text field (``stream.pii.TEXT_FIELDS``: text, brand, title) with card
+    numbers, e-mails and phone numbers masked (see ``stream/pii.py``)."""
     masked = {f: mask_pii(data[f]) for f in TEXT_FIELDS[event_type] if isinstance(data.get(f), str)}
     return {**data, **masked}
 
@@ -153,14 +169,22 @@ def utc_now() -> str:
 
 
 def dead_letter(
-    invalid: InvalidEvent, *, failed_at: str, max_original_bytes: int = 65536
+    invalid: InvalidEvent,
+    *,
+    failed_at: str,
+    max_original_bytes: int = 65536,
+    raw_dead_letters: Literal["masked", "drop"] = "masked",
 ) -> dict[str, Any]:
     """Dead-letter record: reason, detail, source position and the original bytes (base64),
-    with card numbers, e-mails and phone numbers masked in both.
+    with card numbers, e-mails and phone numbers masked in both (the bytes decoded in their
+    own encoding first, see ``stream.pii.mask_pii_bytes``).
 
     Originals above ``max_original_bytes`` keep a prefix plus their size and sha256, so the
     dead letter stays under the producer's request limit and the record stays identifiable
-    (an 800 kB value gave a 1.07 MB dead letter the producer refused: a crash loop)."""
+    (an 800 kB value gave a 1.07 MB dead letter the producer refused: a crash loop).
+    Bytes that decode to no text are masked aggressively (``raw_dead_letters="masked"``) or
+    not kept (``"drop"``: ``original_*_b64`` is null, ``original_*_dropped`` gives size and
+    sha256)."""
     record = invalid.record
     body: dict[str, Any] = {
         "reason": invalid.error.reason,
@@ -172,7 +196,20 @@ def dead_letter(
             body[f"original_{name}_b64"] = None
             continue
         kept = raw[:max_original_bytes]
-        body[f"original_{name}_b64"] = base64.b64encode(mask_pii_bytes(kept)).decode("ascii")
+        masked = mask_pii_bytes(
+            kept,
+            undecodable="drop" if raw_dead_letters == "drop" else "mask_digits",
+            truncated=len(kept) < len(raw),
+        )
+        if masked is None:
+            body[f"original_{name}_b64"] = None
+            body[f"original_{name}_dropped"] = {
+                "bytes": len(raw),
+                "sha256": hashlib.sha256(raw).hexdigest(),
+                "why": "not text in any encoding tried, so masking cannot be vouched for",
+            }
+            continue
+        body[f"original_{name}_b64"] = base64.b64encode(masked).decode("ascii")
         if len(kept) < len(raw):
             body[f"original_{name}_truncated"] = {
                 "bytes": len(raw),

@@ -18,6 +18,30 @@ from stream.steps import EdgeLimits, RawRecord, dead_letter, decode_record
         ("call (555) 123-4567", "call [phone]"),
         ("I bought 3 packs of 12 for $19.99 on 2026-11-23", None),
         ("order 12345, zip 90210", None),
+        # found from outside (issue 10): each was published raw
+        ("电话13800138000联系我", "电话[phone]联系我"),
+        ("call +86 138–0013–8000 now", "call [phone] now"),  # noqa: RUF001 (en dashes)
+        ("+33 1 42 68 53 00", "[phone]"),
+        ("zhang.wei＠163.com", "[email]"),  # noqa: RUF001 (full-width at)
+        ("mail jane.doe@例子.公司", "mail [email]"),
+        ("请联系zhang.wei@163.com谢谢", "请联系[email]谢谢"),
+        ("josé_ß@bücher.de", "[email]"),
+        ("pay 4111  1111  1111  1111 now", "pay [card] now"),
+        ("pay 4111/1111/1111/1111 now", "pay [card] now"),
+        ("pay 4111.1111.1111.1111 now", "pay [card] now"),
+        ("pay 4111 1111-1111 1111 2 times", "pay [card] 2 times"),
+        ("amex 3782 822463 10005", "amex [card]"),
+        ("１３８００１３８０００", "[phone]"),  # noqa: RUF001 (full-width digits)
+        # over-masked before: order numbers, amounts, dates are not phone numbers
+        ("order ord-0500123 shipped", None),
+        ("paid 1234567.5 in total", None),
+        ("paid 4155552671.00, $ 4155552671, 4155552671 USD or 23201196元", None),
+        ("13800138000元 is no price: call it", "[phone]元 is no price: call it"),
+        ("on 2026-11-23T10:00:00Z, 23.11.2026 10 and 2026/11/23", None),
+        ("years 2019 2020 2021, ISBN 978-3-16-148410-0", None),
+        ("order 2461357920, Order No. 4155552671, 订单号13800138000, SKU_4155552671", None),
+        ("tel-13800138000 / Tel:4155552671", "tel-[phone] / Tel:[phone]"),
+        ("prices 12.50 13.75 9.99 4.25 100.00 19.99", None),
     ],
 )
 def test_mask_pii(text: str, expected: str | None) -> None:
@@ -62,3 +86,18 @@ def test_masking_is_linear_on_long_runs_without_separators() -> None:
     assert mask_pii_bytes(payload) == payload
     assert mask_pii("x" * 20_000 + "@") == "x" * 20_000 + "@"
     assert time.perf_counter() - started < 0.5
+
+
+def test_a_text_full_of_numbers_stays_masked_cheap_and_deterministic() -> None:
+    """``phonenumbers`` is called at most PHONE_BUDGET times per text; past it the digit runs
+    left are masked as ``[digits]`` (fail closed), the same way on every run."""
+    import time
+
+    text = ", ".join(["13800138000", "+33 1 42 68 53 00", "4155552671"] * 150)
+    started = time.perf_counter()
+    masked = mask_pii(text)
+    assert not any(c.isdigit() for c in masked)
+    assert masked.startswith("[phone], [phone], [phone]") and masked.endswith("[digits]")
+    assert mask_pii(text) == masked
+    assert mask_pii("1 " * 10_000 + "x").startswith("1 1 1")
+    assert time.perf_counter() - started < 2.0
