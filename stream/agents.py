@@ -82,7 +82,10 @@ def internal_record(logical_topic: str, event: EventT) -> RawRecord:
 
 async def publish_dead_letter(invalid: InvalidEvent) -> None:
     body = dead_letter(
-        invalid, failed_at=utc_now(), max_original_bytes=EDGE_LIMITS.max_dead_letter_bytes
+        invalid,
+        failed_at=utc_now(),
+        max_original_bytes=EDGE_LIMITS.max_dead_letter_bytes,
+        raw_dead_letters=settings.raw_dead_letters,
     )
     await dead_letter_topic.send(
         key=dead_letter_key(invalid.record), value=encode(body, "dead-letter")
@@ -125,7 +128,10 @@ async def admit(stream: StreamT, logical_topic: str, event: EventT, admission: A
     """decode -> hand the text to the shared micro-batcher -> queue for publication."""
     metrics.EVENTS_CONSUMED.labels(logical_topic).inc()
     decoded = decode_record(
-        raw_record(logical_topic, event), limits=EDGE_LIMITS, now_ms=int(time.time() * 1000)
+        raw_record(logical_topic, event),
+        limits=EDGE_LIMITS,
+        now_ms=int(time.time() * 1000),
+        email_shaped_ids=settings.email_shaped_ids,
     )
     text = text_to_score(decoded) if isinstance(decoded, ValidEvent) else None
     scores = await batcher.submit(text) if text is not None else None

@@ -102,6 +102,16 @@ class Settings(BaseSettings):
         description="Original key/value bytes kept in a dead letter; above it a prefix, the "
         "size and the sha256. Keep it well under producer_max_request_bytes.",
     )
+    email_shaped_ids: Literal["hash", "reject"] = Field(
+        "hash",
+        description="An id (member_id, product_id, ...) that is an e-mail address: replaced by "
+        "a stable hash (id-<sha256[:20]>), or the event dead-lettered (schema_violation).",
+    )
+    raw_dead_letters: Literal["masked", "drop"] = Field(
+        "masked",
+        description="Dead-letter originals that decode to no text: kept with every 7+ digit "
+        "run and @ token masked, or not kept (size and sha256 only).",
+    )
     processing_error_policy: Literal["continue", "fail"] = Field(
         "continue",
         description="An exception while processing one event: dead-letter it "
