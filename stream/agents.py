@@ -80,6 +80,18 @@ def internal_record(logical_topic: str, event: EventT) -> RawRecord:
     return raw_record(logical_topic, event)
 
 
+async def resync_partition(tp: TP) -> None:
+    """A record of an assigned partition the ledger does not know (no seek told it where to
+    start): seek every partition back to its committed offset, which teaches the ledger."""
+    if tp in app.consumer.assignment() and not app.rebalancing:
+        await app.consumer.perform_seek()
+
+
+def delivered(stream: StreamT):
+    """``stream``'s records each once, in order, through the ledger (see stream/delivery.py)."""
+    return admitted(stream, ledger, app.consumer.seek, resync_partition)
+
+
 async def publish_dead_letter(invalid: InvalidEvent) -> None:
     body = dead_letter(
         invalid,
@@ -160,7 +172,7 @@ async def publish(item: InFlight) -> None:
 def _edge_agent(logical_topic: str):
     async def agent(stream: StreamT) -> None:
         manual = stream.noack()  # done in `publish`, after the output is sent
-        async for event, admission in admitted(manual, ledger, app.consumer.seek):
+        async for event, admission in delivered(manual):
             try:
                 await admit(manual, logical_topic, event, admission)
             except Exception as exc:
@@ -288,7 +300,7 @@ async def detect_opinion_surges(stream: StreamT) -> None:
     Mentions are held briefly and folded in event-time order (``stream.surge.ReorderPolicy``);
     tick records flush subjects that went quiet."""
     manual = stream.noack()
-    async for event, admission in admitted(manual, ledger, app.consumer.seek):
+    async for event, admission in delivered(manual):
         try:
             partition, now = event.message.partition, time.time()
             held = _held_in(partition)
@@ -333,7 +345,7 @@ async def tick_held_surge_partitions() -> None:
 @app.agent(member_events_topic, name="track_member_activity")
 async def track_member_activity(stream: StreamT) -> None:
     manual = stream.noack()
-    async for event, admission in admitted(manual, ledger, app.consumer.seek):
+    async for event, admission in delivered(manual):
         try:
             await handle_member_event(internal_record("riskstream-member-events", event))
             metrics.MEMBER_EVENTS_DONE.inc()

@@ -173,16 +173,28 @@ async def admitted(
     stream: object,
     ledger: DeliveryLedger,
     seek: Callable[[object, int], object],
+    resync: Callable[[object], object] | None = None,
 ) -> AsyncIterator[tuple[object, Admission]]:
     """The events of a ``noack()`` stream that must be processed now, each once and in offset
     order per partition. Skipped ones are released (acked) at once: acks decide nothing, the
-    ledger does. A hole makes ``seek(tp, offset)`` re-read the partition from the hole."""
+    ledger does. A hole makes ``seek(tp, offset)`` re-read the partition from the hole.
+
+    Records of a partition the ledger does not know (it learns partitions from the seek that
+    follows an assignment) are skipped; ``resync(tp)`` is called, at most once a second, so the
+    shell can seek back to the committed offsets and teach the ledger where to start."""
+    last_resync = 0.0
     async for event in stream.events():  # type: ignore[attr-defined]
         message = event.message
         decision = ledger.admit(partition_key(message.tp), message.offset)
         if decision.seek_to is not None:
             logger.info("%s: re-reading from offset %d", message.tp, decision.seek_to)
             _spawn(seek(message.tp, decision.seek_to))
+        if decision.verdict is Verdict.UNASSIGNED and resync is not None:
+            now = time.monotonic()
+            if now - last_resync >= 1.0:
+                last_resync = now
+                logger.warning("%s: records of a partition the ledger does not know", message.tp)
+                _spawn(resync(message.tp))
         if decision.admission is None:
             await stream.ack(event)  # type: ignore[attr-defined]
             continue

@@ -109,6 +109,7 @@ class FakeStream:
 
     async def events(self):
         for offset in self.offsets:
+            await asyncio.sleep(0)  # let spawned seeks run, as a real stream's awaits do
             yield Event(offset)
 
     async def ack(self, event: Event) -> bool:
@@ -136,3 +137,27 @@ async def test_admitted_yields_each_record_once_and_seeks_back_over_a_hole() -> 
     assert seeks == [2]
     assert stream.acked == [4, 1, 5]  # skipped ones are released at once
     assert ledger.committable(P) == 6
+
+
+async def test_records_of_an_unknown_partition_ask_for_a_resync() -> None:
+    """The ledger learns partitions from the seek after an assignment; records of one it does
+    not know are skipped and the shell is asked (once a second) to seek to the commits; the
+    re-read records are then processed."""
+    ledger = DeliveryLedger()
+    stream = FakeStream([0, 1, 0, 1])  # the second 0, 1: re-read after the resync's seek
+    asked: list[object] = []
+
+    async def seek(tp, offset):
+        raise AssertionError("no hole here")
+
+    async def resync(tp):
+        asked.append(tp)
+        ledger.assign({P: 0})
+
+    processed = []
+    async for event, admission in admitted(stream, ledger, seek, resync):
+        processed.append(event.message.offset)
+        ledger.complete(admission)
+    assert len(asked) == 1
+    assert stream.acked == [0, 1] and processed == [0, 1]
+    assert ledger.committable(P) == 2
