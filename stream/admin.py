@@ -31,6 +31,16 @@ TOPIC_CONFIGS: dict[str, dict[str, str]] = {
 TABLES = ("member-to-profile", "subject-to-surge")
 
 
+def co_partitioned(settings: Settings) -> set[str]:
+    """The internal topics and the changelogs of the tables that read them."""
+    app_id = settings.topic(settings.app_id)
+    return {
+        settings.topic("riskstream-member-events"),
+        settings.topic("riskstream-subject-events"),
+        *(f"{app_id}-{table}-changelog" for table in TABLES),
+    }
+
+
 def wanted_topics(settings: Settings) -> dict[str, dict[str, str]]:
     """Every topic the app needs (prefixed names) -> its configs."""
     topics = {settings.topic(name): configs for name, configs in TOPIC_CONFIGS.items()}
@@ -89,7 +99,10 @@ async def _repair_partition_counts(
     """A needed topic with the wrong partition count is deleted (and then created again) only
     if it holds no record, e.g. auto-created on a broker that lost its data; otherwise that
     is a clear error, never a silent repartitioning."""
-    present = [name for name in needed if name in existing]
+    # Only the topics the app owns must have its partition count: a table's source topic and
+    # its changelog must be co-partitioned. Inputs and outputs may have any count.
+    owned = co_partitioned(settings)
+    present = [name for name in needed if name in existing and name in owned]
     if not present:
         return
     described = await admin.describe_topics(present)
