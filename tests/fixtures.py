@@ -62,7 +62,10 @@ def make_worker(
         # Create the topics first, so records produced before the worker is up do not
         # auto-create them with the broker's default partition count.
         prefix = prefix or topic_prefix
-        settings = Settings(KAFKA_BROKER=kafka_broker.url, topic_prefix=prefix, partitions=2)
+        partitions = int(env.get("RISKSTREAM_PARTITIONS", "2"))
+        settings = Settings(
+            KAFKA_BROKER=kafka_broker.url, topic_prefix=prefix, partitions=partitions
+        )
         await ensure_topics(settings)
         worker = WorkerProcess(
             worker_env(kafka_broker, prefix, **env), tmp_path / f"worker{len(workers)}.log"
