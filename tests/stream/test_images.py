@@ -1,0 +1,84 @@
+"""The images and compose file, checked statically (no Docker engine here): dependencies in
+their own layer, a non-root user, a health check on /readyz, every COPY source present and not
+excluded by .dockerignore, every compose build target defined, workers scalable (no host port),
+the GPU worker in its own profile, Kafka with a volume and a fixed cluster id."""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCKERFILE = (ROOT / "Dockerfile").read_text()
+COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def stages() -> dict[str, str]:
+    """Stage name -> its instructions."""
+    parts = re.split(r"^FROM\s+\S+\s+AS\s+(\S+)\s*$", DOCKERFILE, flags=re.M)
+    return dict(zip(parts[1::2], parts[2::2], strict=True))
+
+
+def ignored(path: str) -> bool:
+    patterns = [
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    return any(
+        fnmatch.fnmatch(path, p.rstrip("/")) or path.startswith(p.rstrip("/") + "/")
+        for p in patterns
+    )
+
+
+def test_every_copy_source_exists_and_is_sent_to_the_build() -> None:
+    for sources in re.findall(r"^COPY\s+(.+)\s+\S+\s*$", DOCKERFILE, flags=re.M):
+        for source in sources.split():
+            assert (ROOT / source).exists(), source
+            assert not ignored(source), f"{source} is excluded by .dockerignore"
+
+
+def test_dependencies_before_code_non_root_and_health_checked() -> None:
+    for name in ("cpu", "gpu"):
+        body = stages()[name]
+        lines = body.splitlines()
+        first_code_copy = next(i for i, line in enumerate(lines) if line.startswith("COPY stream"))
+        dependency_install = next(
+            i
+            for i, line in enumerate(lines)
+            if "pip install" in line and "uninstall" in "".join(lines[i : i + 3])
+        )
+        assert dependency_install < first_code_copy, name
+        assert re.search(r"^USER\s+riskstream", body, flags=re.M), name
+        assert "HEALTHCHECK" in body and "/readyz" in body, name
+
+
+def test_compose_services_build_defined_targets_and_scale() -> None:
+    services = COMPOSE["services"]
+    for name, service in services.items():
+        target = (service.get("build") or {}).get("target")
+        if target:
+            assert target in stages(), (name, target)
+    for name in ("worker", "worker-gpu"):
+        assert "ports" not in services[name], f"{name} must publish no host port to scale"
+        assert services[name]["environment"]["RISKSTREAM_WEB_BIND"] == "0.0.0.0"
+    # the GPU worker replaces the CPU ones: separate profiles, never both in one group
+    assert services["worker"]["profiles"] == ["cpu"] and services["worker-gpu"]["profiles"] == [
+        "gpu"
+    ]
+    assert any("engines" in v for v in services["worker-gpu"]["volumes"])
+    assert services["simulator"]["build"]["target"] == "simulator"
+
+
+def test_kafka_keeps_its_data_and_checks_health_cheaply() -> None:
+    broker = COMPOSE["services"]["broker"]
+    env = broker["environment"]
+    assert env["CLUSTER_ID"] and str(env["KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS"]) == "0"
+    assert any(v.startswith("kafka-data:") for v in broker["volumes"])
+    assert "kafka-topics.sh" not in " ".join(broker["healthcheck"]["test"])
+    for port in (s.get("ports", []) for s in COMPOSE["services"].values()):
+        for mapping in port:
+            assert mapping.startswith("127.0.0.1:"), mapping
