@@ -31,6 +31,7 @@ from stream.codec import encode
 from stream.delivery import Admission, admitted
 from stream.errors import FailurePolicy, fatal
 from stream.member import Output, member_step
+from stream.profiles import expired
 from stream.scoring import batcher, fraud_scorer, handler
 from stream.steps import (
     InvalidEvent,
@@ -220,7 +221,8 @@ async def handle_member_event(record: RawRecord) -> None:
         await on_processing_error(record, "member", exc)
         return
     if outcome.state is not None:
-        member_to_profile[member_id] = outcome.state
+        member_to_profile[member_id] = {**outcome.state, "partition": record.partition}
+        expiry.saw(record.partition, evt["event_time_ms"])
     if outcome.redelivered:
         metrics.DUPLICATES_SKIPPED.inc()
     if outcome.recomputed:
@@ -342,12 +344,54 @@ async def tick_held_surge_partitions() -> None:
             await subject_events_topic.send(key=SURGE_TICK, value=b"{}", partition=partition)
 
 
+class MemberExpiry:
+    """Drops members inactive for ``RISKSTREAM_MEMBER_TTL_DAYS`` of event time, a few keys at a
+    time, from inside the member agent (a table is written only while processing an event of
+    the key's partition, so only keys of that partition are swept)."""
+
+    def __init__(self, ttl_days: float | None, *, every: int = 200, keys_per_sweep: int = 2000):
+        self.ttl_ms = None if ttl_days is None else int(ttl_days * 86_400_000)
+        self.every, self.keys_per_sweep = every, keys_per_sweep
+        self._newest: dict[int, int] = {}
+        self._todo: dict[int, list[str]] = {}
+        self._seen = 0
+
+    def saw(self, partition: int, event_ms: int) -> None:
+        self._newest[partition] = max(self._newest.get(partition, event_ms), event_ms)
+
+    def sweep(self, partition: int) -> int:
+        """Check the next keys of ``partition``; -> how many were dropped."""
+        self._seen += 1
+        if self.ttl_ms is None or self._seen % self.every or partition not in self._newest:
+            return 0
+        todo = self._todo.get(partition)
+        if not todo:
+            todo = self._todo[partition] = list(member_to_profile.keys())
+        dropped = 0
+        for _ in range(min(self.keys_per_sweep, len(todo))):
+            key = todo.pop()
+            state = member_to_profile.get(key)
+            if (
+                state is not None
+                and state.get("partition") == partition
+                and expired(state, self._newest[partition], self.ttl_ms)
+            ):
+                del member_to_profile[key]
+                dropped += 1
+        metrics.MEMBERS_EXPIRED.inc(dropped)
+        return dropped
+
+
+expiry = MemberExpiry(settings.member_ttl_days)
+
+
 @app.agent(member_events_topic, name="track_member_activity")
 async def track_member_activity(stream: StreamT) -> None:
     manual = stream.noack()
     async for event, admission in delivered(manual):
         try:
             await handle_member_event(internal_record("riskstream-member-events", event))
+            expiry.sweep(event.message.partition)
             metrics.MEMBER_EVENTS_DONE.inc()
         except Exception as exc:
             fatal(exc, f"member event at {event.message.tp} offset {event.message.offset}")

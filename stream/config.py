@@ -139,6 +139,12 @@ class Settings(BaseSettings):
         description="fraud_risk alerts (ULB day 2: precision 0.66, recall 0.81; "
         "docs/evaluation.md).",
     )
+    member_ttl_days: float | None = Field(
+        365.0,
+        gt=0,
+        description="Members inactive this long (event time, against the newest event of their "
+        "partition) are dropped from the table; unset keeps every member.",
+    )
     profile_throttle_s: float = Field(
         60.0, ge=0, description="Event-time seconds between a member's profile publications."
     )

@@ -42,6 +42,10 @@ REDELIVERIES_RECOMPUTED = Counter(
     "riskstream_stream_redeliveries_recomputed",
     "Redelivered events older than the state remembers, re-scored against the current state.",
 )
+MEMBERS_EXPIRED = Counter(
+    "riskstream_stream_members_expired",
+    "Members dropped from the table after RISKSTREAM_MEMBER_TTL_DAYS without an event.",
+)
 PROFILES_PUBLISHED = Counter("riskstream_stream_profiles_published", "Profiles published.")
 DUPLICATES_SKIPPED = Counter(
     "riskstream_stream_duplicates_skipped", "Redelivered events the member state already held."

@@ -21,6 +21,9 @@ SENTIMENT_ALPHA = 0.2
 #: Transaction times kept for velocity (only the last 24 h matter) and known values kept.
 MAX_TXN_TIMES = 200
 MAX_KNOWN = 32
+#: Currencies a member's spend statistics keep (the most recently used): without a bound a
+#: member paying in every ISO currency would hold ~1 MB of state, above the producer's limit.
+MAX_CURRENCIES = 8
 #: Fraud score at or above which a member's risk level is medium / high.
 RISK_MEDIUM, RISK_HIGH = 0.15, 0.5
 PRICE_WORDS = re.compile(
@@ -129,8 +132,11 @@ def _fold_transaction(
     current: Mapping[str, Any], txn: Mapping[str, Any], event_ms: int, scores: Mapping[str, Any]
 ) -> dict[str, Any]:
     """Spend (Welford per currency), velocity window, known devices/countries/merchants."""
-    spend = dict(current["spend"])
-    spend[txn["currency"]] = welford_update(spend.get(txn["currency"]), float(txn["amount"]))
+    spend = {c: stats for c, stats in current["spend"].items() if c != txn["currency"]}
+    spend[txn["currency"]] = welford_update(
+        current["spend"].get(txn["currency"]), float(txn["amount"])
+    )  # most recently used last: the oldest currency leaves first
+    spend = dict(list(spend.items())[-MAX_CURRENCIES:])
     times = [t for t in current["txn_times_ms"] if event_ms - t <= DAY_MS]
     fraud = scores.get("fraud_risk")
     return {
@@ -233,3 +239,9 @@ def public_profile(state: Mapping[str, Any]) -> dict[str, Any]:
         "risk_level": risk_level(state),
         "segments": segments(state),
     }
+
+
+def expired(state: Mapping[str, Any], now_event_ms: int, ttl_ms: int) -> bool:
+    """A member inactive for ``ttl_ms`` of event time (the partition's newest event time)."""
+    last = state.get("last_seen_ms")
+    return last is not None and now_event_ms - last > ttl_ms

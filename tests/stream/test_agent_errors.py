@@ -66,3 +66,17 @@ async def test_fail_policy_stops_instead(agents, monkeypatch) -> None:
     monkeypatch.setattr(agents, "POLICY", FailurePolicy.FAIL)
     await agents.handle_member_event(member_record(b"not json"))
     assert agents.stopped and "member stage" in agents.stopped[0][1]
+
+
+def test_inactive_members_expire_by_event_time(agents, monkeypatch) -> None:
+    day = 86_400_000
+    table = {
+        "old": {"partition": 0, "last_seen_ms": 0},
+        "recent": {"partition": 0, "last_seen_ms": 300 * day},
+        "other-partition": {"partition": 1, "last_seen_ms": 0},
+    }
+    monkeypatch.setattr(agents, "member_to_profile", table)
+    expiry = agents.MemberExpiry(ttl_days=100, every=1)
+    expiry.saw(0, 301 * day)
+    assert expiry.sweep(0) == 1
+    assert set(table) == {"recent", "other-partition"}  # only keys of the event's partition

@@ -44,9 +44,7 @@ async def produce_all(
     )
     await producer.start()
     try:
-        futures = [
-            await producer.send(prefix + r.topic, r.value, key=r.key) for r in records
-        ]
+        futures = [await producer.send(prefix + r.topic, r.value, key=r.key) for r in records]
         positions = {}
         for record, future in zip(records, futures, strict=True):
             meta = await future

@@ -160,3 +160,20 @@ def test_without_a_throttle_every_change_is_published_even_out_of_order() -> Non
     state = mark_published(fold(mevt("a", t=50_000)), 50_000)
     assert should_publish(state, 10_000, 0, alerted=False)  # an older event still goes out
     assert not should_publish(state, 10_000, 60_000, alerted=False)
+
+
+def test_spend_keeps_the_most_recently_used_currencies() -> None:
+    from stream.profiles import MAX_CURRENCIES
+
+    state = None
+    currencies = [f"C{i:02d}" for i in range(MAX_CURRENCIES + 4)]
+    for i, currency in enumerate(currencies):
+        evt = txn_evt(f"t{i}", i * 1000, 10.0)
+        evt["event"]["currency"] = currency
+        state, _ = apply_member_event(state, evt, negative_threshold=0.9)
+    assert list(state["spend"]) == currencies[-MAX_CURRENCIES:]
+    again = txn_evt("t-again", 99_000, 5.0)
+    again["event"]["currency"] = currencies[-MAX_CURRENCIES]  # used again: now the newest
+    state, _ = apply_member_event(state, again, negative_threshold=0.9)
+    assert list(state["spend"])[-1] == currencies[-MAX_CURRENCIES]
+    assert state["spend"][currencies[-MAX_CURRENCIES]]["n"] == 2
