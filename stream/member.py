@@ -62,20 +62,39 @@ def _remembered(state: Mapping[str, Any] | None, event_id: str) -> dict[str, Any
     return ((state or {}).get("recent_outputs") or {}).get(event_id)
 
 
+#: Text score keys, stored as a list in this order (the keys cost more bytes than the values).
+TEXT_SCORES = ("sentiment_negative", "sentiment_polarity", "scam_risk")
+
+
 def _as_first_published(member_evt: Mapping[str, Any], first: Mapping[str, Any]) -> dict:
-    restored = {**member_evt, "scores": first["scores"], "model_version": first["model_version"]}
-    if first.get("fraud") is not None:
-        restored["fraud"] = first["fraud"]
+    """The event with the scores (and fraud assessment) its first delivery was published with."""
+    restored = dict(member_evt)
+    if "f" in first:  # a transaction: its fraud block carries its score
+        restored["scores"] = {**member_evt["scores"], "fraud_risk": first["f"]["score"]}
+        restored["fraud"] = first["f"]
+    else:
+        scores = first["s"]
+        restored["scores"] = (
+            dict(zip(TEXT_SCORES, scores, strict=True)) if isinstance(scores, list) else scores
+        )
+    restored["model_version"] = first.get("v")
     return restored
 
 
 def _remember(state: Mapping[str, Any], member_evt: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """The event's published scores in a compact form (about 60 bytes for a text, the fraud
+    block for a transaction), keeping the newest ``RECENT_OUTPUTS``."""
     outputs = dict(state.get("recent_outputs") or {})
-    outputs[member_evt["event"]["event_id"]] = {
-        "scores": member_evt["scores"],
-        "model_version": member_evt["model_version"],
-        "fraud": member_evt.get("fraud"),
-    }
+    scores = member_evt["scores"]
+    if member_evt.get("fraud"):
+        entry: dict[str, Any] = {"f": member_evt["fraud"]}
+    elif set(scores) == set(TEXT_SCORES):
+        entry = {"s": [scores[k] for k in TEXT_SCORES]}
+    else:
+        entry = {"s": dict(scores)}
+    if member_evt.get("model_version") is not None:
+        entry["v"] = member_evt["model_version"]
+    outputs[member_evt["event"]["event_id"]] = entry
     return dict(list(outputs.items())[-RECENT_OUTPUTS:])
 
 
