@@ -21,6 +21,7 @@ import faust
 
 from models.factory import create_handler
 from stream import faust_fixes
+from stream.security import KafkaSecurity
 
 # Not a speed-up: without it this broker can drop records fetched during the first rebalance
 # (see stream/faust_fixes.py), and the benchmark would wait for outputs that never come.
@@ -34,6 +35,7 @@ DATA_DIR.mkdir(parents=True, exist_ok=True)
 app = faust.App(
     os.environ.get("NAIVE_APP_ID", f"{PREFIX}naive-scorer"),
     broker=os.environ.get("KAFKA_BROKER", "kafka://127.0.0.1:9092"),
+    broker_credentials=KafkaSecurity.from_env().faust_credentials(),  # RISKSTREAM_KAFKA_*
     datadir=str(DATA_DIR / "{conf.name}-data"),
     topic_partitions=PARTITIONS,
     consumer_auto_offset_reset="earliest",

@@ -55,6 +55,7 @@ from stream.admin import bootstrap_servers, ensure_topics
 from stream.broker import WORKER_SETTINGS, EmbeddedBroker, free_port
 from stream.config import Settings
 from stream.runner import WorkerProcess
+from stream.security import KafkaSecurity
 from stream.simulate import DemoCorpus, DemoTraffic
 from stream.steps import rfc3339_from_ms
 
@@ -181,6 +182,7 @@ class OutputCollector:
             group_id=None,
             auto_offset_reset="earliest",
             enable_auto_commit=False,
+            **KafkaSecurity.from_env().aiokafka_kwargs(),
         )
         await self._consumer.start()
         self._task = asyncio.create_task(self._run(), name=f"collect {self.topic}")
@@ -557,7 +559,9 @@ async def bench_project(
     stack.callback(worker.stop)
     assert worker.process is not None
     bootstrap = bootstrap_servers(broker.url)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", **KafkaSecurity.from_env().aiokafka_kwargs()
+    )
     await producer.start()
     stack.push_async_callback(producer.stop)
     collector = OutputCollector(bootstrap, f"{prefix}scored-events")
@@ -632,7 +636,9 @@ async def bench_naive(
         )
     stack.callback(_terminate, process)
     bootstrap = bootstrap_servers(broker.url)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", **KafkaSecurity.from_env().aiokafka_kwargs()
+    )
     await producer.start()
     stack.push_async_callback(producer.stop)
     collector = OutputCollector(bootstrap, f"{prefix}scored-events")

@@ -3,13 +3,13 @@ auto-creation, and member-profiles must be compacted from the start."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from stream.config import Settings
+from stream.security import KafkaSecurity, start_client
 
 logger = logging.getLogger("riskstream.admin")
 
@@ -58,13 +58,20 @@ def bootstrap_servers(broker_url: str) -> str:
     return ",".join(h for h in hosts if h)
 
 
-async def ensure_topics(settings: Settings, *, timeout_s: float = 30.0) -> list[str]:
-    """Create missing topics; returns the names created."""
+async def ensure_topics(
+    settings: Settings, *, timeout_s: float = 30.0, security: KafkaSecurity | None = None
+) -> list[str]:
+    """Create missing topics; returns the names created. ``security``: how to reach the broker
+    (default: the ``RISKSTREAM_KAFKA_*`` environment). A broker that cannot be reached with it
+    raises ``KafkaAccessError``, one line saying whether TLS, SASL or the connection failed."""
+    security = security or KafkaSecurity.from_env()
+    bootstrap = bootstrap_servers(settings.kafka_broker)
     admin = AIOKafkaAdminClient(
-        bootstrap_servers=bootstrap_servers(settings.kafka_broker),
+        bootstrap_servers=bootstrap,
         request_timeout_ms=int(timeout_s * 1000),
+        **security.aiokafka_kwargs(),
     )
-    await asyncio.wait_for(admin.start(), timeout_s)
+    await start_client(admin, bootstrap, security, timeout_s)
     try:
         existing = set(await admin.list_topics())
         needed = wanted_topics(settings)

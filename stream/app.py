@@ -9,6 +9,7 @@ import faust
 
 from stream import faust_fixes
 from stream.config import load_settings
+from stream.security import KafkaSecurity
 
 settings = load_settings()
 #: Decides every commit of the agents' input partitions (see ``stream/delivery.py``).
@@ -24,6 +25,8 @@ settings.data_dir.mkdir(parents=True, exist_ok=True)  # Faust creates only the l
 app = faust.App(
     settings.topic(settings.app_id),
     broker=settings.kafka_broker,
+    # SASL/TLS from RISKSTREAM_KAFKA_* (stream/security.py); None for PLAINTEXT
+    broker_credentials=KafkaSecurity.from_env().faust_credentials(),
     store=settings.store,
     datadir=str(settings.data_dir / "{conf.name}-data"),
     topic_partitions=settings.partitions,

@@ -95,13 +95,31 @@ def _tail(log_path: Path | None) -> str:
 
 
 class EmbeddedBroker:
-    """Start/stop a Tansu broker subprocess; use as a context manager."""
+    """Start/stop a Tansu broker subprocess; use as a context manager.
 
-    def __init__(self, *, port: int | None = None, log_path: Path | str, host: str = HOST) -> None:
+    Security (tests, see ``tests/security_fixtures.py``): ``authentication`` makes Tansu require
+    SASL (it offers SCRAM-SHA-256/512 and OAUTHBEARER; users live in its storage, so on memory
+    storage none can ever be created). Tansu 0.6's ``--cert``/``--key`` do not give a TLS
+    listener (clap rejects both together, and the acceptor is never used), so TLS, and SASL
+    with users, come from a terminator in front: ``advertised_port`` is its port, which Tansu
+    hands to clients in metadata instead of its own.
+    """
+
+    def __init__(
+        self,
+        *,
+        port: int | None = None,
+        log_path: Path | str,
+        host: str = HOST,
+        advertised_port: int | None = None,
+        authentication: bool = False,
+    ) -> None:
         self.host = host
         self.port = port
         self.log_path = Path(log_path)
         self.process: subprocess.Popen | None = None
+        self.advertised_port = advertised_port
+        self.authentication = authentication
 
     @property
     def url(self) -> str:
@@ -118,6 +136,7 @@ class EmbeddedBroker:
         elif not port_is_free(self.port, self.host):
             raise BrokerError(f"port {self.host}:{self.port} is already in use")
         listener = f"tcp://{self.host}:{self.port}"
+        advertised = f"tcp://{self.host}:{self.advertised_port or self.port}"
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
@@ -127,9 +146,10 @@ class EmbeddedBroker:
                     "--listener-url",
                     listener,
                     "--advertised-listener-url",
-                    listener,
+                    advertised,
                     "--storage-engine",
                     "memory://tansu/",
+                    *(["--authentication"] if self.authentication else []),
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,

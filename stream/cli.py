@@ -210,13 +210,18 @@ def simulate(
     from aiokafka import AIOKafkaProducer
 
     from stream.admin import bootstrap_servers, ensure_topics
+    from stream.security import KafkaSecurity
     from stream.simulate import DemoCorpus, DemoTraffic, produce_demo_traffic
 
     settings = _settings(KAFKA_BROKER=broker_url)
 
     async def go() -> None:
         await ensure_topics(settings)
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers(broker_url), acks="all")
+        producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap_servers(broker_url),
+            acks="all",
+            **KafkaSecurity.from_env().aiokafka_kwargs(),  # RISKSTREAM_KAFKA_* (SASL, TLS)
+        )
         await producer.start()
         try:
             traffic = DemoTraffic(DemoCorpus.load(), seed=seed, malformed_ratio=malformed_ratio)

@@ -10,6 +10,7 @@ from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from stream.rules import AlertThresholds
+from stream.security import KafkaSecurity
 from stream.steps import EdgeLimits
 
 
@@ -210,7 +211,7 @@ def known_variables() -> set[str]:
 
 
 #: Other settings classes read from the same environment (e.g. Kafka security).
-EXTRA_SETTINGS: list[type[BaseSettings]] = []
+EXTRA_SETTINGS: list[type[BaseSettings]] = [KafkaSecurity]
 
 
 def unknown_variables(environ: dict[str, str]) -> list[str]:

@@ -45,6 +45,7 @@ from stream.backtest import (
 from stream.broker import WORKER_SETTINGS, EmbeddedBroker, free_port
 from stream.config import Settings
 from stream.runner import WorkerProcess, worker_env
+from stream.security import KafkaSecurity, plaintext_env, start_client
 
 #: Output topics a backtest collects (logical names).
 OUTPUT_TOPICS = ("scored-events", "alerts", "dead-letter", "member-profiles")
@@ -109,15 +110,20 @@ async def _seek_start(consumer: AIOKafkaConsumer, tps: list[TopicPartition], rng
     return tps
 
 
-async def read_topic_range(rng: TopicRange, idle_timeout_s: float = 30.0) -> list[ReplayRecord]:
-    """The range's records in (timestamp, topic, partition, offset) order."""
+async def read_topic_range(
+    rng: TopicRange, idle_timeout_s: float = 30.0, security: KafkaSecurity | None = None
+) -> list[ReplayRecord]:
+    """The range's records in (timestamp, topic, partition, offset) order. ``security``: how
+    to reach the source broker (default: the ``RISKSTREAM_KAFKA_*`` environment)."""
+    security = security or KafkaSecurity.from_env()
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap_servers(rng.broker_url),
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
+        **security.aiokafka_kwargs(),
     )
-    await consumer.start()
+    await start_client(consumer, bootstrap_servers(rng.broker_url), security)
     try:
         await consumer.topics()  # metadata of every topic
         tps = [
@@ -220,7 +226,7 @@ def atomic_write(path: Path, data: bytes) -> None:
 class Collector:
     """Reads a run's output and internal topics from the start and counts what arrived."""
 
-    def __init__(self, bootstrap: str, prefix: str) -> None:
+    def __init__(self, bootstrap: str, prefix: str, security: KafkaSecurity | None = None) -> None:
         self.prefix = prefix
         self.outputs = ReplayOutputs()
         self.internal = dict.fromkeys(INTERNAL_TOPICS, 0)
@@ -231,6 +237,7 @@ class Collector:
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            **(security or KafkaSecurity.from_env()).aiokafka_kwargs(),
         )
 
     async def start(self) -> None:
@@ -282,8 +289,18 @@ def drained(snapshot: live.MetricsSnapshot | None, collector: Collector, total: 
     )
 
 
-async def produce_records(bootstrap: str, prefix: str, records: Sequence[ReplayRecord]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20)
+async def produce_records(
+    bootstrap: str,
+    prefix: str,
+    records: Sequence[ReplayRecord],
+    security: KafkaSecurity | None = None,
+) -> None:
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        acks="all",
+        linger_ms=20,
+        **(security or KafkaSecurity.from_env()).aiokafka_kwargs(),
+    )
     await producer.start()
     try:
         pending = []
@@ -313,14 +330,17 @@ async def run_once(
     overrides: Mapping[str, str],
     checkpoint: Callable[[RunResult], None],
     progress: Progress | None,
+    broker_env: Mapping[str, str] | None = None,
 ) -> RunResult:
-    """Copy ``records`` under ``prefix``, run a worker over them, collect until drained."""
+    """Copy ``records`` under ``prefix``, run a worker over them, collect until drained.
+    ``broker_env``: the worker's environment for this broker (``plaintext_env()`` for an
+    embedded one); this process's clients use the same security as the worker."""
     started = time.monotonic()
     bootstrap = bootstrap_servers(broker_url)
     settings = Settings(KAFKA_BROKER=broker_url, topic_prefix=prefix, partitions=options.partitions)
-    await ensure_topics(settings)
     web_port = free_port()
     env = {
+        **(broker_env or {}),
         "KAFKA_BROKER": broker_url,
         "RISKSTREAM_TOPIC_PREFIX": prefix,
         "RISKSTREAM_PARTITIONS": str(options.partitions),
@@ -331,14 +351,16 @@ async def run_once(
         **overrides,
     }
     worker = WorkerProcess(worker_env(env), options.out_dir / f"worker-{label}.log")
-    collector = Collector(bootstrap, prefix)
+    security = KafkaSecurity.from_env(worker.env)
+    await ensure_topics(settings, security=security)
+    collector = Collector(bootstrap, prefix, security)
     result = RunResult(label, prefix, collector.outputs, "running", 0.0, 0.0, None, dict(overrides))
     task = progress.add_task(f"replay {label}", total=len(records)) if progress else None
     peak_rss = 0.0
     worker.start()
     try:
         await collector.start()
-        await produce_records(bootstrap, prefix, records)
+        await produce_records(bootstrap, prefix, records, security)
         last_checkpoint = 0.0
         confirmations = 0
         url = f"http://127.0.0.1:{web_port}/metrics"
@@ -499,9 +521,12 @@ async def replay(source: ReplaySource, options: ReplayOptions, console: Console)
 
     broker: EmbeddedBroker | None = None
     broker_url = options.broker_url
+    broker_env: dict[str, str] = {}
     if broker_url is None:
         broker = EmbeddedBroker(log_path=options.out_dir / "broker.log").start()
         broker_url = broker.url
+        # RISKSTREAM_KAFKA_* describe the user's brokers (e.g. the --topics source), not this
+        broker_env = plaintext_env()
         options.settings = {**WORKER_SETTINGS, **options.settings}
         meta["settings"] = dict(options.settings)
     meta["broker"] = "embedded" if broker else broker_url
@@ -532,6 +557,7 @@ async def replay(source: ReplaySource, options: ReplayOptions, console: Console)
                     overrides,
                     checkpoint,
                     progress,
+                    broker_env,
                 )
                 if results[label].status != "complete":
                     break

@@ -24,6 +24,7 @@ from stream import live
 from stream.admin import bootstrap_servers, ensure_topics
 from stream.broker import WORKER_SETTINGS, EmbeddedBroker, free_port
 from stream.config import Settings
+from stream.security import KafkaSecurity, plaintext_env
 from stream.simulate import DemoCorpus, DemoTraffic, ProduceStats, produce_demo_traffic
 
 
@@ -111,13 +112,14 @@ async def run_main_job(options: RunOptions, console: Console) -> dict:
         options.broker_url = broker.url
         # the embedded broker's settings, unless the environment sets them
         overrides |= {name: os.environ.get(name, value) for name, value in WORKER_SETTINGS.items()}
+        overrides |= plaintext_env()  # RISKSTREAM_KAFKA_* describe the configured broker, not this
         console.print(f"embedded broker on {broker.bootstrap} (log: {broker.log_path})")
     web_port = free_port()
     overrides |= {"KAFKA_BROKER": options.broker_url, "RISKSTREAM_WEB_PORT": str(web_port)}
     settings = Settings(**{"KAFKA_BROKER": options.broker_url})
     worker = WorkerProcess(worker_env(overrides), options.run_dir / "worker.log")
     try:
-        await ensure_topics(settings)
+        await ensure_topics(settings, security=KafkaSecurity.from_env(worker.env))
         corpus = await asyncio.to_thread(DemoCorpus.load)
         worker.start()
         console.print(
@@ -141,7 +143,10 @@ async def _drive(
 ) -> dict:
     url = f"http://127.0.0.1:{web_port}/metrics"
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap_servers(settings.kafka_broker), acks="all", linger_ms=5
+        bootstrap_servers=bootstrap_servers(settings.kafka_broker),
+        acks="all",
+        linger_ms=5,
+        **KafkaSecurity.from_env(worker.env).aiokafka_kwargs(),  # the worker's own security
     )
     await producer.start()
     stats = ProduceStats()

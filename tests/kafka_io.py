@@ -5,12 +5,16 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 
-async def produce(bootstrap: str, records: Iterable[tuple[str, bytes | None, bytes]]) -> int:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+async def produce(
+    bootstrap: str, records: Iterable[tuple[str, bytes | None, bytes]], **client: Any
+) -> int:
+    """``client``: more client arguments, e.g. ``KafkaSecurity.aiokafka_kwargs()``."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5, **client)
     await producer.start()
     try:
         futures = [await producer.send(topic, value, key=key) for topic, key, value in records]
@@ -29,6 +33,7 @@ async def collect(
     until: Callable[[Collected], bool],
     timeout_s: float,
     alive: Callable[[], bool] = lambda: True,
+    **client: Any,
 ) -> Collected:
     """Read ``topics`` from the start until ``until(records_by_topic)`` holds, time runs out,
     or ``alive()`` turns false (the worker under test died)."""
@@ -39,6 +44,7 @@ async def collect(
         group_id=None,
         auto_offset_reset="earliest",
         enable_auto_commit=False,
+        **client,
     )
     await consumer.start()
     loop = asyncio.get_running_loop()
