@@ -3,6 +3,7 @@ auto-creation, and member-profiles must be compacted from the start."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -75,7 +76,7 @@ async def ensure_topics(
     try:
         existing = set(await admin.list_topics())
         needed = wanted_topics(settings)
-        await _repair_partition_counts(admin, settings, needed, existing)
+        await _repair_partition_counts(admin, settings, needed, existing, security)
         existing = set(await admin.list_topics())
         wanted = [
             NewTopic(name, settings.partitions, settings.replication_factor, topic_configs=configs)
@@ -101,7 +102,11 @@ class TopicLayoutError(RuntimeError):
 
 
 async def _repair_partition_counts(
-    admin: AIOKafkaAdminClient, settings: Settings, needed: dict, existing: set[str]
+    admin: AIOKafkaAdminClient,
+    settings: Settings,
+    needed: dict,
+    existing: set[str],
+    security: KafkaSecurity,
 ) -> None:
     """A needed topic with the wrong partition count is deleted (and then created again) only
     if it holds no record, e.g. auto-created on a broker that lost its data; otherwise that
@@ -120,7 +125,7 @@ async def _repair_partition_counts(
     }
     if not wrong:
         return
-    holding = await _topics_with_records(settings, wrong)
+    holding = await _topics_with_records(settings, wrong, security)
     if holding:
         raise TopicLayoutError(
             ", ".join(f"{t} has {wrong[t]} partitions" for t in sorted(holding))
@@ -135,14 +140,18 @@ async def _repair_partition_counts(
         await asyncio.sleep(0.1)
 
 
-async def _topics_with_records(settings: Settings, topics: dict[str, int]) -> set[str]:
+async def _topics_with_records(
+    settings: Settings, topics: dict[str, int], security: KafkaSecurity
+) -> set[str]:
     """Topics with any record, by the high-water marks of fetch responses (some brokers list
     wrong end offsets; see stream/faust_fixes.py, fix 5)."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     from stream.faust_fixes import _fetched_highwaters
 
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers(settings.kafka_broker))
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap_servers(settings.kafka_broker), **security.aiokafka_kwargs()
+    )
     await consumer.start()
     try:
         tps = [TopicPartition(t, p) for t, n in topics.items() for p in range(n)]

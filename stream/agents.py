@@ -462,10 +462,14 @@ async def watch() -> None:
     from aiokafka.admin import AIOKafkaAdminClient
 
     from stream.admin import bootstrap_servers
+    from stream.security import KafkaSecurity
 
     dog = Watchdog(started_s=time.monotonic())
     inputs = {settings.topic(name) for name in INPUT_TOPICS}
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers(settings.kafka_broker))
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap_servers(settings.kafka_broker),
+        **KafkaSecurity.from_env().aiokafka_kwargs(),
+    )
     started = False
     while True:
         await asyncio.sleep(WATCHDOG_INTERVAL_S)
