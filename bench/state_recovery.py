@@ -166,7 +166,7 @@ def stop(pid: int) -> None:
     os.kill(pid, 9)
 
 
-def measure(broker: EmbeddedBroker, members: int, work: Path) -> dict:
+def measure(broker: EmbeddedBroker, members: int, work: Path, memory_max: int) -> dict:
     prefix = f"sr{members}."
     settings = Settings(KAFKA_BROKER=broker.url, topic_prefix=prefix, partitions=PARTITIONS)
     asyncio.run(ensure_topics(settings))
@@ -186,6 +186,9 @@ def measure(broker: EmbeddedBroker, members: int, work: Path) -> dict:
         ("rocksdb-warm", "rocksdb://", False),
     ]
     for name, store, fresh in runs:
+        if name == "memory" and members > memory_max:
+            click.echo(f"{members:>9,} members        memory: skipped (above --memory-max)")
+            continue
         data_dir = work / f"data-{members}-{store.split(':')[0]}"
         if fresh and data_dir.exists():
             shutil.rmtree(data_dir)
@@ -217,18 +220,27 @@ def measure(broker: EmbeddedBroker, members: int, work: Path) -> dict:
 @click.command()
 @click.option("--members", "counts", type=int, multiple=True, default=(100_000, 1_000_000))
 @click.option(
+    "--memory-max",
+    type=int,
+    default=200_000,
+    show_default=True,
+    help="Skip memory:// above this many members (its RSS grows by kilobytes a member).",
+)
+@click.option(
     "--out", type=click.Path(path_type=Path), default=ROOT / "bench/results/state_recovery.json"
 )
-def main(counts: tuple[int, ...], out: Path) -> None:
+def main(counts: tuple[int, ...], memory_max: int, out: Path) -> None:
     work = Path(tempfile.mkdtemp(prefix="state-recovery-"))
     broker = EmbeddedBroker(log_path=work / "broker.log").start()
     try:
-        baseline = measure(broker, 0, work)
-        results = [measure(broker, n, work) for n in counts]
+        baseline = measure(broker, 0, work, memory_max)
+        results = [measure(broker, n, work, memory_max) for n in counts]
     finally:
         broker.stop()
     for r in results:
         for name in ("memory", "rocksdb-cold", "rocksdb-warm"):
+            if name not in r:
+                continue
             extra = r[name]["rss_mib"] - baseline[name]["rss_mib"]
             r[name]["rss_kib_per_member"] = round(extra * 1024 / r["members"], 2)
             r[name]["disk_bytes_per_member"] = round(r[name]["disk_mib"] * 2**20 / r["members"])
