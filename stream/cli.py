@@ -117,6 +117,13 @@ def settings(markdown: bool) -> None:
     help="Logs and summary.json go here (default runs/<timestamp>).",
 )
 @click.option("--no-live", is_flag=True, help="No live view (for CI logs).")
+@click.option(
+    "--prometheus",
+    "with_prometheus",
+    is_flag=True,
+    help="Also start a local Prometheus (the compose stack's config and alert rules) if the "
+    "prometheus binary is installed.",
+)
 def run(
     duration: float,
     rate: float,
@@ -125,6 +132,7 @@ def run(
     seed: int,
     run_dir: Path | None,
     no_live: bool,
+    with_prometheus: bool,
 ) -> None:
     """Broker + worker + demo traffic, with a live view and a summary."""
     from models.student import ensure_built
@@ -149,6 +157,7 @@ def run(
         seed=seed,
         malformed_ratio=malformed_ratio,
         show_live=not no_live,
+        prometheus=with_prometheus,
     )
     try:
         summary = asyncio.run(_until_sigterm(run_main_job(options, console)))

@@ -22,7 +22,7 @@ from rich.live import Live
 
 from stream import live
 from stream.admin import bootstrap_servers, ensure_topics
-from stream.broker import WORKER_SETTINGS, EmbeddedBroker, free_port
+from stream.broker import WORKER_SETTINGS, EmbeddedBroker, free_port, port_is_free
 from stream.config import Settings
 from stream.security import KafkaSecurity, plaintext_env
 from stream.simulate import DemoCorpus, DemoTraffic, ProduceStats, produce_demo_traffic
@@ -94,6 +94,8 @@ class RunOptions:
     malformed_ratio: float = 0.02
     show_live: bool = True
     drain_timeout_s: float = 60.0
+    #: Start a local Prometheus (Debian's ``prometheus`` binary) scraping the worker.
+    prometheus: bool = False
 
 
 def worker_env(settings_env: dict[str, str]) -> dict[str, str]:
@@ -118,6 +120,7 @@ async def run_main_job(options: RunOptions, console: Console) -> dict:
     overrides |= {"KAFKA_BROKER": options.broker_url, "RISKSTREAM_WEB_PORT": str(web_port)}
     settings = Settings(**{"KAFKA_BROKER": options.broker_url})
     worker = WorkerProcess(worker_env(overrides), options.run_dir / "worker.log")
+    prometheus: subprocess.Popen | None = None
     try:
         await ensure_topics(settings, security=KafkaSecurity.from_env(worker.env))
         corpus = await asyncio.to_thread(DemoCorpus.load)
@@ -126,11 +129,46 @@ async def run_main_job(options: RunOptions, console: Console) -> dict:
             f"worker started (log: {worker.log_path}); metrics on "
             f"http://127.0.0.1:{web_port}/metrics"
         )
+        if options.prometheus:
+            prometheus = start_prometheus(options.run_dir, web_port, console)
         return await _drive(options, settings, worker, corpus, web_port, console)
     finally:
         worker.stop()
+        if prometheus is not None:
+            prometheus.terminate()
+            prometheus.wait(timeout=20)
         if broker is not None:
             broker.stop()
+
+
+def start_prometheus(run_dir: Path, web_port: int, console: Console) -> subprocess.Popen | None:
+    """The compose stack's Prometheus (same job and alert rules) without Docker, if the
+    ``prometheus`` binary is installed; on loopback, data in the run folder."""
+    import shutil
+
+    from stream.monitoring import ALERTS_PATH, prometheus_config_for
+
+    binary = shutil.which("prometheus")
+    if binary is None:
+        console.print("[yellow]--prometheus: no prometheus binary (apt-get install prometheus)")
+        return None
+    config = run_dir / "prometheus.yml"
+    config.write_text(prometheus_config_for([f"127.0.0.1:{web_port}"], ALERTS_PATH))
+    port = 9090 if port_is_free(9090) else free_port()
+    with open(run_dir / "prometheus.log", "ab") as log:
+        process = subprocess.Popen(
+            [
+                binary,
+                f"--config.file={config}",
+                f"--storage.tsdb.path={run_dir / 'prometheus-data'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    console.print(f"prometheus on http://127.0.0.1:{port} (alerts: /alerts)")
+    return process
 
 
 async def _drive(

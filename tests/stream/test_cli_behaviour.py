@@ -212,3 +212,20 @@ async def test_web_server_is_loopback_only_and_serves_no_tables(make_worker) -> 
         with pytest.raises(urllib.error.HTTPError) as info:
             urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2)
         assert info.value.code == 404, path
+
+
+@pytest.mark.integration
+def test_run_can_start_a_local_prometheus(tmp_path: Path, built_model) -> None:
+    import shutil
+
+    if shutil.which("prometheus") is None:
+        pytest.skip("prometheus not installed (apt-get install prometheus; .ci/run does)")
+    run_dir = tmp_path / "run"
+    result = riskstream(
+        "run", "--duration", "6", "--rate", "20", "--no-live", "--prometheus",
+        "--run-dir", str(run_dir),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "prometheus on http://127.0.0.1:" in result.stderr
+    assert "Server is ready to receive web requests" in (run_dir / "prometheus.log").read_text()
+    assert "riskstream-worker" in (run_dir / "prometheus.yml").read_text()
