@@ -147,7 +147,7 @@ async def _topics_with_records(
     wrong end offsets; see stream/faust_fixes.py, fix 5)."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    from stream.faust_fixes import _fetched_highwaters
+    from stream.faust_fixes import fetched_highwaters
 
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap_servers(settings.kafka_broker), **security.aiokafka_kwargs()
@@ -155,7 +155,7 @@ async def _topics_with_records(
     await consumer.start()
     try:
         tps = [TopicPartition(t, p) for t, n in topics.items() for p in range(n)]
-        marks = await _fetched_highwaters(consumer, tps, {tp: 0 for tp in tps})
+        marks = await fetched_highwaters(consumer, tps, {tp: 0 for tp in tps})
     finally:
         await consumer.stop()
     return {tp.topic for tp, mark in marks.items() if mark}

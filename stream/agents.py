@@ -77,10 +77,6 @@ def raw_record(logical_topic: str, event: EventT) -> RawRecord:
     )
 
 
-def internal_record(logical_topic: str, event: EventT) -> RawRecord:
-    return raw_record(logical_topic, event)
-
-
 async def resync_partition(tp: TP) -> None:
     """A record of an assigned partition the ledger does not know (no seek told it where to
     start): seek every partition back to its committed offset, which teaches the ledger."""
@@ -277,11 +273,11 @@ async def flush_subject(key: str, partition: int, trigger: RawRecord) -> None:
         metrics.ALERTS.labels(alert["alert_type"]).inc()
 
 
-async def hold(event: EventT, partition: int, now: float) -> str | None:
+async def hold(event: EventT, record: RawRecord, now: float) -> str | None:
     """Hold one mention in its subject's state; the subject key, or None for a tick."""
     if event.key == SURGE_TICK:
         return None
-    record = internal_record("riskstream-subject-events", event)
+    partition = record.partition
     try:
         mentioned = event.key.decode()
         mention = orjson.loads(event.value)
@@ -305,8 +301,9 @@ async def detect_opinion_surges(stream: StreamT) -> None:
     async for event, admission in delivered(manual):
         try:
             partition, now = event.message.partition, time.time()
+            record = raw_record("riskstream-subject-events", event)
             held = _held_in(partition)
-            mentioned = await hold(event, partition, now)
+            mentioned = await hold(event, record, now)
             # due by age (the held map knows each subject's oldest arrival), or by count
             due = [k for k, since in held.items() if now - since >= REORDER.hold_s]
             current = subject_to_surge.get(mentioned) if mentioned else None
@@ -317,9 +314,7 @@ async def detect_opinion_surges(stream: StreamT) -> None:
                 if not state or not state.get("pending"):
                     held.pop(key, None)  # flushed elsewhere before a rebalance
                 else:
-                    await flush_subject(
-                        key, partition, internal_record("riskstream-subject-events", event)
-                    )
+                    await flush_subject(key, partition, record)
             metrics.SURGE_HELD.set(sum(len(h) for h in held_since.values()))
             metrics.SUBJECT_EVENTS_DONE.inc()
         except Exception as exc:
@@ -390,7 +385,7 @@ async def track_member_activity(stream: StreamT) -> None:
     manual = stream.noack()
     async for event, admission in delivered(manual):
         try:
-            await handle_member_event(internal_record("riskstream-member-events", event))
+            await handle_member_event(raw_record("riskstream-member-events", event))
             expiry.sweep(event.message.partition)
             metrics.MEMBER_EVENTS_DONE.inc()
         except Exception as exc:
@@ -439,17 +434,21 @@ def readiness() -> dict[str, bool]:
     }
 
 
-def update_lag() -> None:
+def update_lag() -> int:
     """Lag per consumed partition: the last fetch's high-water mark minus the ledger's
-    position (what was admitted), read when /metrics is scraped."""
+    position (what was admitted), read when /metrics is scraped; -> the total."""
     metrics.CONSUMER_LAG.clear()
+    total = 0
     for (topic, partition), position in ledger.positions().items():
         if topic.endswith("-changelog"):
             continue  # table changelogs are read by recovery, not consumed
         high = app.consumer.highwater(TP(topic, partition))
         if high is not None:
             logical = topic.removeprefix(settings.topic_prefix)
-            metrics.CONSUMER_LAG.labels(logical, str(partition)).set(max(high - position, 0))
+            lag = max(high - position, 0)
+            metrics.CONSUMER_LAG.labels(logical, str(partition)).set(lag)
+            total += lag
+    return total
 
 
 WATCHDOG_INTERVAL_S = 5.0
@@ -481,23 +480,18 @@ async def watch() -> None:
             inputs_exist: bool | None = inputs <= present
         except Exception:  # an unreachable broker is Faust's to retry; not a verdict here
             inputs_exist = None
-        update_lag()
+        lag_total = update_lag()
         reason = dog.observe(
             Observation(
                 now_s=time.monotonic(),
                 inputs_exist=inputs_exist,
                 ready=all(readiness().values()),
                 admitted_total=ledger.admitted,
-                lag_total=int(sum(s.value for s in _lag_samples())),
+                lag_total=lag_total,
             )
         )
         if reason is not None:
             fatal(RuntimeError(reason), "the watchdog")
-
-
-def _lag_samples():
-    for family in metrics.CONSUMER_LAG.collect():
-        yield from family.samples
 
 
 @app.page("/metrics")

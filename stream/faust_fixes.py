@@ -144,14 +144,14 @@ async def _highwaters_seen_by_a_fetch(self: AIOKafkaConsumerThread, partitions: 
     if self.consumer.in_transaction or not partitions:
         return listed
     try:
-        fetched = await _fetched_highwaters(self._ensure_consumer(), partitions, listed)
+        fetched = await fetched_highwaters(self._ensure_consumer(), partitions, listed)
     except Exception as exc:  # the listed offsets are still an answer
         logger.warning("could not read high-water marks by fetch: %r", exc)
         return listed
     return {tp: max(listed.get(tp) or 0, fetched.get(tp) or 0) for tp in partitions}
 
 
-async def _fetched_highwaters(consumer: Any, partitions: list, listed: Mapping) -> dict:
+async def fetched_highwaters(consumer: Any, partitions: list, listed: Mapping) -> dict:
     """High-water marks from fetch responses of a short-lived client with the consumer's
     connection settings, reading from the listed end (so only the last batch travels)."""
     import aiokafka

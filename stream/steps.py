@@ -7,6 +7,7 @@ chain is unit-tested directly; ``stream/agents.py`` wires the steps to topics.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -93,14 +94,12 @@ class EdgeLimits:
     max_dead_letter_bytes: int = 65536
 
 
+@functools.cache
 def known_fields(topic: str) -> frozenset[str]:
     """The top-level fields the worker reads; ``label`` (backtests read it from the input)
     and unknown extras are not carried past the edge, so nothing unbounded (a value nested
     300 levels deep) or unmasked travels on."""
     return frozenset(load_schema(topic)["properties"]) - {"label"}
-
-
-_KNOWN_FIELDS = {topic: known_fields(topic) for topic in EVENT_TYPE_OF_TOPIC}
 
 
 def decode_record(
@@ -132,7 +131,7 @@ def decode_record(
                 max_past_ms=limits.max_past_ms,
             )
         event_type = EVENT_TYPE_OF_TOPIC[record.topic]
-        known = _KNOWN_FIELDS[record.topic]
+        known = known_fields(record.topic)
         data = {k: v for k, v in data.items() if k in known}
         data = protect_ids(event_type, data, email_shaped_ids)
     except ValidationError as error:

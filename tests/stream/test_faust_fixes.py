@@ -171,7 +171,7 @@ async def test_recovery_high_water_marks_come_from_a_fetch(kafka_broker, topic_p
     try:
         tp = TopicPartition(topic, 0)
         listed = await consumer.end_offsets([tp])
-        fetched = await faust_fixes._fetched_highwaters(consumer, [tp], listed)
+        fetched = await faust_fixes.fetched_highwaters(consumer, [tp], listed)
     finally:
         await consumer.stop()
     assert fetched[tp] == 150
