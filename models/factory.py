@@ -42,6 +42,12 @@ def _tensorrt(artefact_path: Path | None) -> ModelHandler:
     return TensorRTHandler(artefact_path=artefact_path)
 
 
+def _stub(artefact_path: Path | None) -> ModelHandler:
+    from models.backends.stub import StubHandler
+
+    return StubHandler()
+
+
 #: Backend name -> constructor. Constructors import lazily so unused engines are never loaded.
 BACKENDS: dict[str, Callable[[Path | None], ModelHandler]] = {
     "torch-cpu": _torch_cpu,
@@ -49,6 +55,7 @@ BACKENDS: dict[str, Callable[[Path | None], ModelHandler]] = {
     "onnx-cpu-int8": _onnx_cpu_int8,
     "torch-cuda": _torch_cuda,
     "tensorrt": _tensorrt,
+    "stub": _stub,  # instant answers: measures the stream layer alone (benchmarks, dry runs)
 }
 
 

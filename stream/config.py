@@ -60,13 +60,14 @@ class Settings(BaseSettings):
         "trusted (compose sets it for Prometheus).",
     )
     web_host: str = Field("127.0.0.1", description="Host name the worker advertises.")
-    backend: Literal["auto", "torch-cpu", "onnx-cpu", "onnx-cpu-int8", "torch-cuda", "tensorrt"] = (
-        Field(
-            "auto",
-            description="Model backend: auto picks tensorrt, then torch-cuda, then onnx-cpu (exact "
-            "fp32); onnx-cpu-int8 is about 2x torch on CPU at 99.8 % label agreement, its scores "
-            "move slightly with batch composition.",
-        )
+    backend: Literal[
+        "auto", "torch-cpu", "onnx-cpu", "onnx-cpu-int8", "torch-cuda", "tensorrt", "stub"
+    ] = Field(
+        "auto",
+        description="Model backend: auto picks tensorrt, then torch-cuda, then onnx-cpu (exact "
+        "fp32); onnx-cpu-int8 is about 2x torch on CPU at 99.8 % label agreement, its scores "
+        "move slightly with batch composition; stub answers at once (benchmarks of the stream "
+        "layer only).",
     )
     model_version: str | None = Field(
         None,

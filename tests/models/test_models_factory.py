@@ -44,3 +44,18 @@ def test_cli_info_and_build_report_the_built_model(artefact_path: Path) -> None:
     for output in (info.output, build.output):
         assert artefact_path.name in output
         assert "fine_foods_test_accuracy" in output
+
+
+def test_the_stub_backend_answers_deterministically_and_only_by_name() -> None:
+    from models.factory import create_handler, resolve_backend
+
+    handler = create_handler("stub")
+    model = handler.load_model()
+    texts = ["Terrible, broke in two days", "You won a prize, wire the fee", "fine"]
+    first = handler.run_inference(texts, model)
+    assert [r.example for r in first] == texts
+    assert first[0].inference.sentiment_negative > 0.85
+    assert first[1].inference.scam_risk > 0.9
+    assert first[2].inference.sentiment_negative < 0.3
+    assert handler.run_inference(texts, model) == first
+    assert resolve_backend("auto")[0] != "stub"
