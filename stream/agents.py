@@ -480,18 +480,45 @@ async def watch() -> None:
             inputs_exist: bool | None = inputs <= present
         except Exception:  # an unreachable broker is Faust's to retry; not a verdict here
             inputs_exist = None
-        lag_total = update_lag()
-        reason = dog.observe(
-            Observation(
-                now_s=time.monotonic(),
-                inputs_exist=inputs_exist,
-                ready=all(readiness().values()),
-                admitted_total=ledger.admitted,
-                lag_total=lag_total,
-            )
+        seen = Observation(
+            now_s=time.monotonic(),
+            inputs_exist=inputs_exist,
+            ready=all(readiness().values()),
+            admitted_total=ledger.admitted,
+            lag_total=update_lag(),
+            unknown_partitions=len(partitions_unknown_to_the_ledger()),
         )
+        reason = dog.observe(seen)
         if reason is not None:
             fatal(RuntimeError(reason), "the watchdog")
+        why = dog.resync_due(seen)
+        if why is not None:
+            await resync_delivery(why)
+
+
+def partitions_unknown_to_the_ledger() -> set[TP]:
+    """Assigned input partitions (not changelogs) the ledger has no start offset for."""
+    known = ledger.positions()
+    return {
+        tp
+        for tp in app.consumer.assignment()
+        if not tp.topic.endswith("-changelog") and (tp.topic, tp.partition) not in known
+    }
+
+
+async def resync_delivery(why: str) -> None:
+    """Seek every assigned partition back to its committed offset (teaching the ledger where
+    each starts) and resume fetching: what Faust's recovery does when a rebalance ends."""
+    if app.rebalancing:
+        return
+    logger.warning("%s: seeking to the committed offsets and resuming fetches", why)
+    consumer = app.consumer
+    consumer.resume_partitions(
+        {tp for tp in consumer.assignment() if not tp.topic.endswith("-changelog")}
+    )
+    await consumer.perform_seek()
+    app.flow_control.resume()
+    consumer.resume_flow()
 
 
 @app.page("/metrics")

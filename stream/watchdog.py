@@ -3,8 +3,14 @@
 Measured before: after the embedded broker was killed and came back empty under load, the
 worker stayed alive with /metrics answering and its consumed counter frozen for 11.5 minutes
 (about 20,850 ``OffsetCommit failed ... UnknownTopicOrPartitionError`` lines), and a fresh
-worker hung in changelog recovery for over 4 minutes. Faust retries such states forever. The
-watchdog is a pure policy over what the worker observes every few seconds; the Faust shell
+worker hung in changelog recovery for over 4 minutes. Faust retries such states forever.
+
+Before exiting, it tries once to unstick delivery in place (a *resync*: seek every partition back
+to its committed offset, which also teaches the delivery ledger partitions it missed, and resume
+fetching). Seen once in CI (scale-out test, a worker left alone after two peers left): records of
+partitions the ledger did not know arrived during a rebalance, were skipped as they must be, and
+then nothing more arrived for 180 s while the worker reported ready with 2,027 records waiting.
+The watchdog is a pure policy over what the worker observes every few seconds; the Faust shell
 (``stream/agents.py``) feeds it and exits with its reason.
 """
 
@@ -21,6 +27,8 @@ class WatchdogPolicy:
     stalled_s: float = 180.0
     #: Not ready (model, assignment, table recovery) this long after start or a rebalance.
     not_ready_s: float = 600.0
+    #: Records waiting but none admitted this long (while ready): resync, once per stall.
+    resync_after_s: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +39,8 @@ class Observation:
     ready: bool
     admitted_total: int
     lag_total: int
+    #: Assigned input partitions the delivery ledger has no start offset for.
+    unknown_partitions: int = 0
 
 
 class Watchdog:
@@ -42,6 +52,8 @@ class Watchdog:
         self._progress_at = started_s
         self._admitted = -1
         self._ready_since_check = started_s
+        self._resynced_for: float | None = None  # the stall a resync was already tried for
+        self._unknown_seen = 0
 
     def observe(self, seen: Observation) -> str | None:
         policy = self.policy
@@ -70,4 +82,24 @@ class Watchdog:
                 f"no record admitted for {seen.now_s - self._progress_at:.0f} s while "
                 f"{seen.lag_total} wait: exiting"
             )
+        return None
+
+    def resync_due(self, seen: Observation) -> str | None:
+        """Why to resync now, or None: ready, and either partitions unknown to the ledger in two
+        observations in a row, or no record admitted for ``resync_after_s`` while records wait
+        (call after :meth:`observe`, which tracks progress)."""
+        self._unknown_seen = self._unknown_seen + 1 if seen.unknown_partitions else 0
+        if not seen.ready:
+            return None
+        if self._unknown_seen >= 2:
+            self._unknown_seen = 0
+            return f"{seen.unknown_partitions} assigned partitions unknown to the delivery ledger"
+        stalled_for = seen.now_s - self._progress_at
+        if (
+            seen.lag_total
+            and stalled_for >= self.policy.resync_after_s
+            and self._resynced_for != self._progress_at
+        ):
+            self._resynced_for = self._progress_at
+            return f"no record admitted for {stalled_for:.0f} s while {seen.lag_total} wait"
         return None

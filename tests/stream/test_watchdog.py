@@ -46,3 +46,27 @@ def test_never_ready_means_exit() -> None:
     dog = Watchdog(POLICY, started_s=0)
     assert dog.observe(seen(100, ready=False)) is None
     assert "not ready for 120 s" in dog.observe(seen(120, ready=False))
+
+
+def test_a_stall_is_resynced_once_before_the_exit() -> None:
+    dog = Watchdog(WatchdogPolicy(stalled_s=60, resync_after_s=20), started_s=0)
+    verdicts = []
+    for t in range(0, 70, 5):
+        obs = seen(t, admitted=10, lag=5)
+        verdicts.append((t, dog.observe(obs), dog.resync_due(obs)))
+    resyncs = [t for t, _, why in verdicts if why]
+    assert resyncs == [20], verdicts  # once per stall, not every observation
+    assert "no record admitted" in verdicts[-1][1]
+    obs = seen(70, admitted=11, lag=5)  # progress: a later stall may resync again
+    assert dog.observe(obs) is None and dog.resync_due(obs) is None
+    later = [dog.resync_due(o) for o in (seen(t, admitted=11, lag=5) for t in (75, 95))]
+    assert later[0] is None and "no record admitted for 25 s" in later[1]
+
+
+def test_partitions_unknown_to_the_ledger_are_resynced_when_seen_twice_while_ready() -> None:
+    dog = Watchdog(POLICY, started_s=0)
+    unknown = Observation(5, True, True, 0, 0, unknown_partitions=3)
+    assert dog.resync_due(unknown) is None  # once may be an assignment being set up
+    assert "3 assigned partitions unknown" in dog.resync_due(unknown)
+    busy = Observation(10, True, False, 0, 0, unknown_partitions=3)
+    assert dog.resync_due(busy) is None  # not while rebalancing
