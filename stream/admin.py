@@ -11,33 +11,20 @@ from aiokafka.errors import TopicAlreadyExistsError
 
 from stream.config import Settings
 from stream.security import KafkaSecurity, start_client
+from stream.topics import INTERNAL_TOPICS, TABLES, TOPIC_CONFIGS
 
 logger = logging.getLogger("riskstream.admin")
 
-#: Logical topic -> extra topic configs.
-TOPIC_CONFIGS: dict[str, dict[str, str]] = {
-    "reviews": {},
-    "chats": {},
-    "transactions": {},
-    "riskstream-member-events": {},
-    "riskstream-subject-events": {},
-    "scored-events": {},
-    "alerts": {},
-    "member-profiles": {"cleanup.policy": "compact"},
-    "dead-letter": {},
-}
-#: The tables' changelogs (Faust names them ``<app id>-<table>-changelog``), created here too:
-#: a changelog the broker auto-created with its default partition count stops the worker
-#: (Faust's PartitionsMismatch), as after a broker that came back without its data.
-TABLES = ("member-to-profile", "subject-to-surge")
+#: The tables' changelogs are created here too: a changelog the broker auto-created with its
+#: default partition count stops the worker (Faust's PartitionsMismatch), as after a broker that
+#: came back without its data.
 
 
 def co_partitioned(settings: Settings) -> set[str]:
     """The internal topics and the changelogs of the tables that read them."""
     app_id = settings.topic(settings.app_id)
     return {
-        settings.topic("riskstream-member-events"),
-        settings.topic("riskstream-subject-events"),
+        *(settings.topic(name) for name in INTERNAL_TOPICS),
         *(f"{app_id}-{table}-changelog" for table in TABLES),
     }
 

@@ -178,7 +178,7 @@ def worker() -> None:
     from faust import Worker
 
     from stream.admin import ensure_topics
-    from stream.app import app
+    from stream.worker.app import build_app
 
     logging.basicConfig(level=settings.log_level.upper())
     loop = asyncio.new_event_loop()
@@ -191,7 +191,7 @@ def worker() -> None:
         _fail(f"topics on {settings.kafka_broker}: {exc}")
     except Exception as exc:
         _fail(f"cannot reach broker {settings.kafka_broker}: {exc!r}")
-    import stream.agents  # noqa: F401  (registers agents, tables, pages)
+    app = build_app(settings).app
 
     runner = Worker(app, loglevel=settings.log_level, loop=loop)
     # Faust's terminal spinner sets the root logger to DEBUG (its handler filters), so every

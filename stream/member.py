@@ -7,7 +7,7 @@ what its last ``RECENT_OUTPUTS`` events were published with, and a redelivery re
 exactly that. Measured before: 494 of 5,000 redelivered events were scored differently from
 their first copy after five SIGKILLs (e.g. fraud_risk 0.0189, then 0.0158).
 
-The Faust shell (``stream/agents.py``) reads the table, calls :func:`member_step`, writes the
+The Faust shell (``stream/worker/stages.py``) reads the table, calls :func:`member_step`, writes the
 table and sends the outputs; it has no logic of its own.
 """
 

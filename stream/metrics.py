@@ -101,8 +101,9 @@ def _initialise_label_series() -> None:
     from typing import get_args
 
     from stream.codec import DeadLetterReason
+    from stream.topics import INPUT_TOPICS
 
-    for topic in ("reviews", "chats", "transactions"):
+    for topic in INPUT_TOPICS:
         EVENTS_CONSUMED.labels(topic)
     for event_type in ("review", "chat", "transaction"):
         SCORED_EVENTS.labels(event_type)

@@ -46,10 +46,8 @@ from stream.broker import WORKER_SETTINGS, EmbeddedBroker, free_port
 from stream.config import Settings
 from stream.runner import WorkerProcess, worker_env
 from stream.security import KafkaSecurity, plaintext_env, start_client
+from stream.topics import INTERNAL_TOPICS, OUTPUT_TOPICS
 
-#: Output topics a backtest collects (logical names).
-OUTPUT_TOPICS = ("scored-events", "alerts", "dead-letter", "member-profiles")
-INTERNAL_TOPICS = ("riskstream-member-events", "riskstream-subject-events")
 RUN_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 

@@ -1,7 +1,7 @@
 """The processing chain as small pure steps: decode -> (score) -> build outputs.
 
 Each function does one job over plain data and imports nothing from Kafka or Faust, so the
-chain is unit-tested directly; ``stream/agents.py`` wires the steps to topics.
+chain is unit-tested directly; ``stream/worker/`` wires the steps to topics.
 """
 
 from __future__ import annotations

@@ -1,53 +1,34 @@
-"""Every topic the app reads or writes. Values stay raw bytes: the codec decodes and validates
-them itself, so a bad record reaches the dead-letter topic with its original bytes."""
+"""The catalogue of topics and tables: every logical (un-prefixed) name, in one place.
+
+Prefixed names come from ``Settings.topic``; the Faust topic objects are made by the worker
+(``stream/worker/app.py``). Importing this module does nothing else.
+"""
 
 from __future__ import annotations
 
-from stream.app import app, settings
+#: What platforms produce: one topic per event type.
+INPUT_TOPICS: tuple[str, ...] = ("reviews", "chats", "transactions")
 
+#: Valid events (text already scored) re-keyed by member, co-partitioned with the member table.
+MEMBER_EVENTS = "riskstream-member-events"
+#: Review and chat mentions re-keyed by product or brand, for the surge detector.
+SUBJECT_EVENTS = "riskstream-subject-events"
+INTERNAL_TOPICS: tuple[str, ...] = (MEMBER_EVENTS, SUBJECT_EVENTS)
 
-def _raw_topic(name: str, **options: object):
-    return app.topic(
-        settings.topic(name),
-        key_type=bytes,
-        value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
-        partitions=settings.partitions,
-        **options,
-    )
+SCORED_EVENTS = "scored-events"
+ALERTS = "alerts"
+MEMBER_PROFILES = "member-profiles"
+DEAD_LETTER = "dead-letter"
+OUTPUT_TOPICS: tuple[str, ...] = (SCORED_EVENTS, ALERTS, MEMBER_PROFILES, DEAD_LETTER)
 
+#: Tables (Faust names their changelogs ``<app id>-<table>-changelog``).
+MEMBER_TABLE = "member-to-profile"
+SURGE_TABLE = "subject-to-surge"
+TABLES: tuple[str, ...] = (MEMBER_TABLE, SURGE_TABLE)
 
-# Inputs
-reviews_topic = _raw_topic("reviews")
-chats_topic = _raw_topic("chats")
-transactions_topic = _raw_topic("transactions")
-
-# Internal: valid events (text already scored) re-keyed by member, so the member stage and its
-# table are co-partitioned.
-member_events_topic = _raw_topic("riskstream-member-events", internal=True)
-# Internal: review/chat mentions re-keyed by product or brand for the surge detector.
-subject_events_topic = _raw_topic("riskstream-subject-events", internal=True)
-
-# Outputs
-scored_events_topic = _raw_topic("scored-events")
-alerts_topic = _raw_topic("alerts")
-member_profiles_topic = _raw_topic("member-profiles")
-dead_letter_topic = _raw_topic("dead-letter")
-
-#: Logical input topic name -> topic, for the edge agents.
-INPUT_TOPICS = {
-    "reviews": reviews_topic,
-    "chats": chats_topic,
-    "transactions": transactions_topic,
-}
-
-#: Logical output topic name -> topic, for the stages' ``Output`` records.
-OUTPUT_TOPICS = {
-    "scored-events": scored_events_topic,
-    "alerts": alerts_topic,
-    "member-profiles": member_profiles_topic,
-    "dead-letter": dead_letter_topic,
-    "riskstream-member-events": member_events_topic,
-    "riskstream-subject-events": subject_events_topic,
+#: Every topic the worker reads or writes -> extra topic configs on creation.
+TOPIC_CONFIGS: dict[str, dict[str, str]] = {
+    **{name: {} for name in INPUT_TOPICS + INTERNAL_TOPICS},
+    **{name: {} for name in OUTPUT_TOPICS},
+    MEMBER_PROFILES: {"cleanup.policy": "compact"},
 }

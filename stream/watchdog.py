@@ -11,7 +11,7 @@ fetching). Seen once in CI (scale-out test, a worker left alone after two peers 
 partitions the ledger did not know arrived during a rebalance, were skipped as they must be, and
 then nothing more arrived for 180 s while the worker reported ready with 2,027 records waiting.
 The watchdog is a pure policy over what the worker observes every few seconds; the Faust shell
-(``stream/agents.py``) feeds it and exits with its reason.
+(``stream/worker/app.py``) feeds it and exits with its reason.
 """
 
 from __future__ import annotations

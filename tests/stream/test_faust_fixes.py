@@ -60,9 +60,13 @@ async def test_nothing_rewound_when_all_partitions_have_commits() -> None:
     assert consumer.rewound == []
 
 
-def test_the_app_installs_the_fix() -> None:
-    import stream.app  # noqa: F401
+def test_building_the_app_installs_the_fix(tmp_path) -> None:
+    from stream.config import Settings
+    from stream.worker.app import build_app
+    from tests.fakes import FakeModelHandler
 
+    settings = Settings(KAFKA_BROKER="kafka://127.0.0.1:1", data_dir=tmp_path)
+    build_app(settings, handler_factory=lambda s: FakeModelHandler())
     assert (
         AIOKafkaConsumerThread.seek_to_committed
         is faust_fixes._seek_to_committed_then_rewind_uncommitted
@@ -70,7 +74,9 @@ def test_the_app_installs_the_fix() -> None:
 
 
 def test_worker_consumers_get_the_configured_fetch_wait(monkeypatch) -> None:
-    from stream.app import settings
+    from stream.config import Settings
+
+    settings = Settings(KAFKA_BROKER="kafka://127.0.0.1:1")
 
     class Consumer:
         _fetch_max_wait_ms = 1500  # what Faust hard-codes

@@ -1,35 +1,40 @@
 """The worker's models: the text backend chosen by configuration, behind the shared
-micro-batcher, and the transaction fraud booster."""
+micro-batcher, and the transaction fraud booster. Nothing here loads at import or construction:
+``load_models`` in ``stream/worker/app.py`` loads both in a startup task."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
-from models.factory import create_handler
+from models.base import ModelHandler
 from models.fraud import VECTOR_NAMES, FraudModel, model_inputs, vectors_of
 from stream import metrics
-from stream.app import settings
 from stream.batcher import MicroBatcher
+from stream.config import Settings
 
-handler = create_handler(settings.backend, settings.model_version)
-_limits = handler.batch_elements_kwargs()
 
-batcher = MicroBatcher(
-    handler,
-    max_batch_size=settings.max_batch_size or _limits["max_batch_size"],
-    max_wait_s=(
-        settings.max_batch_wait_ms / 1000
-        if settings.max_batch_wait_ms is not None
-        else _limits["max_batch_duration_secs"]
-    ),
-    on_batch=metrics.observe_batch,
-)
+def make_batcher(settings: Settings, handler: ModelHandler[Any]) -> MicroBatcher:
+    """The shared micro-batcher, with the backend's own limits unless settings override them."""
+    limits = handler.batch_elements_kwargs()
+    return MicroBatcher(
+        handler,
+        max_batch_size=settings.max_batch_size or limits["max_batch_size"],
+        max_wait_s=(
+            settings.max_batch_wait_ms / 1000
+            if settings.max_batch_wait_ms is not None
+            else limits["max_batch_duration_secs"]
+        ),
+        on_batch=metrics.observe_batch,
+    )
 
 
 class FraudScorer:
     """Thin shell over the booster: a transaction's feature vector -> (p, reasons, version).
 
-    One row costs about 0.1 ms (predict + TreeSHAP contributions), so it runs inline."""
+    One row costs about 0.1 ms (predict + TreeSHAP contributions), so it runs inline. Loads
+    the booster when constructed: construct it off the event loop."""
 
     def __init__(self) -> None:
         self._model = FraudModel.load()
@@ -45,6 +50,3 @@ class FraudScorer:
             return None  # no upstream vector: rules alone score it
         rows = model_inputs(vectors_of([vector]), np.array([txn["amount"]], dtype=np.float64))
         return float(self._model.predict(rows)[0]), self._model.explain(rows)[0], self.version
-
-
-fraud_scorer = FraudScorer()

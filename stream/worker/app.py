@@ -1,0 +1,403 @@
+"""``build_app``: the Faust application, its topics, tables, agents, tasks and pages, built in
+one function from settings. Importing this module creates nothing, reads no file and loads no
+model; the text model and the fraud booster load in a startup task.
+
+The agents here only wire: records come in through the delivery ledger (each once, in offset
+order per partition: ``stream/delivery.py``), ``Stages`` (``stream/worker/stages.py``) does the
+work, and delivery is decided in one place: a record is marked done in the ledger after its
+outputs were handed to the producer, a failure that is not about the event is ``fatal``.
+Edge agents keep admitting events while the model runs (the micro-batcher bounds what is in
+flight), so batching never waits on one agent's batch to finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import faust
+from faust import StreamT
+from faust.exceptions import ConsumerNotStarted
+from faust.types import TP, EventT
+
+from models.base import ModelHandler
+from stream import faust_fixes, metrics
+from stream.config import Settings
+from stream.delivery import DeliveryLedger, admitted
+from stream.errors import fatal
+from stream.security import KafkaSecurity
+from stream.steps import RawRecord
+from stream.surge import REORDER
+from stream.topics import (
+    INPUT_TOPICS,
+    INTERNAL_TOPICS,
+    MEMBER_EVENTS,
+    MEMBER_TABLE,
+    OUTPUT_TOPICS,
+    SUBJECT_EVENTS,
+    SURGE_TABLE,
+)
+from stream.watchdog import Observation, Watchdog
+from stream.worker.stages import SURGE_TICK, FraudScorerT, Stages
+
+logger = logging.getLogger("riskstream.worker")
+
+WATCHDOG_INTERVAL_S = 5.0
+
+
+def _default_handler(settings: Settings) -> ModelHandler[Any]:
+    from models.factory import create_handler
+
+    return create_handler(settings.backend, settings.model_version)
+
+
+def _default_fraud_scorer() -> FraudScorerT:
+    from stream.worker.scoring import FraudScorer
+
+    return FraudScorer()
+
+
+@dataclass
+class Worker:
+    """What ``build_app`` made: the Faust app and the objects its agents share."""
+
+    settings: Settings
+    app: faust.App
+    ledger: DeliveryLedger
+    stages: Stages
+    topics: dict[str, faust.TopicT] = field(default_factory=dict)
+
+    def raw_record(self, logical_topic: str, event: EventT) -> RawRecord:
+        message = event.message
+        timestamp = message.timestamp
+        return RawRecord(
+            topic=logical_topic,
+            partition=message.partition,
+            offset=message.offset,
+            key=message.key,
+            value=message.value,
+            timestamp_ms=int(timestamp * 1000) if timestamp else None,
+        )
+
+    def delivered(self, stream: StreamT):
+        """``stream``'s records each once, in order, through the ledger."""
+        return admitted(stream, self.ledger, self.app.consumer.seek, self.resync_partition)
+
+    async def resync_partition(self, tp: TP) -> None:
+        """A record of an assigned partition the ledger does not know (no seek told it where
+        to start): seek every partition back to its committed offset, which teaches it."""
+        if tp in self.app.consumer.assignment() and not self.app.rebalancing:
+            await self.app.consumer.perform_seek()
+
+    # -- health ---------------------------------------------------------------------------
+
+    def readiness(self) -> dict[str, bool]:
+        """What ``/readyz`` requires: the models loaded, table recovery done, no rebalance
+        under way, and this worker holding partitions."""
+        app = self.app
+        try:
+            assigned = bool(app.consumer.assignment())
+        except ConsumerNotStarted:  # asked before the consumer started
+            assigned = False
+        return {
+            "model_loaded": self.stages.models_ready.is_set(),
+            "recovery_done": app.tables.recovery.completed.is_set(),
+            "not_rebalancing": not app.rebalancing,
+            "partitions_assigned": assigned,
+        }
+
+    def update_lag(self) -> int:
+        """Lag per consumed partition: the last fetch's high-water mark minus the ledger's
+        position (what was admitted), read when /metrics is scraped; -> the total."""
+        metrics.CONSUMER_LAG.clear()
+        total = 0
+        for (topic, partition), position in self.ledger.positions().items():
+            if topic.endswith("-changelog"):
+                continue  # table changelogs are read by recovery, not consumed
+            high = self.app.consumer.highwater(TP(topic, partition))
+            if high is not None:
+                logical = topic.removeprefix(self.settings.topic_prefix)
+                lag = max(high - position, 0)
+                metrics.CONSUMER_LAG.labels(logical, str(partition)).set(lag)
+                total += lag
+        return total
+
+    def partitions_unknown_to_the_ledger(self) -> set[TP]:
+        """Assigned input partitions (not changelogs) the ledger has no start offset for."""
+        known = self.ledger.positions()
+        return {
+            tp
+            for tp in self.app.consumer.assignment()
+            if not tp.topic.endswith("-changelog") and (tp.topic, tp.partition) not in known
+        }
+
+    async def resync_delivery(self, why: str) -> None:
+        """Seek every assigned partition back to its committed offset (teaching the ledger
+        where each starts) and resume fetching: what Faust's recovery does when a rebalance
+        ends."""
+        app = self.app
+        if app.rebalancing:
+            return
+        logger.warning("%s: seeking to the committed offsets and resuming fetches", why)
+        consumer = app.consumer
+        consumer.resume_partitions(
+            {tp for tp in consumer.assignment() if not tp.topic.endswith("-changelog")}
+        )
+        await consumer.perform_seek()
+        app.flow_control.resume()
+        consumer.resume_flow()
+
+    async def watch(self) -> None:
+        """Exit, so the supervisor starts a fresh worker, when the broker lost the input
+        topics, nothing moves while records wait, or the worker never gets ready; resync once
+        first when delivery looks stuck (``stream/watchdog.py``)."""
+        from aiokafka.admin import AIOKafkaAdminClient
+
+        from stream.admin import bootstrap_servers
+
+        settings = self.settings
+        dog = Watchdog(started_s=time.monotonic())
+        inputs = {settings.topic(name) for name in INPUT_TOPICS}
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=bootstrap_servers(settings.kafka_broker),
+            **KafkaSecurity.from_env().aiokafka_kwargs(),
+        )
+        started = False
+        while True:
+            await asyncio.sleep(WATCHDOG_INTERVAL_S)
+            try:
+                if not started:
+                    await asyncio.wait_for(admin.start(), 10)
+                    started = True
+                present = set(await asyncio.wait_for(admin.list_topics(), 10))
+                inputs_exist: bool | None = inputs <= present
+            except Exception:  # an unreachable broker is Faust's to retry; not a verdict
+                inputs_exist = None
+            seen = Observation(
+                now_s=time.monotonic(),
+                inputs_exist=inputs_exist,
+                ready=all(self.readiness().values()),
+                admitted_total=self.ledger.admitted,
+                lag_total=self.update_lag(),
+                unknown_partitions=len(self.partitions_unknown_to_the_ledger()),
+            )
+            reason = dog.observe(seen)
+            if reason is not None:
+                fatal(RuntimeError(reason), "the watchdog")
+            why = dog.resync_due(seen)
+            if why is not None:
+                await self.resync_delivery(why)
+
+
+def _optional(**options: float | None) -> dict[str, float]:
+    """Only the options that are set, so unset ones keep Faust's defaults."""
+    return {name: value for name, value in options.items() if value is not None}
+
+
+def make_faust_app(settings: Settings) -> faust.App:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)  # Faust creates only the leaf folder
+    return faust.App(
+        settings.topic(settings.app_id),
+        broker=settings.kafka_broker,
+        # SASL/TLS from RISKSTREAM_KAFKA_* (stream/security.py); None for PLAINTEXT
+        broker_credentials=KafkaSecurity.from_env().faust_credentials(),
+        store=settings.store,
+        datadir=str(settings.data_dir / "{conf.name}-data"),
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,  # all in-sync replicas: an acked output survives a broker loss
+        # Several outputs per input event: a short linger sends them in one request.
+        producer_linger_ms=settings.producer_linger_ms,
+        producer_max_request_size=settings.producer_max_request_bytes,
+        consumer_max_fetch_size=settings.consumer_max_fetch_bytes,
+        web_bind=settings.web_bind,
+        web_host=settings.web_host,
+        web_port=settings.web_port,
+        # Faust's table and router endpoints serve member state (devices, countries,
+        # merchants, recent event ids) to anyone who can reach the port: off. Only /metrics,
+        # /healthz and /readyz are served.
+        web_tables_enabled=False,
+        web_router_enabled=False,
+        web_stats_enabled=False,
+        web_graph_enabled=False,
+        web_in_thread=False,
+        autodiscover=False,
+        **_optional(
+            broker_rebalance_timeout=settings.rebalance_timeout_s,
+            broker_session_timeout=settings.session_timeout_s,
+        ),
+    )
+
+
+def build_app(
+    settings: Settings,
+    *,
+    handler_factory: Callable[[Settings], ModelHandler[Any]] = _default_handler,
+    fraud_scorer_factory: Callable[[], FraudScorerT] = _default_fraud_scorer,
+) -> Worker:
+    """The worker: topics, tables, agents, tasks and pages registered on a new Faust app."""
+    from prometheus_client import generate_latest
+
+    from stream.worker.scoring import make_batcher
+
+    ledger = faust_fixes.apply(
+        fetch_max_wait_ms=settings.fetch_max_wait_ms, ledger=DeliveryLedger()
+    )
+    app = make_faust_app(settings)
+
+    def raw_topic(name: str, **options: object) -> faust.TopicT:
+        return app.topic(
+            settings.topic(name),
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+            partitions=settings.partitions,
+            **options,
+        )
+
+    topics = {name: raw_topic(name) for name in INPUT_TOPICS + OUTPUT_TOPICS}
+    topics.update({name: raw_topic(name, internal=True) for name in INTERNAL_TOPICS})
+    # Values are plain JSON dicts (value_type=dict breaks changelog recovery).
+    member_table = app.Table(
+        MEMBER_TABLE, default=None, partitions=settings.partitions, key_type=str
+    )
+    surge_table = app.Table(SURGE_TABLE, default=None, partitions=settings.partitions, key_type=str)
+
+    async def send(topic: str, key: bytes | None, value: bytes, partition: int | None = None):
+        return await topics[topic].send(key=key, value=value, partition=partition)
+
+    handler = handler_factory(settings)
+    batcher = make_batcher(settings, handler)
+    stages = Stages(
+        settings,
+        handler=handler,
+        batcher=batcher,
+        ledger=ledger,
+        member_table=member_table,
+        surge_table=surge_table,
+        send=send,
+    )
+    metrics.IN_FLIGHT.set_function(stages.in_flight.qsize)
+    worker = Worker(settings, app, ledger, stages, topics)
+
+    def edge_agent(logical_topic: str) -> None:
+        async def agent(stream: StreamT) -> None:
+            manual = stream.noack()  # done in `Stages.publish`, after the output is sent
+            async for event, admission in worker.delivered(manual):
+                try:
+                    record = worker.raw_record(logical_topic, event)
+                    await stages.admit(manual, record, event, admission)
+                except Exception as exc:
+                    where = f"{logical_topic} {event.message.tp} offset {event.message.offset}"
+                    fatal(exc, where)
+
+        name = f"score_{logical_topic}"
+        agent.__name__ = agent.__qualname__ = name
+        app.agent(topics[logical_topic], name=name)(agent)
+
+    for logical_topic in INPUT_TOPICS:
+        edge_agent(logical_topic)
+
+    @app.agent(topics[MEMBER_EVENTS], name="track_member_activity")
+    async def track_member_activity(stream: StreamT) -> None:
+        manual = stream.noack()
+        async for event, admission in worker.delivered(manual):
+            try:
+                await stages.member_record(worker.raw_record(MEMBER_EVENTS, event))
+            except Exception as exc:
+                fatal(exc, f"member event at {event.message.tp} offset {event.message.offset}")
+            ledger.complete(admission)
+            await manual.ack(event)
+
+    @app.agent(topics[SUBJECT_EVENTS], name="detect_opinion_surges")
+    async def detect_opinion_surges(stream: StreamT) -> None:
+        """Per product/brand surge state -> ``opinion_surge`` alerts (keyed by window).
+
+        Mentions are held briefly and folded in event-time order
+        (``stream.surge.ReorderPolicy``); tick records flush subjects that went quiet."""
+        manual = stream.noack()
+        async for event, admission in worker.delivered(manual):
+            try:
+                await stages.subject_record(worker.raw_record(SUBJECT_EVENTS, event), time.time())
+            except Exception as exc:
+                where = f"subject event at {event.message.tp} offset {event.message.offset}"
+                fatal(exc, where)
+            ledger.complete(admission)
+            await manual.ack(event)
+
+    @app.task
+    async def publish_in_order() -> None:
+        await stages.publish_in_order()
+
+    @app.task
+    async def load_models() -> None:
+        """Both models, off the event loop, before any member event is processed."""
+        await batcher.start()
+        stages.fraud_scorer = await asyncio.to_thread(fraud_scorer_factory)
+        stages.models_ready.set()
+        metrics.MODEL_LOAD_SECONDS.set(batcher.model_load_seconds or 0.0)
+        metrics.MODEL_INFO.labels(
+            type(handler).__name__, handler.model_version, model_precision(handler)
+        ).set(1)
+        metrics.MODEL_MAX_BATCH_SIZE.set(batcher.max_batch_size)
+        logger.info("model %s loaded in %.2fs", handler.model_version, batcher.model_load_seconds)
+
+    @app.task
+    async def watch() -> None:
+        await worker.watch()
+
+    @app.timer(interval=REORDER.hold_s / 2)
+    async def tick_held_surge_partitions() -> None:
+        """A tick into each partition holding mentions, so quiet subjects are flushed too."""
+        for partition in stages.partitions_holding_mentions():
+            await send(SUBJECT_EVENTS, SURGE_TICK, b"{}", partition)
+
+    @app.on_partitions_revoked.connect
+    async def forget_revoked(app, revoked, **kwargs) -> None:
+        """Revoked partitions leave the ledger (nothing still in flight for them counts) and
+        the held-mention index (the table keeps the mentions)."""
+        stages.forget_partitions()
+        ledger.revoke((tp.topic, tp.partition) for tp in revoked)
+
+    @app.on_partitions_assigned.connect
+    async def count_rebalance(app, assigned, **kwargs) -> None:
+        metrics.REBALANCES.inc()
+
+    @app.page("/metrics")
+    async def metrics_page(web, request):
+        metrics.READY.set(all(worker.readiness().values()))
+        worker.update_lag()
+        # aiohttp refuses a charset inside content_type; Prometheus reads plain text as 0.0.4.
+        return web.bytes(generate_latest(), content_type="text/plain")
+
+    @app.page("/healthz")
+    async def healthz(web, request):
+        """Alive: the event loop answers."""
+        return web.json({"alive": True})
+
+    @app.page("/readyz")
+    async def readyz(web, request):
+        """Ready to process: 200, or 503 naming what is missing."""
+        checks = worker.readiness()
+        ready = all(checks.values())
+        return web.json({"ready": ready, **checks}, status=200 if ready else 503)
+
+    return worker
+
+
+def model_precision(handler: ModelHandler[Any]) -> str:
+    """fp32, int8, fp16...: what the backend computes in (a label of ``riskstream_model_info``)."""
+    for name in ("precision", "_precision"):
+        value = getattr(handler, name, None)
+        if isinstance(value, str):
+            return value
+    dtype = getattr(handler, "_dtype", None)
+    if dtype is not None:
+        return {"torch.float16": "fp16", "torch.bfloat16": "bf16"}.get(str(dtype), "fp32")
+    return "fp32"

@@ -1,0 +1,353 @@
+"""The worker's stages over one object that holds its state: no module globals.
+
+``Stages`` is what the Faust agents call (``stream/worker/app.py`` only wires topics, tables and
+timers to it). Its collaborators come in through the constructor, so tests run every stage
+in-process with dict tables, a recording ``send`` and the fake model (``tests/fakes.py``):
+
+- the edge: decode -> micro-batch -> queue for publication in consumption order;
+- the publisher: dead letter or member event (re-keyed by member), then mark done;
+- the member stage: table -> ``member_step`` (pure) -> table and outputs;
+- the surge stage: hold mentions, fold them in event-time order, flush quiet subjects.
+
+Delivery: a record is marked done in the ledger (``stream/delivery.py``) only after its outputs
+were handed to the producer; Faust flushes the producer before it commits the ledger's offsets.
+Errors (``stream/errors.py``): bad input is dead-lettered by the edge; an exception while
+processing one event is dead-lettered as ``processing_error`` (or stops the worker with the
+``fail`` policy); a failure that is not about the event stops the worker before it commits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import orjson
+
+from models.base import ModelHandler, TextScores
+from stream import metrics
+from stream.batcher import MicroBatcher
+from stream.codec import encode
+from stream.config import Settings
+from stream.delivery import Admission, DeliveryLedger
+from stream.errors import FailurePolicy, fatal
+from stream.member import Output, member_step
+from stream.profiles import expired
+from stream.steps import (
+    InvalidEvent,
+    RawRecord,
+    ValidEvent,
+    dead_letter,
+    dead_letter_key,
+    decode_record,
+    member_event,
+    processing_error,
+    text_to_score,
+    utc_now,
+)
+from stream.surge import REORDER, flush_due, flush_pending, hold_mention
+from stream.topics import ALERTS, DEAD_LETTER, MEMBER_EVENTS
+
+logger = logging.getLogger("riskstream.worker")
+
+#: ``send(logical topic, key, value, partition=None)``: hand one record to the producer.
+Send = Callable[..., Awaitable[Any]]
+FraudScorerT = Callable[[dict], "tuple[float, list, str] | None"]
+
+#: Key of the tick records that flush held mentions when a subject goes quiet.
+SURGE_TICK = b"__tick__"
+
+
+class Acker(Protocol):
+    async def ack(self, event: Any) -> Any: ...
+
+
+@dataclass(slots=True)
+class InFlight:
+    """An input event between admission and publication; acked only once its output is sent."""
+
+    stream: Acker
+    event: Any
+    admission: Admission
+    decoded: ValidEvent | InvalidEvent
+    scores: asyncio.Future[TextScores] | None
+
+
+class MemberExpiry:
+    """Drops members inactive for ``RISKSTREAM_MEMBER_TTL_DAYS`` of event time, a few keys at a
+    time, from inside the member agent (a table is written only while processing an event of
+    the key's partition, so only keys of that partition are swept)."""
+
+    def __init__(
+        self,
+        table: MutableMapping[str, Any],
+        ttl_days: float | None,
+        *,
+        every: int = 200,
+        keys_per_sweep: int = 2000,
+    ) -> None:
+        self.table = table
+        self.ttl_ms = None if ttl_days is None else int(ttl_days * 86_400_000)
+        self.every, self.keys_per_sweep = every, keys_per_sweep
+        self._newest: dict[int, int] = {}
+        self._todo: dict[int, list[str]] = {}
+        self._seen = 0
+
+    def saw(self, partition: int, event_ms: int) -> None:
+        self._newest[partition] = max(self._newest.get(partition, event_ms), event_ms)
+
+    def sweep(self, partition: int) -> int:
+        """Check the next keys of ``partition``; -> how many were dropped."""
+        self._seen += 1
+        if self.ttl_ms is None or self._seen % self.every or partition not in self._newest:
+            return 0
+        todo = self._todo.get(partition)
+        if not todo:
+            todo = self._todo[partition] = list(self.table.keys())
+        dropped = 0
+        for _ in range(min(self.keys_per_sweep, len(todo))):
+            key = todo.pop()
+            state = self.table.get(key)
+            if (
+                state is not None
+                and state.get("partition") == partition
+                and expired(state, self._newest[partition], self.ttl_ms)
+            ):
+                del self.table[key]
+                dropped += 1
+        metrics.MEMBERS_EXPIRED.inc(dropped)
+        return dropped
+
+
+class Stages:
+    """One worker's stages and the state they share (tables, queue, held-mention index)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        handler: ModelHandler[Any],
+        batcher: MicroBatcher,
+        ledger: DeliveryLedger,
+        member_table: MutableMapping[str, Any],
+        surge_table: MutableMapping[str, Any],
+        send: Send,
+        fraud_scorer: FraudScorerT | None = None,
+    ) -> None:
+        self.settings = settings
+        self.handler = handler
+        self.batcher = batcher
+        self.ledger = ledger
+        self.member_table = member_table
+        self.surge_table = surge_table
+        self.send = send
+        #: Loaded in the startup task (``load_models``); the member stage waits for it.
+        self.fraud_scorer = fraud_scorer
+        self.models_ready = asyncio.Event()
+        if fraud_scorer is not None and batcher.loaded:
+            self.models_ready.set()
+        self.thresholds = settings.thresholds()
+        self.profile_throttle_ms = int(settings.profile_throttle_s * 1000)
+        self.edge_limits = settings.edge_limits()
+        self.policy = FailurePolicy(settings.processing_error_policy)
+        self.fatal = fatal
+        #: Admitted events in consumption order. Bounded: a full queue stalls the edge agents.
+        self.in_flight: asyncio.Queue[InFlight] = asyncio.Queue(maxsize=batcher.max_pending)
+        #: Subject-events partition -> subject key -> when its oldest held mention arrived.
+        self.held_since: dict[int, dict[str, float]] = {}
+        self.expiry = MemberExpiry(member_table, settings.member_ttl_days)
+
+    # -- errors ---------------------------------------------------------------------------
+
+    async def publish_dead_letter(self, invalid: InvalidEvent) -> None:
+        body = dead_letter(
+            invalid,
+            failed_at=utc_now(),
+            max_original_bytes=self.edge_limits.max_dead_letter_bytes,
+            raw_dead_letters=self.settings.raw_dead_letters,
+        )
+        await self.send(DEAD_LETTER, dead_letter_key(invalid.record), encode(body, "dead-letter"))
+        metrics.DEAD_LETTERS.labels(invalid.error.reason).inc()
+
+    async def on_processing_error(self, record: RawRecord, stage: str, exc: Exception) -> None:
+        """One event failed inside a stage: dead-letter it and go on, or stop (the policy)."""
+        metrics.PROCESSING_ERRORS.labels(stage).inc()
+        where = f"{record.topic}[{record.partition}] offset {record.offset}"
+        if self.policy is FailurePolicy.FAIL:
+            self.fatal(exc, f"{stage} stage, {where}")
+            return
+        logger.exception("processing_error in the %s stage at %s: dead-lettered", stage, where)
+        await self.publish_dead_letter(processing_error(record, stage, exc))
+
+    async def send_all(self, outputs: list[Output]) -> None:
+        for output in outputs:
+            await self.send(output.topic, output.key, output.value)
+
+    # -- edge -----------------------------------------------------------------------------
+
+    async def admit(
+        self, stream: Acker, record: RawRecord, event: Any, admission: Admission
+    ) -> None:
+        """decode -> hand the text to the shared micro-batcher -> queue for publication."""
+        metrics.EVENTS_CONSUMED.labels(record.topic).inc()
+        decoded = decode_record(
+            record,
+            limits=self.edge_limits,
+            now_ms=int(time.time() * 1000),
+            email_shaped_ids=self.settings.email_shaped_ids,
+        )
+        text = text_to_score(decoded) if isinstance(decoded, ValidEvent) else None
+        scores = await self.batcher.submit(text) if text is not None else None
+        await self.in_flight.put(InFlight(stream, event, admission, decoded, scores))
+
+    async def publish(self, item: InFlight) -> None:
+        """Dead letter, or member event (re-keyed by member) -> then, and only then, done."""
+        if isinstance(item.decoded, InvalidEvent):
+            await self.publish_dead_letter(item.decoded)
+        else:
+            # a model failure fails the whole batch: not about this event, so it is fatal
+            scores = (await item.scores).as_dict() if item.scores is not None else None
+            version = self.handler.model_version if scores else None
+            try:
+                body = orjson.dumps(member_event(item.decoded, scores, version))
+            except Exception as exc:
+                await self.on_processing_error(item.decoded.record, "edge", exc)
+            else:
+                await self.send(MEMBER_EVENTS, item.decoded.member_id.encode(), body)
+        self.ledger.complete(item.admission)
+        await item.stream.ack(item.event)
+
+    async def publish_in_order(self) -> None:
+        """One publisher keeps outputs in consumption order (replays stay deterministic)."""
+        while True:
+            item = await self.in_flight.get()
+            try:
+                await self.publish(item)
+            except Exception as exc:
+                where = f"{item.decoded.record.topic}[{item.decoded.record.partition}]"
+                self.fatal(exc, f"publishing {where} offset {item.decoded.record.offset}")
+
+    # -- member ---------------------------------------------------------------------------
+
+    async def handle_member_event(self, record: RawRecord) -> None:
+        """Table -> ``member_step`` (pure) -> table and outputs. An exception inside the step
+        is about this event (dead-lettered); one reading the table or sending is not (fatal)."""
+        await self.models_ready.wait()
+        try:
+            evt = orjson.loads(record.value)
+            member_id = evt["event"]["member_id"]
+        except Exception as exc:
+            await self.on_processing_error(record, "member", exc)
+            return
+        previous = self.member_table.get(member_id)
+        try:
+            outcome = member_step(
+                previous,
+                evt,
+                thresholds=self.thresholds,
+                profile_throttle_ms=self.profile_throttle_ms,
+                fraud_scorer=self.fraud_scorer,
+            )
+        except Exception as exc:
+            await self.on_processing_error(record, "member", exc)
+            return
+        if outcome.state is not None:
+            self.member_table[member_id] = {**outcome.state, "partition": record.partition}
+            self.expiry.saw(record.partition, evt["event_time_ms"])
+        if outcome.redelivered:
+            metrics.DUPLICATES_SKIPPED.inc()
+        if outcome.recomputed:
+            metrics.REDELIVERIES_RECOMPUTED.inc()
+        metrics.ALERTS_SUPPRESSED.inc(outcome.suppressed_alerts)
+        await self.send_all(outcome.outputs)
+        metrics.SCORED_EVENTS.labels(evt["event_type"]).inc()
+        if evt.get("input_timestamp_ms"):
+            metrics.E2E_LATENCY.observe(max(time.time() - evt["input_timestamp_ms"] / 1000, 0.0))
+        for alert_type in outcome.alert_types:
+            metrics.ALERTS.labels(alert_type).inc()
+        if outcome.profile_published:
+            metrics.PROFILES_PUBLISHED.inc()
+
+    async def member_record(self, record: RawRecord) -> None:
+        """One member-events record, then a few keys of the expiry sweep."""
+        await self.handle_member_event(record)
+        self.expiry.sweep(record.partition)
+        metrics.MEMBER_EVENTS_DONE.inc()
+
+    # -- surge ----------------------------------------------------------------------------
+
+    def held_in(self, partition: int) -> dict[str, float]:
+        """This partition's subjects with held mentions (after a restart: found in the table)."""
+        if partition not in self.held_since:
+            self.held_since[partition] = {
+                key: min(p["arrived_s"] for p in state["pending"])
+                for key, state in self.surge_table.items()
+                if state.get("pending") and state.get("partition") == partition
+            }
+        return self.held_since[partition]
+
+    async def flush_subject(self, key: str, partition: int, trigger: RawRecord) -> None:
+        """Fold a subject's held mentions. If that fails, the held mentions are dead-lettered
+        together (the subject's state is kept without them), so one bad subject cannot fail
+        again on every tick."""
+        held_state = self.surge_table[key]
+        try:
+            state, alerts = flush_pending(held_state)
+        except Exception as exc:
+            pending = orjson.dumps({"subject": key, "pending": held_state.get("pending")})
+            await self.on_processing_error(
+                RawRecord(trigger.topic, trigger.partition, trigger.offset, key.encode(), pending),
+                "surge_flush",
+                exc,
+            )
+            state, alerts = {**held_state, "pending": []}, []
+        self.surge_table[key] = state
+        self.held_in(partition).pop(key, None)
+        for alert in alerts:
+            await self.send(ALERTS, alert["alert_id"].encode(), encode(alert, "alerts"))
+            metrics.ALERTS.labels(alert["alert_type"]).inc()
+
+    async def hold(self, record: RawRecord, now: float) -> str | None:
+        """Hold one mention in its subject's state; the subject key, or None for a tick."""
+        if record.key == SURGE_TICK:
+            return None
+        try:
+            mentioned = (record.key or b"").decode()
+            mention = orjson.loads(record.value)
+            state = hold_mention(self.surge_table.get(mentioned), mention, now)
+        except Exception as exc:
+            await self.on_processing_error(record, "surge", exc)
+            return None
+        if state is not None:
+            self.surge_table[mentioned] = {**state, "partition": record.partition}
+            self.held_in(record.partition).setdefault(mentioned, now)
+        return mentioned
+
+    async def subject_record(self, record: RawRecord, now: float) -> None:
+        """Hold the mention, then flush the subjects that are due: by age (the held map knows
+        each subject's oldest arrival) or, for the one just mentioned, by count."""
+        held = self.held_in(record.partition)
+        mentioned = await self.hold(record, now)
+        due = [k for k, since in held.items() if now - since >= REORDER.hold_s]
+        current = self.surge_table.get(mentioned) if mentioned else None
+        if current and mentioned not in due and flush_due(current, now):
+            due.append(mentioned)
+        for key in due:
+            state = self.surge_table.get(key)
+            if not state or not state.get("pending"):
+                held.pop(key, None)  # flushed elsewhere before a rebalance
+            else:
+                await self.flush_subject(key, record.partition, record)
+        metrics.SURGE_HELD.set(sum(len(h) for h in self.held_since.values()))
+        metrics.SUBJECT_EVENTS_DONE.inc()
+
+    def partitions_holding_mentions(self) -> list[int]:
+        return [partition for partition, held in self.held_since.items() if held]
+
+    def forget_partitions(self) -> None:
+        """After a revocation: held mentions live in the table, whoever owns a partition next
+        finds them there."""
+        self.held_since.clear()

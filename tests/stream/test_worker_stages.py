@@ -1,0 +1,279 @@
+"""The worker's stages in-process, no broker: dict tables, a recording ``send``, the fake model.
+
+Edge (decode, micro-batch, publish in order, done only after the send), member stage (table,
+outputs, error policy, expiry) and surge stage (hold, flush on a tick), plus ``build_app``
+itself: it registers every agent and loads no model."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+
+from stream.batcher import MicroBatcher
+from stream.config import Settings
+from stream.delivery import DeliveryLedger
+from stream.errors import FailurePolicy
+from stream.steps import RawRecord
+from stream.surge import REORDER
+from stream.topics import ALERTS, DEAD_LETTER, MEMBER_EVENTS, SUBJECT_EVENTS
+from stream.worker.stages import SURGE_TICK, MemberExpiry, Stages
+from tests.fakes import FakeModelHandler
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class Recorder:
+    """Stands in for the producer (``send``) and a noack stream (``ack``)."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes | None, bytes, int | None]] = []
+        self.acked: list[object] = []
+
+    async def send(self, topic: str, key, value: bytes, partition: int | None = None) -> None:
+        self.sent.append((topic, key, value, partition))
+
+    async def ack(self, event: object) -> None:
+        self.acked.append(event)
+
+    def on(self, topic: str) -> list[dict]:
+        return [orjson.loads(value) for t, _, value, _ in self.sent if t == topic]
+
+
+def fraud_scorer(txn: dict) -> None:
+    return None  # rules alone
+
+
+@pytest.fixture
+def stages(tmp_path: Path):
+    settings = Settings(
+        KAFKA_BROKER="kafka://127.0.0.1:1",
+        data_dir=tmp_path,
+        profile_throttle_s=0,
+        member_ttl_days=100,
+    )
+    handler = FakeModelHandler()
+    batcher = MicroBatcher(handler, max_batch_size=8, max_wait_s=0.001)
+    recorder = Recorder()
+    ledger = DeliveryLedger()
+    built = Stages(
+        settings,
+        handler=handler,
+        batcher=batcher,
+        ledger=ledger,
+        member_table={},
+        surge_table={},
+        send=recorder.send,
+        fraud_scorer=fraud_scorer,
+    )
+    built.models_ready.set()
+    stopped: list[tuple[Exception, str]] = []
+    built.fatal = lambda exc, where: stopped.append((exc, where))
+    built.recorder, built.stopped = recorder, stopped
+    return built
+
+
+def review(event_id: str, text: str, member: str = "m1", product: str = "p1") -> bytes:
+    return orjson.dumps(
+        {
+            "event_id": event_id,
+            "member_id": member,
+            "event_time": "2026-11-23T10:00:00Z",
+            "product_id": product,
+            "brand_id": "b1",
+            "rating": 1,
+            "text": text,
+        }
+    )
+
+
+async def edge(stages: Stages, values: list[bytes]) -> None:
+    """Admit ``values`` as reviews[0] offsets 0.., then publish everything queued."""
+    await stages.batcher.start()
+    stages.ledger.assign({("reviews", 0): 0})
+    for offset, value in enumerate(values):
+        admission = stages.ledger.admit(("reviews", 0), offset).admission
+        record = RawRecord("reviews", 0, offset, b"m1", value, 1_795_428_000_000)
+        await stages.admit(stages.recorder, record, f"event-{offset}", admission)
+    while not stages.in_flight.empty():
+        await stages.publish(stages.in_flight.get_nowait())
+    await stages.batcher.stop()
+
+
+async def test_edge_scores_in_order_and_marks_done_only_after_the_send(stages) -> None:
+    await edge(stages, [review("r1", "awful, broke"), b"{not json", review("r2", "fine")])
+    sent = stages.recorder.sent
+    assert [t for t, *_ in sent] == [MEMBER_EVENTS, DEAD_LETTER, MEMBER_EVENTS]
+    first = orjson.loads(sent[0][2])
+    assert sent[0][1] == b"m1"  # re-keyed by member
+    assert first["scores"]["sentiment_negative"] == 0.99 and first["model_version"] == "fake-1"
+    letter = orjson.loads(sent[1][2])
+    assert letter["reason"] == "invalid_json"
+    assert stages.recorder.acked == ["event-0", "event-1", "event-2"]
+    assert stages.ledger.committable(("reviews", 0)) == 3
+    assert stages.handler.batches == [["awful, broke", "fine"]]  # one batch for both texts
+
+
+def member_record(value: bytes, offset: int = 42) -> RawRecord:
+    return RawRecord(MEMBER_EVENTS, 1, offset, b"m1", value)
+
+
+def member_event(event_id: str = "r1", negative: float = 0.1, **event) -> dict:
+    return {
+        "event_type": "review",
+        "event": {
+            "event_id": event_id,
+            "member_id": "m1",
+            "event_time": "2026-11-23T10:00:00Z",
+            "product_id": "p1",
+            "brand_id": "b1",
+            "text": "fine",
+            **event,
+        },
+        "event_time_ms": 1_795_428_000_000,
+        "scores": {
+            "sentiment_negative": negative,
+            "sentiment_polarity": 1 - 2 * negative,
+            "scam_risk": 0.0,
+        },
+        "model_version": "v1",
+        "source": {"topic": "reviews", "partition": 0, "offset": 7},
+    }
+
+
+async def test_member_stage_publishes_and_keeps_state(stages) -> None:
+    await stages.member_record(member_record(orjson.dumps(member_event(negative=0.99))))
+    topics = {t for t, *_ in stages.recorder.sent}
+    assert {"scored-events", "member-profiles", ALERTS} <= topics
+    assert stages.member_table["m1"]["counts"]["review"] == 1
+    assert [a["alert_type"] for a in stages.recorder.on(ALERTS)] == ["negative_review"]
+
+
+async def test_a_failing_event_is_dead_lettered_and_the_next_one_processed(stages) -> None:
+    broken = {**member_event(), "event_type": "refund"}  # no such type: the member step raises
+    await stages.handle_member_event(member_record(orjson.dumps(broken)))
+    await stages.handle_member_event(member_record(orjson.dumps(member_event())))
+    letters = stages.recorder.on(DEAD_LETTER)
+    assert [(d["reason"], d["source"]["offset"]) for d in letters] == [("processing_error", 42)]
+    assert "scored-events" in {t for t, *_ in stages.recorder.sent}
+    assert stages.member_table["m1"]["counts"]["review"] == 1
+    assert not stages.stopped
+
+
+async def test_fail_policy_stops_instead(stages) -> None:
+    stages.policy = FailurePolicy.FAIL
+    await stages.handle_member_event(member_record(b"not json"))
+    assert stages.stopped and "member stage" in stages.stopped[0][1]
+    assert not stages.recorder.on(DEAD_LETTER)
+
+
+async def test_the_member_stage_waits_for_the_models(stages) -> None:
+    stages.models_ready.clear()
+    task = asyncio.ensure_future(stages.member_record(member_record(orjson.dumps(member_event()))))
+    await asyncio.sleep(0.05)
+    assert not task.done() and not stages.recorder.sent
+    stages.models_ready.set()
+    await asyncio.wait_for(task, 1)
+    assert stages.recorder.sent
+
+
+def test_inactive_members_expire_by_event_time() -> None:
+    day = 86_400_000
+    table = {
+        "old": {"partition": 0, "last_seen_ms": 0},
+        "recent": {"partition": 0, "last_seen_ms": 300 * day},
+        "other-partition": {"partition": 1, "last_seen_ms": 0},
+    }
+    expiry = MemberExpiry(table, ttl_days=100, every=1)
+    expiry.saw(0, 301 * day)
+    assert expiry.sweep(0) == 1
+    assert set(table) == {"recent", "other-partition"}  # only keys of the event's partition
+
+
+async def test_surge_holds_mentions_and_a_tick_flushes_a_quiet_subject(stages) -> None:
+    for i in range(3):
+        await stages.member_record(
+            member_record(orjson.dumps(member_event(f"r{i}", negative=0.99)), offset=i)
+        )
+    mentions = [(k, v) for t, k, v, _ in stages.recorder.sent if t == SUBJECT_EVENTS]
+    assert mentions, "reviews of a product are mentioned to the surge stage"
+    for offset, (key, value) in enumerate(mentions):
+        await stages.subject_record(RawRecord(SUBJECT_EVENTS, 0, offset, key, value), now=100.0)
+    assert stages.partitions_holding_mentions() == [0]
+    held = {k for k, s in stages.surge_table.items() if s.get("pending")}
+    assert held == {key.decode() for key, _ in mentions}
+    tick = RawRecord(SUBJECT_EVENTS, 0, len(mentions), SURGE_TICK, b"{}")
+    await stages.subject_record(tick, now=100.0 + REORDER.hold_s)
+    assert not any(s.get("pending") for s in stages.surge_table.values())
+    assert stages.partitions_holding_mentions() == []
+
+
+def test_build_app_registers_every_agent_and_loads_no_model(tmp_path: Path) -> None:
+    from stream.worker.app import build_app
+
+    handler = FakeModelHandler()
+    loaded: list[str] = []
+
+    def scorer_factory():
+        loaded.append("fraud")
+        return fraud_scorer
+
+    settings = Settings(KAFKA_BROKER="kafka://127.0.0.1:1", data_dir=tmp_path, topic_prefix="x.")
+    worker = build_app(
+        settings, handler_factory=lambda s: handler, fraud_scorer_factory=scorer_factory
+    )
+    assert set(worker.app.agents) == {
+        "score_reviews",
+        "score_chats",
+        "score_transactions",
+        "track_member_activity",
+        "detect_opinion_surges",
+    }
+    assert {t.get_topic_name() for t in worker.topics.values()} >= {"x.reviews", "x.alerts"}
+    assert handler.loads == 0 and not loaded  # both load in the startup task
+    assert set(worker.readiness()) == {
+        "model_loaded",
+        "recovery_done",
+        "not_rebalancing",
+        "partitions_assigned",
+    }
+
+
+def imported_after(code: str) -> set[str]:
+    """Heavy modules in sys.modules after running ``code`` in a fresh interpreter whose
+    settings would fail to load (so a module reading them at import fails the test)."""
+    heavy = ("torch", "onnxruntime", "transformers", "pandas", "pyarrow", "matplotlib")
+    script = f"import sys\n{code}\nprint(sorted(set({heavy!r}) & set(sys.modules)))"
+    env = {"PATH": "/usr/bin:/bin", "RISKSTREAM_BACKEND": "not-a-backend"}
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    return set(orjson.loads(out.stdout.strip().splitlines()[-1].replace("'", '"')))
+
+
+def test_importing_any_stream_module_loads_no_model() -> None:
+    """Every module of ``stream`` imports without reading settings, building an app or loading
+    a model (backtest modules may bring pandas and matplotlib, never a model runtime)."""
+    code = (
+        "import importlib, pkgutil, stream\n"
+        "names = [m.name for m in pkgutil.walk_packages(stream.__path__, 'stream.')]\n"
+        "assert len(names) > 20, names\n"
+        "for name in names:\n"
+        "    if not name.endswith('__main__'): importlib.import_module(name)"
+    )
+    assert not imported_after(code) & {"torch", "onnxruntime", "transformers"}
+
+
+def test_the_worker_imports_no_training_or_backtest_libraries() -> None:
+    code = "import stream.worker.app, stream.worker.scoring, stream.worker.stages, stream.cli"
+    assert imported_after(code) == set()
