@@ -7,7 +7,10 @@ one-text batch directly in the agent (on the event loop) and sends ``{"event_id"
 ``<prefix>scored-events``. No micro-batching, no validation, no member state.
 
 Settings come from the environment: ``KAFKA_BROKER``, ``NAIVE_TOPIC_PREFIX``, ``NAIVE_APP_ID``,
-``NAIVE_PARTITIONS``, ``NAIVE_WEB_PORT``, ``NAIVE_BACKEND`` and ``NAIVE_DATA_DIR``.
+``NAIVE_PARTITIONS``, ``NAIVE_WEB_PORT``, ``NAIVE_BACKEND`` and ``NAIVE_DATA_DIR``; for
+``bench/worker_cost.py``, ``NAIVE_FETCH_MAX_WAIT_MS`` (the worker's fetch wait, default Faust's
+1500) and ``NAIVE_TRANSACTIONS=1`` (also read transactions and pass each on unscored, so both
+apps handle the same inputs).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from stream.security import KafkaSecurity
 
 # Not a speed-up: without it this broker can drop records fetched during the first rebalance
 # (see stream/faust_fixes.py), and the benchmark would wait for outputs that never come.
-faust_fixes.apply()
+faust_fixes.apply(fetch_max_wait_ms=int(os.environ.get("NAIVE_FETCH_MAX_WAIT_MS", "1500")))
 
 PREFIX = os.environ.get("NAIVE_TOPIC_PREFIX", "naive.")
 PARTITIONS = int(os.environ.get("NAIVE_PARTITIONS", "2"))
@@ -45,9 +48,13 @@ app = faust.App(
     web_host="127.0.0.1",
 )
 
+INPUTS = [
+    "reviews",
+    "chats",
+    *(["transactions"] if os.environ.get("NAIVE_TRANSACTIONS") == "1" else []),
+]
 texts_topic = app.topic(
-    f"{PREFIX}reviews",
-    f"{PREFIX}chats",
+    *(PREFIX + name for name in INPUTS),
     key_type=bytes,
     value_type=bytes,
     key_serializer="raw",
@@ -61,13 +68,14 @@ model = handler.load_model()
 
 @app.agent(texts_topic)
 async def score(stream: faust.StreamT) -> None:
-    """Decode -> score one text -> send, one event at a time."""
+    """Decode -> score one text -> send, one event at a time (a transaction: no scores)."""
     async for key, value in stream.items():
         event = json.loads(value)
-        (result,) = handler.run_inference([event["text"]], model)
-        await scored_topic.send(
-            key=key, value={"event_id": event["event_id"], "scores": result.inference.as_dict()}
-        )
+        scores = None
+        if "text" in event:
+            (result,) = handler.run_inference([event["text"]], model)
+            scores = result.inference.as_dict()
+        await scored_topic.send(key=key, value={"event_id": event["event_id"], "scores": scores})
 
 
 if __name__ == "__main__":
