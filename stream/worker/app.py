@@ -324,11 +324,12 @@ def build_app(
         manual = stream.noack()
         async for event, admission in worker.delivered(manual):
             try:
-                await stages.subject_record(worker.raw_record(SUBJECT_EVENTS, event), time.time())
+                record = worker.raw_record(SUBJECT_EVENTS, event)
+                # marks records done itself: only once no mention up to them is still held
+                await stages.subject_record(record, time.time(), admission)
             except Exception as exc:
                 where = f"subject event at {event.message.tp} offset {event.message.offset}"
                 fatal(exc, where)
-            ledger.complete(admission)
             await manual.ack(event)
 
     @app.task

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -156,8 +158,12 @@ class Stages:
         self.fatal = fatal
         #: Admitted events in consumption order. Bounded: a full queue stalls the edge agents.
         self.in_flight: asyncio.Queue[InFlight] = asyncio.Queue(maxsize=batcher.max_pending)
-        #: Subject-events partition -> subject key -> when its oldest held mention arrived.
-        self.held_since: dict[int, dict[str, float]] = {}
+        #: Subject-events partition -> subject -> its state with the held mentions.
+        self.held: dict[int, dict[str, dict[str, Any]]] = {}
+        #: Subject-events partition -> subject -> (offset, arrival) of its oldest held mention.
+        self.held_from: dict[int, dict[str, tuple[int, float]]] = {}
+        #: Subject-events partition -> admitted records not yet marked done, in offset order.
+        self.unfinished: dict[int, deque[Admission]] = {}
         self.expiry = MemberExpiry(member_table, settings.member_ttl_days)
 
     # -- errors ---------------------------------------------------------------------------
@@ -278,22 +284,35 @@ class Stages:
         metrics.MEMBER_EVENTS_DONE.inc()
 
     # -- surge ----------------------------------------------------------------------------
+    #
+    # Held mentions live in memory and the subject's table entry is written once per flush,
+    # not once per mention (each write carried the whole held list: 1.24 changelog writes of
+    # ~2 KB per text event, the largest share of the worker's bytes). A subject-events record
+    # is marked done only when no mention at or before its offset is still held, so after a
+    # crash the held mentions are read again (and the folded ones skipped by the state's
+    # recent event ids).
 
-    def held_in(self, partition: int) -> dict[str, float]:
-        """This partition's subjects with held mentions (after a restart: found in the table)."""
-        if partition not in self.held_since:
-            self.held_since[partition] = {
-                key: min(p["arrived_s"] for p in state["pending"])
+    def held_in(self, partition: int) -> dict[str, dict[str, Any]]:
+        """This partition's subjects with held mentions -> their state with ``pending``.
+        After an assignment, subjects whose stored state still holds mentions (written by an
+        earlier version) are taken up again."""
+        if partition not in self.held:
+            self.held[partition] = {
+                key: dict(state)
                 for key, state in self.surge_table.items()
                 if state.get("pending") and state.get("partition") == partition
             }
-        return self.held_since[partition]
+            first = self.held_from.setdefault(partition, {})
+            for key, state in self.held[partition].items():  # their records are done already
+                first[key] = (sys.maxsize, min(p["arrived_s"] for p in state["pending"]))
+        return self.held[partition]
 
     async def flush_subject(self, key: str, partition: int, trigger: RawRecord) -> None:
-        """Fold a subject's held mentions. If that fails, the held mentions are dead-lettered
-        together (the subject's state is kept without them), so one bad subject cannot fail
-        again on every tick."""
-        held_state = self.surge_table[key]
+        """Fold a subject's held mentions into its stored state. If that fails, the held
+        mentions are dead-lettered together (the subject's state is kept without them), so
+        one bad subject cannot fail again on every tick."""
+        held_state = self.held_in(partition).pop(key)
+        self.held_from.get(partition, {}).pop(key, None)
         try:
             state, alerts = flush_pending(held_state)
         except Exception as exc:
@@ -304,50 +323,57 @@ class Stages:
                 exc,
             )
             state, alerts = {**held_state, "pending": []}, []
-        self.surge_table[key] = state
-        self.held_in(partition).pop(key, None)
+        self.surge_table[key] = {**state, "partition": partition}
         for alert in alerts:
             await self.send(ALERTS, alert["alert_id"].encode(), encode(alert, "alerts"))
             metrics.ALERTS.labels(alert["alert_type"]).inc()
 
     async def hold(self, record: RawRecord, now: float) -> str | None:
-        """Hold one mention in its subject's state; the subject key, or None for a tick."""
+        """Hold one mention in memory; the subject key, or None for a tick or a repeat."""
         if record.key == SURGE_TICK:
             return None
+        held = self.held_in(record.partition)
         try:
             mentioned = (record.key or b"").decode()
             mention = orjson.loads(record.value)
-            state = hold_mention(self.surge_table.get(mentioned), mention, now)
+            base = held.get(mentioned) or self.surge_table.get(mentioned)
+            state = hold_mention(base, mention, now)
         except Exception as exc:
             await self.on_processing_error(record, "surge", exc)
             return None
-        if state is not None:
-            self.surge_table[mentioned] = {**state, "partition": record.partition}
-            self.held_in(record.partition).setdefault(mentioned, now)
+        if state is None:
+            return None
+        held[mentioned] = state
+        self.held_from.setdefault(record.partition, {}).setdefault(mentioned, (record.offset, now))
         return mentioned
 
-    async def subject_record(self, record: RawRecord, now: float) -> None:
-        """Hold the mention, then flush the subjects that are due: by age (the held map knows
-        each subject's oldest arrival) or, for the one just mentioned, by count."""
-        held = self.held_in(record.partition)
+    async def subject_record(self, record: RawRecord, now: float, admission: Admission) -> None:
+        """Hold the mention, flush the subjects that are due (by the age of their oldest held
+        mention, or by count for the one just mentioned), then mark done every record of the
+        partition before the oldest mention still held."""
+        partition = record.partition
+        self.unfinished.setdefault(partition, deque()).append(admission)
         mentioned = await self.hold(record, now)
-        due = [k for k, since in held.items() if now - since >= REORDER.hold_s]
-        current = self.surge_table.get(mentioned) if mentioned else None
+        first_held = self.held_from.get(partition, {})
+        due = [key for key, (_, since) in first_held.items() if now - since >= REORDER.hold_s]
+        current = self.held_in(partition).get(mentioned) if mentioned else None
         if current and mentioned not in due and flush_due(current, now):
-            due.append(mentioned)
+            due.append(mentioned)  # a busy subject: by count
         for key in due:
-            state = self.surge_table.get(key)
-            if not state or not state.get("pending"):
-                held.pop(key, None)  # flushed elsewhere before a rebalance
-            else:
-                await self.flush_subject(key, record.partition, record)
-        metrics.SURGE_HELD.set(sum(len(h) for h in self.held_since.values()))
+            await self.flush_subject(key, partition, record)
+        oldest_held = min((o for o, _ in first_held.values()), default=None)
+        unfinished = self.unfinished[partition]
+        while unfinished and (oldest_held is None or unfinished[0].offset < oldest_held):
+            self.ledger.complete(unfinished.popleft())
+        metrics.SURGE_HELD.set(sum(len(h) for h in self.held.values()))
         metrics.SUBJECT_EVENTS_DONE.inc()
 
     def partitions_holding_mentions(self) -> list[int]:
-        return [partition for partition, held in self.held_since.items() if held]
+        return [partition for partition, held in self.held.items() if held]
 
     def forget_partitions(self) -> None:
-        """After a revocation: held mentions live in the table, whoever owns a partition next
-        finds them there."""
-        self.held_since.clear()
+        """After a revocation: held mentions are dropped; their records were not marked done,
+        so whoever owns the partition next reads them again."""
+        self.held.clear()
+        self.held_from.clear()
+        self.unfinished.clear()

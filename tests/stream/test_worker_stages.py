@@ -194,22 +194,59 @@ def test_inactive_members_expire_by_event_time() -> None:
     assert set(table) == {"recent", "other-partition"}  # only keys of the event's partition
 
 
-async def test_surge_holds_mentions_and_a_tick_flushes_a_quiet_subject(stages) -> None:
+class CountingTable(dict):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def __setitem__(self, key, value) -> None:
+        self.writes += 1
+        super().__setitem__(key, value)
+
+
+async def test_surge_holds_mentions_in_memory_and_commits_only_what_was_folded(stages) -> None:
     for i in range(3):
         await stages.member_record(
             member_record(orjson.dumps(member_event(f"r{i}", negative=0.99)), offset=i)
         )
     mentions = [(k, v) for t, k, v, _ in stages.recorder.sent if t == SUBJECT_EVENTS]
-    assert mentions, "reviews of a product are mentioned to the surge stage"
+    assert len(mentions) == 3
+    stages.surge_table = table = CountingTable()
+    ledger, tp = stages.ledger, (SUBJECT_EVENTS, 0)
+    ledger.assign({tp: 0})
+
+    async def feed(offset: int, key: bytes, value: bytes, now: float) -> None:
+        admission = ledger.admit(tp, offset).admission
+        await stages.subject_record(
+            RawRecord(SUBJECT_EVENTS, 0, offset, key, value), now, admission
+        )
+
     for offset, (key, value) in enumerate(mentions):
-        await stages.subject_record(RawRecord(SUBJECT_EVENTS, 0, offset, key, value), now=100.0)
+        await feed(offset, key, value, now=100.0)
     assert stages.partitions_holding_mentions() == [0]
-    held = {k for k, s in stages.surge_table.items() if s.get("pending")}
-    assert held == {key.decode() for key, _ in mentions}
-    tick = RawRecord(SUBJECT_EVENTS, 0, len(mentions), SURGE_TICK, b"{}")
-    await stages.subject_record(tick, now=100.0 + REORDER.hold_s)
-    assert not any(s.get("pending") for s in stages.surge_table.values())
+    assert table.writes == 0  # held in memory, not written per mention
+    assert ledger.committable(tp) == 0  # nothing done while its mentions are only held
+    await feed(len(mentions), SURGE_TICK, b"{}", now=100.0 + REORDER.hold_s)
+    keys = {key.decode() for key, _ in mentions}
+    assert table.writes == len(keys)  # once per subject
+    assert {k: len(s["recent_event_ids"]) for k, s in table.items()} == {
+        k: sum(key.decode() == k for key, _ in mentions) for k in keys
+    }
     assert stages.partitions_holding_mentions() == []
+    assert ledger.committable(tp) == len(mentions) + 1  # all folded: all done
+
+
+async def test_a_revoked_partition_forgets_held_mentions_and_commits_none_of_them(stages) -> None:
+    await stages.member_record(member_record(orjson.dumps(member_event("r1", negative=0.99))))
+    key, value = next((k, v) for t, k, v, _ in stages.recorder.sent if t == SUBJECT_EVENTS)
+    ledger, tp = stages.ledger, (SUBJECT_EVENTS, 0)
+    ledger.assign({tp: 10})
+    admission = ledger.admit(tp, 10).admission
+    await stages.subject_record(RawRecord(SUBJECT_EVENTS, 0, 10, key, value), 5.0, admission)
+    stages.forget_partitions()
+    ledger.assign({tp: 10})  # the next owner starts again at the committed offset
+    assert ledger.committable(tp) == 10 and stages.partitions_holding_mentions() == []
+    assert not stages.surge_table
 
 
 def test_build_app_registers_every_agent_and_loads_no_model(tmp_path: Path) -> None:
