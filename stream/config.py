@@ -114,6 +114,13 @@ class Settings(BaseSettings):
         description="Dead-letter originals that decode to no text: kept with every 7+ digit "
         "run and @ token masked, or not kept (size and sha256 only).",
     )
+    member_stage: Literal["fused", "hop"] = Field(
+        "fused",
+        description="fused: an input record already on its member's partition (keyed by "
+        "member id, Kafka's default murmur2 partitioner, RISKSTREAM_PARTITIONS partitions) "
+        "goes through the member stage in the edge, without the member-events hop; any other "
+        "record still takes the hop. hop: every record takes it.",
+    )
     processing_error_policy: Literal["continue", "fail"] = Field(
         "continue",
         description="An exception while processing one event: dead-letter it "

@@ -25,6 +25,11 @@ MEMBER_EVENTS_DONE = Counter(
     "riskstream_stream_member_events_processed",
     "Member-stage events whose outputs were all handed to the producer.",
 )
+MEMBER_STAGE_FUSED = Counter(
+    "riskstream_stream_member_stage_fused",
+    "Input events that went through the member stage in the edge, without the member-events "
+    "hop (already on their member's partition).",
+)
 SUBJECT_EVENTS_DONE = Counter(
     "riskstream_stream_subject_events_processed",
     "Surge-stage events whose outputs were all handed to the producer.",

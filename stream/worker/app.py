@@ -15,13 +15,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import faust
 from faust import StreamT
 from faust.exceptions import ConsumerNotStarted
+from faust.streams import _current_event
 from faust.types import TP, EventT
 
 from models.base import ModelHandler
@@ -283,6 +286,7 @@ def build_app(
         surge_table=surge_table,
         send=send,
     )
+    stages.within_event = _within_event
     metrics.IN_FLIGHT.set_function(stages.in_flight.qsize)
     worker = Worker(settings, app, ledger, stages, topics)
 
@@ -390,6 +394,17 @@ def build_app(
         return web.json({"ready": ready, **checks}, status=200 if ready else 503)
 
     return worker
+
+
+@contextmanager
+def _within_event(event: EventT) -> Iterator[None]:
+    """Faust's current event while the publisher runs the member stage for ``event``: table
+    writes (changelog partition, rocksdb column) follow the event being processed."""
+    token = _current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        _current_event.reset(token)
 
 
 def model_precision(handler: ModelHandler[Any]) -> str:

@@ -24,10 +24,12 @@ import sys
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, MutableMapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import orjson
+from aiokafka.partitioner import murmur2
 
 from models.base import ModelHandler, TextScores
 from stream import metrics
@@ -156,6 +158,9 @@ class Stages:
         self.edge_limits = settings.edge_limits()
         self.policy = FailurePolicy(settings.processing_error_policy)
         self.fatal = fatal
+        #: ``within_event(event)``: a context in which table writes belong to ``event``'s
+        #: partition (Faust's current event; set by ``build_app``).
+        self.within_event: Callable[[Any], AbstractContextManager[Any]] = lambda _: nullcontext()
         #: Admitted events in consumption order. Bounded: a full queue stalls the edge agents.
         self.in_flight: asyncio.Queue[InFlight] = asyncio.Queue(maxsize=batcher.max_pending)
         #: Subject-events partition -> subject -> its state with the held mentions.
@@ -209,8 +214,17 @@ class Stages:
         scores = await self.batcher.submit(text) if text is not None else None
         await self.in_flight.put(InFlight(stream, event, admission, decoded, scores))
 
+    def on_its_member_partition(self, event: ValidEvent) -> bool:
+        """Whether the record sits on the partition its member's state lives on (the one the
+        member-events hop would send it to), so the member stage can run here."""
+        if self.settings.member_stage != "fused":
+            return False
+        key = event.member_id.encode()
+        return (murmur2(key) & 0x7FFFFFFF) % self.settings.partitions == event.record.partition
+
     async def publish(self, item: InFlight) -> None:
-        """Dead letter, or member event (re-keyed by member) -> then, and only then, done."""
+        """Dead letter, or the member stage (here, or after the hop to the member's partition)
+        -> then, and only then, done."""
         if isinstance(item.decoded, InvalidEvent):
             await self.publish_dead_letter(item.decoded)
         else:
@@ -218,11 +232,18 @@ class Stages:
             scores = (await item.scores).as_dict() if item.scores is not None else None
             version = self.handler.model_version if scores else None
             try:
-                body = orjson.dumps(member_event(item.decoded, scores, version))
+                evt = member_event(item.decoded, scores, version)
+                fused = self.on_its_member_partition(item.decoded)
+                body = None if fused else orjson.dumps(evt)
             except Exception as exc:
                 await self.on_processing_error(item.decoded.record, "edge", exc)
             else:
-                await self.send(MEMBER_EVENTS, item.decoded.member_id.encode(), body)
+                if body is None:
+                    with self.within_event(item.event):  # table writes go to its partition
+                        await self.member_stage(evt, item.decoded.record)
+                    metrics.MEMBER_STAGE_FUSED.inc()
+                else:
+                    await self.send(MEMBER_EVENTS, item.decoded.member_id.encode(), body)
         self.ledger.complete(item.admission)
         await item.stream.ack(item.event)
 
@@ -239,11 +260,20 @@ class Stages:
     # -- member ---------------------------------------------------------------------------
 
     async def handle_member_event(self, record: RawRecord) -> None:
-        """Table -> ``member_step`` (pure) -> table and outputs. An exception inside the step
-        is about this event (dead-lettered); one reading the table or sending is not (fatal)."""
-        await self.models_ready.wait()
+        """A member-events record (after the hop) -> the member stage."""
         try:
             evt = orjson.loads(record.value)
+        except Exception as exc:
+            await self.on_processing_error(record, "member", exc)
+            return
+        await self.member_stage(evt, record)
+
+    async def member_stage(self, evt: dict[str, Any], record: RawRecord) -> None:
+        """Table -> ``member_step`` (pure) -> table and outputs. An exception inside the step
+        is about this event (dead-lettered); one reading the table or sending is not (fatal).
+        ``record`` is where the event was read (for errors, and the state's partition)."""
+        await self.models_ready.wait()
+        try:
             member_id = evt["event"]["member_id"]
         except Exception as exc:
             await self.on_processing_error(record, "member", exc)
@@ -276,11 +306,11 @@ class Stages:
             metrics.ALERTS.labels(alert_type).inc()
         if outcome.profile_published:
             metrics.PROFILES_PUBLISHED.inc()
+        self.expiry.sweep(record.partition)
 
     async def member_record(self, record: RawRecord) -> None:
         """One member-events record, then a few keys of the expiry sweep."""
         await self.handle_member_event(record)
-        self.expiry.sweep(record.partition)
         metrics.MEMBER_EVENTS_DONE.inc()
 
     # -- surge ----------------------------------------------------------------------------

@@ -7,6 +7,7 @@ itself: it registers every agent and loads no model."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 import sys
 from pathlib import Path
@@ -105,6 +106,7 @@ async def edge(stages: Stages, values: list[bytes]) -> None:
 
 
 async def test_edge_scores_in_order_and_marks_done_only_after_the_send(stages) -> None:
+    stages.settings = stages.settings.model_copy(update={"member_stage": "hop"})
     await edge(stages, [review("r1", "awful, broke"), b"{not json", review("r2", "fine")])
     sent = stages.recorder.sent
     assert [t for t, *_ in sent] == [MEMBER_EVENTS, DEAD_LETTER, MEMBER_EVENTS]
@@ -116,6 +118,32 @@ async def test_edge_scores_in_order_and_marks_done_only_after_the_send(stages) -
     assert stages.recorder.acked == ["event-0", "event-1", "event-2"]
     assert stages.ledger.committable(("reviews", 0)) == 3
     assert stages.handler.batches == [["awful, broke", "fine"]]  # one batch for both texts
+
+
+async def test_an_event_on_its_member_partition_skips_the_hop(stages) -> None:
+    """m1 hashes to partition 0 of 2 (murmur2, as the hop's producer would send it), m2 to 1:
+    read from partition 0, m1's review goes through the member stage at once, inside its input
+    event (so table writes go to partition 0); m2's takes the member-events hop."""
+    entered: list[str] = []
+
+    @contextlib.contextmanager
+    def within_event(event):
+        entered.append(event)
+        yield
+
+    stages.within_event = within_event
+    await edge(stages, [review("r1", "awful, broke", member="m1"), review("r2", "ok", member="m2")])
+    topics = [t for t, *_ in stages.recorder.sent]
+    assert MEMBER_EVENTS not in topics[: topics.index(ALERTS)]  # m1: no hop
+    assert [
+        orjson.loads(v)["event"]["member_id"]
+        for t, _, v, _ in stages.recorder.sent
+        if t == MEMBER_EVENTS
+    ] == ["m2"]
+    assert entered == ["event-0"]
+    assert stages.member_table["m1"]["counts"]["review"] == 1 and "m2" not in stages.member_table
+    assert stages.member_table["m1"]["partition"] == 0
+    assert stages.ledger.committable(("reviews", 0)) == 2
 
 
 def member_record(value: bytes, offset: int = 42) -> RawRecord:
