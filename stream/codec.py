@@ -28,7 +28,7 @@ DeadLetterReason = Literal[
     "processing_error",
 ]
 
-#: Topics with a schema (un-prefixed names).
+#: Topics with a schema (un-prefixed names); the last two are internal.
 TOPICS = (
     "reviews",
     "chats",
@@ -37,6 +37,8 @@ TOPICS = (
     "alerts",
     "member-profiles",
     "dead-letter",
+    "riskstream-member-events",
+    "riskstream-subject-events",
 )
 
 

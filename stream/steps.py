@@ -7,20 +7,14 @@ chain is unit-tested directly; ``stream/worker/`` wires the steps to topics.
 from __future__ import annotations
 
 import base64
-import functools
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from stream.codec import (
-    ValidationError,
-    check_event_time_window,
-    decode,
-    load_schema,
-    parse_event_time,
-)
+from stream.codec import ValidationError, check_event_time_window, parse_event_time
+from stream.events import decode_input, edge_fields
 from stream.pii import TEXT_FIELDS, IdPolicy, mask_pii, mask_pii_bytes, protect_ids
 
 EventType = Literal["review", "chat", "transaction"]
@@ -94,12 +88,11 @@ class EdgeLimits:
     max_dead_letter_bytes: int = 65536
 
 
-@functools.cache
 def known_fields(topic: str) -> frozenset[str]:
-    """The top-level fields the worker reads; ``label`` (backtests read it from the input)
-    and unknown extras are not carried past the edge, so nothing unbounded (a value nested
-    300 levels deep) or unmasked travels on."""
-    return frozenset(load_schema(topic)["properties"]) - {"label"}
+    """The top-level fields the worker reads (the input record's, ``stream/events.py``);
+    ``label`` (backtests read it from the input) and unknown extras are not carried past the
+    edge, so nothing unbounded (a value nested 300 levels deep) or unmasked travels on."""
+    return edge_fields(topic)
 
 
 def decode_record(
@@ -121,8 +114,9 @@ def decode_record(
             raise ValidationError(
                 "oversized_key", f"key of {len(record.key)} bytes > limit {limits.max_key_bytes}"
             )
-        data = decode(record.value, record.topic, max_bytes=limits.max_event_bytes)
-        event_time_ms = parse_event_time(data["event_time"])
+        # typed and validated in one pass, only the known fields (see stream/events.py)
+        data = decode_input(record.value, record.topic, max_bytes=limits.max_event_bytes)
+        event_time_ms = parse_event_time(data["event_time"])  # the only parse: carried on
         if now_ms is not None:
             check_event_time_window(
                 event_time_ms,
@@ -131,8 +125,6 @@ def decode_record(
                 max_past_ms=limits.max_past_ms,
             )
         event_type = EVENT_TYPE_OF_TOPIC[record.topic]
-        known = known_fields(record.topic)
-        data = {k: v for k, v in data.items() if k in known}
         data = protect_ids(event_type, data, email_shaped_ids)
     except ValidationError as error:
         return InvalidEvent(record, error)
