@@ -287,6 +287,7 @@ def build_app(
         send=send,
     )
     stages.within_event = _within_event
+    stages.partitions_of = lambda logical: app.consumer.topic_partitions(settings.topic(logical))
     metrics.IN_FLIGHT.set_function(stages.in_flight.qsize)
     worker = Worker(settings, app, ledger, stages, topics)
 

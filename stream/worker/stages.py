@@ -158,6 +158,8 @@ class Stages:
         self.edge_limits = settings.edge_limits()
         self.policy = FailurePolicy(settings.processing_error_policy)
         self.fatal = fatal
+        #: ``partitions_of(logical topic)``: its partition count (None: not known yet).
+        self.partitions_of: Callable[[str], int | None] = lambda _: settings.partitions
         #: ``within_event(event)``: a context in which table writes belong to ``event``'s
         #: partition (Faust's current event; set by ``build_app``).
         self.within_event: Callable[[Any], AbstractContextManager[Any]] = lambda _: nullcontext()
@@ -217,10 +219,13 @@ class Stages:
     def on_its_member_partition(self, event: ValidEvent) -> bool:
         """Whether the record sits on the partition its member's state lives on (the one the
         member-events hop would send it to), so the member stage can run here."""
-        if self.settings.member_stage != "fused":
-            return False
+        partitions = self.settings.partitions
+        if self.settings.member_stage != "fused" or self.partitions_of(event.record.topic) != (
+            partitions
+        ):
+            return False  # an input topic of another size is not co-partitioned with the table
         key = event.member_id.encode()
-        return (murmur2(key) & 0x7FFFFFFF) % self.settings.partitions == event.record.partition
+        return (murmur2(key) & 0x7FFFFFFF) % partitions == event.record.partition
 
     async def publish(self, item: InFlight) -> None:
         """Dead letter, or the member stage (here, or after the hop to the member's partition)

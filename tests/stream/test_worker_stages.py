@@ -56,6 +56,7 @@ def stages(tmp_path: Path):
         data_dir=tmp_path,
         profile_throttle_s=0,
         member_ttl_days=100,
+        partitions=2,
     )
     handler = FakeModelHandler()
     batcher = MicroBatcher(handler, max_batch_size=8, max_wait_s=0.001)
@@ -144,6 +145,12 @@ async def test_an_event_on_its_member_partition_skips_the_hop(stages) -> None:
     assert stages.member_table["m1"]["counts"]["review"] == 1 and "m2" not in stages.member_table
     assert stages.member_table["m1"]["partition"] == 0
     assert stages.ledger.committable(("reviews", 0)) == 2
+
+
+async def test_an_input_topic_of_another_size_always_takes_the_hop(stages) -> None:
+    stages.partitions_of = lambda topic: 4  # settings say 2: not co-partitioned with the table
+    await edge(stages, [review("r1", "awful, broke", member="m1")])
+    assert [t for t, *_ in stages.recorder.sent] == [MEMBER_EVENTS]
 
 
 def member_record(value: bytes, offset: int = 42) -> RawRecord:
