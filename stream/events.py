@@ -199,12 +199,19 @@ class SubjectEvent(Struct, kw_only=True):
     id: Masked
 
 
+class SubjectMentions(Struct, kw_only=True):
+    """``riskstream-subject-events`` (keyed ``kind:id``): the mentions of one subject, packed
+    per published batch (``stream.member.pack_mentions``)."""
+
+    mentions: Annotated[list[SubjectEvent], Meta(min_length=1)]
+
+
 #: Every topic with a record type -> that type (a union for member events). Each has a
 #: ``schemas/<topic>.v1.schema.json`` that must say the same thing.
 TOPIC_TYPES: dict[str, Any] = {
     **INPUT_EVENTS,
     "riskstream-member-events": MemberEvent,
-    "riskstream-subject-events": SubjectEvent,
+    "riskstream-subject-events": SubjectMentions,
 }
 
 

@@ -156,3 +156,16 @@ def member_step(
             Output("riskstream-subject-events", subject_key(mention), orjson.dumps(mention))
         )
     return outcome
+
+
+def pack_mentions(outputs: list[Output]) -> list[Output]:
+    """Surge mentions, one record per subject: ``{"mentions": [...]}`` in the order given
+    (the surge stage dedups by event id and folds in event-time order, so packing changes no
+    alert)."""
+    by_key: dict[bytes | None, list[bytes]] = {}
+    for output in outputs:
+        by_key.setdefault(output.key, []).append(output.value)
+    return [
+        Output("riskstream-subject-events", key, b'{"mentions":[' + b",".join(values) + b"]}")
+        for key, values in by_key.items()
+    ]

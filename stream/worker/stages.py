@@ -38,7 +38,7 @@ from stream.codec import encode
 from stream.config import Settings
 from stream.delivery import Admission, DeliveryLedger
 from stream.errors import FailurePolicy, fatal
-from stream.member import Output, member_step
+from stream.member import Output, member_step, pack_mentions
 from stream.profiles import expired
 from stream.steps import (
     InvalidEvent,
@@ -53,7 +53,7 @@ from stream.steps import (
     utc_now,
 )
 from stream.surge import REORDER, flush_due, flush_pending, hold_mention
-from stream.topics import ALERTS, DEAD_LETTER, MEMBER_EVENTS
+from stream.topics import ALERTS, DEAD_LETTER, MEMBER_EVENTS, SUBJECT_EVENTS
 
 logger = logging.getLogger("riskstream.worker")
 
@@ -195,9 +195,18 @@ class Stages:
         logger.exception("processing_error in the %s stage at %s: dead-lettered", stage, where)
         await self.publish_dead_letter(processing_error(record, stage, exc))
 
-    async def send_all(self, outputs: list[Output]) -> None:
+    async def send_all(self, outputs: list[Output], mentions: list[Output] | None = None) -> None:
+        """Send ``outputs``; surge mentions go into ``mentions`` when a batch collects them
+        (sent packed by subject at its end), else packed and sent now."""
         for output in outputs:
-            await self.send(output.topic, output.key, output.value)
+            if output.topic != SUBJECT_EVENTS:
+                await self.send(output.topic, output.key, output.value)
+        said = [output for output in outputs if output.topic == SUBJECT_EVENTS]
+        if mentions is not None:
+            mentions.extend(said)
+        else:
+            for packed in pack_mentions(said):
+                await self.send(packed.topic, packed.key, packed.value)
 
     # -- edge -----------------------------------------------------------------------------
 
@@ -227,40 +236,56 @@ class Stages:
         key = event.member_id.encode()
         return (murmur2(key) & 0x7FFFFFFF) % partitions == event.record.partition
 
-    async def publish(self, item: InFlight) -> None:
-        """Dead letter, or the member stage (here, or after the hop to the member's partition)
-        -> then, and only then, done."""
+    async def publish(self, item: InFlight, mentions: list[Output] | None = None) -> None:
+        """Dead letter, or the member stage (here, or after the hop to the member's partition).
+        The caller marks the event done once everything it sent is with the producer."""
         if isinstance(item.decoded, InvalidEvent):
             await self.publish_dead_letter(item.decoded)
+            return
+        # a model failure fails the whole batch: not about this event, so it is fatal
+        scores = (await item.scores).as_dict() if item.scores is not None else None
+        version = self.handler.model_version if scores else None
+        try:
+            evt = member_event(item.decoded, scores, version)
+            fused = self.on_its_member_partition(item.decoded)
+            body = None if fused else orjson.dumps(evt)
+        except Exception as exc:
+            await self.on_processing_error(item.decoded.record, "edge", exc)
+            return
+        if body is None:
+            with self.within_event(item.event):  # table writes go to its partition
+                await self.member_stage(evt, item.decoded.record, mentions)
+            metrics.MEMBER_STAGE_FUSED.inc()
         else:
-            # a model failure fails the whole batch: not about this event, so it is fatal
-            scores = (await item.scores).as_dict() if item.scores is not None else None
-            version = self.handler.model_version if scores else None
-            try:
-                evt = member_event(item.decoded, scores, version)
-                fused = self.on_its_member_partition(item.decoded)
-                body = None if fused else orjson.dumps(evt)
-            except Exception as exc:
-                await self.on_processing_error(item.decoded.record, "edge", exc)
-            else:
-                if body is None:
-                    with self.within_event(item.event):  # table writes go to its partition
-                        await self.member_stage(evt, item.decoded.record)
-                    metrics.MEMBER_STAGE_FUSED.inc()
-                else:
-                    await self.send(MEMBER_EVENTS, item.decoded.member_id.encode(), body)
-        self.ledger.complete(item.admission)
-        await item.stream.ack(item.event)
+            await self.send(MEMBER_EVENTS, item.decoded.member_id.encode(), body)
 
-    async def publish_in_order(self) -> None:
-        """One publisher keeps outputs in consumption order (replays stay deterministic)."""
+    async def publish_batch(self, items: list[InFlight]) -> None:
+        """Publish queued events in consumption order; their surge mentions go out packed,
+        one record per subject for the whole batch (a review names a product and a brand, and
+        brands repeat: one record each was 1.0 subject-events write per text event). Then,
+        and only then, every event of the batch is done."""
+        mentions: list[Output] = []
+        for item in items:
+            await self.publish(item, mentions)
+        for packed in pack_mentions(mentions):
+            await self.send(packed.topic, packed.key, packed.value)
+        for item in items:
+            self.ledger.complete(item.admission)
+            await item.stream.ack(item.event)
+
+    async def publish_in_order(self, max_batch: int = 256) -> None:
+        """One publisher keeps outputs in consumption order (replays stay deterministic). It
+        takes what is queued, up to ``max_batch`` events, as one batch."""
         while True:
-            item = await self.in_flight.get()
+            items = [await self.in_flight.get()]
+            while len(items) < max_batch and not self.in_flight.empty():
+                items.append(self.in_flight.get_nowait())
             try:
-                await self.publish(item)
+                await self.publish_batch(items)
             except Exception as exc:
-                where = f"{item.decoded.record.topic}[{item.decoded.record.partition}]"
-                self.fatal(exc, f"publishing {where} offset {item.decoded.record.offset}")
+                record = items[0].decoded.record
+                where = f"{record.topic}[{record.partition}] offset {record.offset}"
+                self.fatal(exc, f"publishing a batch of {len(items)} from {where}")
 
     # -- member ---------------------------------------------------------------------------
 
@@ -273,7 +298,9 @@ class Stages:
             return
         await self.member_stage(evt, record)
 
-    async def member_stage(self, evt: dict[str, Any], record: RawRecord) -> None:
+    async def member_stage(
+        self, evt: dict[str, Any], record: RawRecord, mentions: list[Output] | None = None
+    ) -> None:
         """Table -> ``member_step`` (pure) -> table and outputs. An exception inside the step
         is about this event (dead-lettered); one reading the table or sending is not (fatal).
         ``record`` is where the event was read (for errors, and the state's partition)."""
@@ -303,7 +330,7 @@ class Stages:
         if outcome.recomputed:
             metrics.REDELIVERIES_RECOMPUTED.inc()
         metrics.ALERTS_SUPPRESSED.inc(outcome.suppressed_alerts)
-        await self.send_all(outcome.outputs)
+        await self.send_all(outcome.outputs, mentions)
         metrics.SCORED_EVENTS.labels(evt["event_type"]).inc()
         if evt.get("input_timestamp_ms"):
             metrics.E2E_LATENCY.observe(max(time.time() - evt["input_timestamp_ms"] / 1000, 0.0))
@@ -363,24 +390,31 @@ class Stages:
             await self.send(ALERTS, alert["alert_id"].encode(), encode(alert, "alerts"))
             metrics.ALERTS.labels(alert["alert_type"]).inc()
 
-    async def hold(self, record: RawRecord, now: float) -> str | None:
-        """Hold one mention in memory; the subject key, or None for a tick or a repeat."""
+    async def hold(self, record: RawRecord, now: float) -> list[str]:
+        """Hold a record's mentions in memory; -> the subjects that took a new one (none for
+        a tick or repeats). A record carries ``{"mentions": [...]}`` of one subject (or, as
+        written before, one mention)."""
         if record.key == SURGE_TICK:
-            return None
+            return []
         held = self.held_in(record.partition)
         try:
             mentioned = (record.key or b"").decode()
-            mention = orjson.loads(record.value)
-            base = held.get(mentioned) or self.surge_table.get(mentioned)
-            state = hold_mention(base, mention, now)
+            body = orjson.loads(record.value)
+            mentions = body.get("mentions", [body])
+            state = held.get(mentioned) or self.surge_table.get(mentioned)
+            took = False
+            for mention in mentions:
+                new = hold_mention(state, mention, now)
+                if new is not None:
+                    state, took = new, True
         except Exception as exc:
             await self.on_processing_error(record, "surge", exc)
-            return None
-        if state is None:
-            return None
+            return []
+        if not took:
+            return []
         held[mentioned] = state
         self.held_from.setdefault(record.partition, {}).setdefault(mentioned, (record.offset, now))
-        return mentioned
+        return [mentioned]
 
     async def subject_record(self, record: RawRecord, now: float, admission: Admission) -> None:
         """Hold the mention, flush the subjects that are due (by the age of their oldest held
@@ -391,9 +425,9 @@ class Stages:
         mentioned = await self.hold(record, now)
         first_held = self.held_from.get(partition, {})
         due = [key for key, (_, since) in first_held.items() if now - since >= REORDER.hold_s]
-        current = self.held_in(partition).get(mentioned) if mentioned else None
-        if current and mentioned not in due and flush_due(current, now):
-            due.append(mentioned)  # a busy subject: by count
+        for key in mentioned:
+            if key not in due and flush_due(self.held_in(partition)[key], now):
+                due.append(key)  # a busy subject: by count
         for key in due:
             await self.flush_subject(key, partition, record)
         oldest_held = min((o for o, _ in first_held.values()), default=None)

@@ -101,8 +101,10 @@ async def edge(stages: Stages, values: list[bytes]) -> None:
         admission = stages.ledger.admit(("reviews", 0), offset).admission
         record = RawRecord("reviews", 0, offset, b"m1", value, 1_795_428_000_000)
         await stages.admit(stages.recorder, record, f"event-{offset}", admission)
+    items = []
     while not stages.in_flight.empty():
-        await stages.publish(stages.in_flight.get_nowait())
+        items.append(stages.in_flight.get_nowait())
+    await stages.publish_batch(items)
     await stages.batcher.stop()
 
 
@@ -145,6 +147,30 @@ async def test_an_event_on_its_member_partition_skips_the_hop(stages) -> None:
     assert stages.member_table["m1"]["counts"]["review"] == 1 and "m2" not in stages.member_table
     assert stages.member_table["m1"]["partition"] == 0
     assert stages.ledger.committable(("reviews", 0)) == 2
+
+
+async def test_a_batch_packs_its_mentions_one_record_per_subject(stages) -> None:
+    await edge(
+        stages,
+        [
+            review("r1", "awful, broke", member="m1", product="p1"),
+            review("r2", "awful again", member="m3", product="p1"),
+            review("r3", "fine", member="m4", product="p2"),
+        ],
+    )  # m1, m3 and m4 all live on partition 0: all fused
+    packed = {k: orjson.loads(v) for t, k, v, _ in stages.recorder.sent if t == SUBJECT_EVENTS}
+    assert {k: [m["event_id"] for m in v["mentions"]] for k, v in packed.items()} == {
+        b"product:p1": ["r1", "r2"],
+        b"product:p2": ["r3"],
+    }
+    assert stages.recorder.sent[-1][0] == SUBJECT_EVENTS  # after every other output...
+    assert stages.ledger.committable(("reviews", 0)) == 3  # ...and before the events are done
+    import msgspec
+
+    from stream.events import TOPIC_TYPES
+
+    for value in (v for t, _, v, _ in stages.recorder.sent if t == SUBJECT_EVENTS):
+        msgspec.json.decode(value, type=TOPIC_TYPES[SUBJECT_EVENTS])  # its published schema
 
 
 async def test_an_input_topic_of_another_size_always_takes_the_hop(stages) -> None:
