@@ -24,7 +24,7 @@ from faust import StreamT
 from faust.types import TP, EventT
 from prometheus_client import generate_latest
 
-from models.base import TextScores
+from models.serving.base import TextScores
 from stream import metrics
 from stream.app import app, ledger, settings
 from stream.codec import encode

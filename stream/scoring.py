@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.factory import create_handler
-from models.fraud import VECTOR_NAMES, FraudModel, model_inputs, vectors_of
+from models.serving.factory import create_handler
+from models.serving.fraud import VECTOR_NAMES, FraudModel, model_inputs, vectors_of
 from stream import metrics
 from stream.app import settings
 from stream.batcher import MicroBatcher
