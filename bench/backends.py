@@ -16,11 +16,11 @@ import time
 import numpy as np
 import torch
 
-from models.backends.onnx_cpu import OnnxCpuHandler
-from models.backends.torch_cpu import TorchCpuHandler
-from models.base import HEAD_NAMES
-from models.data import fine_foods, sms_spam
-from models.student import ensure_built
+from models.serving.backends.onnx_cpu import OnnxCpuHandler
+from models.serving.backends.torch_cpu import TorchCpuHandler
+from models.serving.base import HEAD_NAMES
+from models.training.build import ensure_built
+from models.training.data import fine_foods, sms_spam
 
 
 def scores(handler, model, texts: list[str], batch: int) -> np.ndarray:

@@ -71,7 +71,7 @@ def demo_rows(events: int, seed: int, step_ms: int, surges: int, burst: int) -> 
 
 def ulb_day2_rows(limit: int | None) -> list[dict]:
     """ULB day 2 as transactions: vector, amount, label; time from the data's ``Time``."""
-    from models import fraud
+    from models.training import fraud
     from stream.evaluation import ULB_EPOCH_MS
 
     frame = fraud.day_split(fraud.load_ulb(), fraud.RECIPE.calibration_fraction)["test"]

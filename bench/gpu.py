@@ -27,16 +27,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.backends.torch_cpu import TorchCpuHandler
-from models.backends.torch_cuda import TorchCudaHandler
-from models.base import HEAD_NAMES
-from models.encoder import load_tokenizer, pad_batch, tokenize
-from models.evaluate import score_texts
-from models.student import ensure_built
+from models.serving.backends.torch_cpu import TorchCpuHandler
+from models.serving.backends.torch_cuda import TorchCudaHandler
+from models.serving.base import HEAD_NAMES
+from models.serving.encoder import pad_batch
+from models.serving.tokenizer import load_tokenizer, tokenize
+from models.training.evaluate import score_texts
+from models.training.student import ensure_built
 
 
 def _datasets(path: Path | None) -> dict[str, list[Any]]:
-    from models.data import all_datasets, load_dumped_datasets
+    from models.training.data import all_datasets, load_dumped_datasets
 
     return load_dumped_datasets(path) if path else all_datasets()
 

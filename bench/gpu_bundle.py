@@ -173,7 +173,7 @@ def pack_libgomp(out: Path) -> str | None:
 def pack_encoder(out: Path, int8: bool) -> dict[str, object]:
     """Tokenizer files + embeddings of the base encoder (no transformer layers)."""
     from bench.device_transport import pack
-    from models.encoder import ENCODER_PACKAGE, encoder_path
+    from models.serving.tokenizer import ENCODER_PACKAGE, encoder_path
 
     target = out / "encoder"
     shutil.rmtree(target, ignore_errors=True)

@@ -667,9 +667,8 @@ class Fleet:
             }
             if cfg.staggered:  # worker 0 compiles alone: all the cores
                 first_compile_threads = {"TORCHINDUCTOR_COMPILE_THREADS": str(cores)}
-            common["RISKSTREAM_TEST_TORCH_COMPILE"] = "1" if cfg.torch_compile else "0"
-            common.setdefault("RISKSTREAM_TEST_REQUIRE_CUDA", "1")  # 0: a CPU smoke test
-            command = [sys.executable, str(REPO / "bench" / "gpu_host_worker.py")]
+            common["RISKSTREAM_TORCH_COMPILE"] = "true" if cfg.torch_compile else "false"
+            common.setdefault("RISKSTREAM_REQUIRE_CUDA", "true")  # false: a CPU smoke test
         worker_class = _host_worker_class()
         self.workers: list[WorkerProcess] = []
         for index, port in enumerate(self.ports):

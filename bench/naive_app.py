@@ -22,7 +22,7 @@ from pathlib import Path
 
 import faust
 
-from models.factory import create_handler
+from models.serving.factory import create_handler
 from stream import faust_fixes
 from stream.security import KafkaSecurity
 

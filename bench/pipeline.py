@@ -130,7 +130,7 @@ def measure_limit(
     repeats: int,
 ) -> dict[str, Any]:
     """Offline texts/s: a batch-size sweep on a subset, then the best size on all ``texts``."""
-    from models.factory import create_handler, resolve_backend
+    from models.serving.factory import create_handler, resolve_backend
 
     handler = create_handler(backend)
     started = time.perf_counter()
@@ -669,7 +669,7 @@ def _terminate(process: subprocess.Popen, timeout_s: float = 20.0) -> None:
 
 
 async def run(opts: Options) -> dict[str, Any]:
-    from models.student import ensure_built
+    from models.training.build import ensure_built
 
     ensure_built(progress=False)
     opts.run_dir.mkdir(parents=True, exist_ok=True)

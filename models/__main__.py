@@ -12,8 +12,8 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from models import artefacts
-from models.data import riskstream_cache_dir
+from models.serving import artefacts
+from models.serving.artefacts import riskstream_cache_dir
 
 console = Console()
 
@@ -39,14 +39,11 @@ def cli(verbose: bool) -> None:
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def build(force: bool, quiet: bool) -> None:
     """Install the distilled student (hash-checked) and export its ONNX fp32 + INT8 builds."""
-    from models.export import export_onnx, quantize_int8
-    from models.student import ensure_built
+    from models.training.build import ensure_built
 
     del quiet
     started = time.perf_counter()
     path = ensure_built(force=force)
-    export_onnx(path, force=force)
-    quantize_int8(path, force=force)
     console.print(_headline_table(artefacts.read_card(path)))
     console.print(f"artefact: {path}  ({time.perf_counter() - started:.1f}s this run)")
 
@@ -55,11 +52,13 @@ def build(force: bool, quiet: bool) -> None:
 @click.option("--force", is_flag=True, help="Rebuild even if this version is already built.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def baseline(force: bool, quiet: bool) -> None:
-    """Build the reference model: frozen MiniLM + logistic heads (about 3 min on 2 cores)."""
-    from models.train import ensure_built
+    """Build the reference model: frozen MiniLM + logistic heads (about 3 min on 2 cores),
+    with its ONNX builds, so any backend can serve it (RISKSTREAM_MODEL_VERSION)."""
+    from models.training.build import export_builds
+    from models.training.train import ensure_built
 
     started = time.perf_counter()
-    path = ensure_built(progress=not quiet, force=force)
+    path = export_builds(ensure_built(progress=not quiet, force=force), force=force)
     console.print(_headline_table(artefacts.read_card(path)))
     console.print(f"artefact: {path}  ({time.perf_counter() - started:.1f}s this run)")
 
@@ -78,7 +77,7 @@ def info() -> None:
 
 
 def _datasets(path: Path | None, limit: int | None) -> dict[str, list[Any]]:
-    from models.data import all_datasets, load_dumped_datasets
+    from models.training.data import all_datasets, load_dumped_datasets
 
     datasets = load_dumped_datasets(path) if path else all_datasets()
     return {key: rows[:limit] for key, rows in datasets.items()} if limit else datasets
@@ -113,7 +112,7 @@ _epochs_option = click.option("--epochs", type=int, default=None, help="Override
 @click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
 def dump_datasets_command(path: Path) -> None:
     """Write every labelled split to one gzip JSON-lines file."""
-    from models.data import all_datasets, dump_datasets
+    from models.training.data import all_datasets, dump_datasets
 
     datasets = all_datasets()
     dump_datasets(datasets, path)
@@ -140,8 +139,8 @@ def teacher(
     out: Path | None,
 ) -> None:
     """Fine-tune the mpnet teacher and write its soft labels + report (wants a GPU)."""
-    from models.pipeline import DISTILLED_DIR, TEACHER_CONFIGS, run_teacher
-    from models.teacher import teacher_base_path
+    from models.training.pipeline import DISTILLED_DIR, TEACHER_CONFIGS, run_teacher
+    from models.training.teacher import teacher_base_path
 
     report = run_teacher(
         _datasets(datasets_file, limit),
@@ -169,7 +168,7 @@ def distil(
     out: Path | None,
 ) -> None:
     """Distil the MiniLM student from the committed soft labels; write weights + report."""
-    from models.pipeline import DISTILLED_DIR, STUDENT_CONFIGS, run_student
+    from models.training.pipeline import DISTILLED_DIR, STUDENT_CONFIGS, run_student
 
     report = run_student(
         _datasets(datasets_file, limit),
@@ -184,14 +183,14 @@ def distil(
 @cli.command("fraud-train")
 def fraud_train() -> None:
     """Train the transaction fraud booster on ULB day 1 -> models/fraud_booster/ (about 20 s)."""
-    from models import fraud
+    from models.training import fraud
 
     booster, info = fraud.train(fraud.load_ulb())
     info.pop("day1_oof_scores")
     report = {"recipe": dataclasses.asdict(fraud.RECIPE), **info}
     digest = fraud.write_artefacts(booster, report)
     console.print(f"booster sha256 {digest}; threshold {info['threshold']:.4f}")
-    console.print("pin it as models.fraud.BOOSTER_SHA256 to serve it")
+    console.print("pin it as models.serving.fraud.BOOSTER_SHA256 to serve it")
 
 
 @cli.command("eval")
@@ -213,7 +212,7 @@ def eval_command(out: Path, json_out: Path, batches: int) -> None:
     """Accuracy, parity, size and speed of every CPU build -> the model card."""
     import json
 
-    from models.evaluate import render, run_eval
+    from models.training.evaluate import render, run_eval
 
     results = run_eval(batches=batches, on_stage=lambda stage: console.print(f"[bold]{stage}"))
     json_out.parent.mkdir(parents=True, exist_ok=True)

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from models.fraud import at_threshold, average_precision, recall_at_fpr
+from models.training.fraud import at_threshold, average_precision, recall_at_fpr
 from stream.codec import parse_event_time
 from stream.steps import EVENT_TYPE_OF_TOPIC
 from stream.surge import CONFIGS as SURGE_CONFIGS

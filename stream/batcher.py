@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any
 
-from models.base import ModelHandler, TextScores
+from models.serving.base import ModelHandler, TextScores
 
 #: Called after each batch with (batch size, inference seconds).
 BatchObserver = Callable[[int, float], None]

@@ -135,7 +135,7 @@ def run(
     with_prometheus: bool,
 ) -> None:
     """Broker + worker + demo traffic, with a live view and a summary."""
-    from models.student import ensure_built
+    from models.training.build import ensure_built
     from stream.runner import RunOptions, run_main_job
 
     _settings()  # a bad setting fails here, in one line, before anything starts
@@ -382,7 +382,7 @@ def replay(
     no_progress: bool,
 ) -> None:
     """Backtest: replay a topic range or a file through the worker, isolated, with a report."""
-    from models.student import ensure_built
+    from models.training.build import ensure_built
     from stream.replay import (
         ReplayError,
         ReplayOptions,

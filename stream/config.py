@@ -80,6 +80,13 @@ class Settings(BaseSettings):
     max_batch_wait_ms: float | None = Field(
         None, ge=0, description="Micro-batch time limit after its first text; unset: the backend's."
     )
+    max_batch_tokens: int | None = Field(
+        None,
+        ge=256,
+        description="Bound on texts x padded tokens per forward pass (texts are truncated at "
+        "256 tokens), so a worker's memory stays bounded whatever the text lengths; unset: the "
+        "backend's own (2048 on CPU, 16384 on a GPU).",
+    )
     max_event_bytes: int = Field(
         65536, ge=256, description="Larger input records are dead-lettered (oversized_event)."
     )
@@ -113,6 +120,12 @@ class Settings(BaseSettings):
         "masked",
         description="Dead-letter originals that decode to no text: kept with every 7+ digit "
         "run and @ token masked, or not kept (size and sha256 only).",
+    )
+    torch_compile: bool = Field(
+        False, description="torch-cuda: torch.compile the network (slower start, faster batches)."
+    )
+    require_cuda: bool = Field(
+        False, description="torch-cuda: exit if no CUDA device, instead of running on the CPU."
     )
     member_stage: Literal["fused", "hop"] = Field(
         "fused",

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from models.base import HEAD_NAMES
+from models.serving.base import HEAD_NAMES
 from stream import fraud as fraud_rules
 
 #: ULB's ``Time`` is seconds since its first transaction; we place that at midnight UTC.
@@ -42,7 +42,7 @@ def _population_features(amounts: np.ndarray, times_s: np.ndarray) -> list[dict[
 
 def evaluate_fraud(on_stage: Callable[[str], object] = print) -> dict[str, Any]:
     """Train on day 1, replay day 2 in time order; model vs rules-only vs the served combination."""
-    from models import fraud
+    from models.training import fraud
 
     started = time.perf_counter()
     on_stage("loading ULB credit-card data")
@@ -170,9 +170,9 @@ def dump(result: dict[str, Any], path: Path) -> None:
 
 def _score_reviews(on_stage: Callable[[str], object]) -> tuple[list[str], np.ndarray, np.ndarray]:
     """Every Fine Foods review with its label and the served model's P(negative)."""
-    from models.data import fine_foods_reviews
-    from models.evaluate import score_texts
-    from models.factory import create_handler
+    from models.serving.factory import create_handler
+    from models.training.data import fine_foods_reviews
+    from models.training.evaluate import score_texts
 
     rows = [r for split in ("train", "validation", "test") for r in fine_foods_reviews(split)]
     texts = [text for _, text, _ in rows]

@@ -38,7 +38,7 @@ class DemoCorpus:
 
     @classmethod
     def load(cls) -> DemoCorpus:
-        from models.data import fine_foods_reviews, review_snippets, sms_messages
+        from models.training.data import fine_foods_reviews, review_snippets, sms_messages
 
         sms = sms_messages("test")
         return cls(

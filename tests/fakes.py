@@ -6,7 +6,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from models.base import ModelHandler, PredictionResult, TextScores
+from models.serving.base import ModelHandler, PredictionResult, TextScores
 
 
 class FakeModelHandler(ModelHandler[str]):

@@ -18,7 +18,7 @@ from stream.runner import WorkerProcess
 
 @pytest.fixture(scope="session")
 def built_model() -> Path:
-    from models.student import ensure_built
+    from models.training.build import ensure_built
 
     return ensure_built(progress=False)
 

@@ -27,7 +27,7 @@ from faust.exceptions import ConsumerNotStarted
 from faust.streams import _current_event
 from faust.types import TP, EventT
 
-from models.base import ModelHandler
+from models.serving.base import ModelHandler
 from stream import faust_fixes, metrics
 from stream.config import Settings
 from stream.delivery import DeliveryLedger, admitted
@@ -53,9 +53,15 @@ WATCHDOG_INTERVAL_S = 5.0
 
 
 def _default_handler(settings: Settings) -> ModelHandler[Any]:
-    from models.factory import create_handler
+    from models.serving.factory import create_handler
 
-    return create_handler(settings.backend, settings.model_version)
+    return create_handler(
+        settings.backend,
+        settings.model_version,
+        max_batch_tokens=settings.max_batch_tokens,
+        torch_compile=settings.torch_compile,
+        require_cuda=settings.require_cuda,
+    )
 
 
 def _default_fraud_scorer() -> FraudScorerT:

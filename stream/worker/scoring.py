@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from models.base import ModelHandler
-from models.fraud import VECTOR_NAMES, FraudModel, model_inputs, vectors_of
+from models.serving.base import ModelHandler
+from models.serving.fraud import VECTOR_NAMES, FraudModel, model_inputs, vectors_of
 from stream import metrics
 from stream.batcher import MicroBatcher
 from stream.config import Settings

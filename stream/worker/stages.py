@@ -31,7 +31,7 @@ from typing import Any, Protocol
 import orjson
 from aiokafka.partitioner import murmur2
 
-from models.base import ModelHandler, TextScores
+from models.serving.base import ModelHandler, TextScores
 from stream import metrics
 from stream.batcher import MicroBatcher
 from stream.codec import encode

@@ -6,13 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from models.backends.torch_cpu import LoadedTorchModel, TorchCpuHandler
-from models.student import ensure_built
+from models.serving.backends.torch_cpu import LoadedTorchModel, TorchCpuHandler
+from models.training.build import ensure_built
 
 
 @pytest.fixture(scope="session")
 def artefact_path() -> Path:
-    """The current model version, built once if absent (CI builds it before the tests)."""
+    """The current model version with its ONNX builds, made once if absent (CI builds it
+    before the tests)."""
     return ensure_built(progress=False)
 
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.data import fine_foods, sms_spam
-from models.factory import create_handler
+from models.serving.factory import create_handler
+from models.training.data import fine_foods, sms_spam
 
 SENTIMENT_FLOOR = 0.79
 SCAM_FLOOR = 0.965

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from models.backends.onnx_cpu import OnnxCpuHandler
-from models.backends.torch_cpu import TorchCpuHandler
-from models.base import HEAD_NAMES, ModelHandler
-from models.data import fine_foods, sms_spam
-from models.export import AtolError, load_network, validate_outputs
+from models.serving.backends.onnx_cpu import OnnxCpuHandler
+from models.serving.backends.torch_cpu import TorchCpuHandler
+from models.serving.base import HEAD_NAMES, ModelHandler
+from models.training.data import fine_foods, sms_spam
+from models.training.export import AtolError, load_network, validate_outputs
 
 FACTORIES: dict[str, Callable[[], ModelHandler]] = {
     "torch-cpu": TorchCpuHandler,
@@ -70,7 +70,7 @@ def test_agrees_with_the_fp32_torch_reference(loaded, parity_texts, reference) -
 
 
 def test_onnx_export_round_trips_and_a_wrong_model_is_caught(built_model) -> None:
-    from models.export import export_onnx
+    from models.training.export import export_onnx
 
     path = export_onnx()
     network, tokenizer = load_network()

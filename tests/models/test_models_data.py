@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from models import data
-from models.data import (
+from models.training import data
+from models.training.data import (
     SPLITS,
     DataIntegrityError,
     PinnedWheel,

@@ -15,9 +15,18 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch.nn import functional as F
 
-from models import artefacts
-from models.data import DataIntegrityError, LabelledText, all_datasets, sha256_file
-from models.distil import (
+from models.serving import artefacts
+from models.serving.encoder import (
+    EncoderWithHeads,
+    WeightsMismatchError,
+    load_encoder,
+    load_network,
+    load_student_into,
+    make_heads,
+)
+from models.serving.tokenizer import load_tokenizer
+from models.training.data import DataIntegrityError, LabelledText, all_datasets, sha256_file
+from models.training.distil import (
     SCAM,
     SENTIMENT,
     FitConfig,
@@ -28,9 +37,8 @@ from models.distil import (
     length_bucketed_batches,
     text_key,
 )
-from models.encoder import EncoderWithHeads, load_encoder, load_tokenizer, make_heads
-from models.pipeline import SOFT_LABELS_FILE, TRAIN_KEYS, VALIDATION_KEYS
-from models.student import (
+from models.training.pipeline import SOFT_LABELS_FILE, TRAIN_KEYS, VALIDATION_KEYS
+from models.training.student import (
     DISTILLED_DIR,
     STUDENT_REPORT_FILE,
     TEACHER_REPORT_FILE,
@@ -38,7 +46,7 @@ from models.student import (
     ensure_built,
     read_report,
 )
-from models.teacher import (
+from models.training.teacher import (
     SoftLabelError,
     read_soft_labels,
     soft_logits_for,
@@ -165,7 +173,7 @@ def test_a_tampered_student_file_is_refused(
         last = handle.read(1)
         handle.seek(-1, 2)
         handle.write(bytes([last[0] ^ 0xFF]))
-    monkeypatch.setattr("models.student.DISTILLED_DIR", fake_dir)
+    monkeypatch.setattr("models.training.student.DISTILLED_DIR", fake_dir)
     with pytest.raises(DataIntegrityError, match="sha256 mismatch"):
         ensure_built(cache_dir=tmp_path / "cache")
 
@@ -183,14 +191,14 @@ def test_a_student_file_for_another_layout_is_refused(tmp_path: Path) -> None:
     partial = tmp_path / "partial.safetensors"
     save_file(state, str(partial))
     network = EncoderWithHeads(load_encoder(), make_heads())
-    with pytest.raises(artefacts.WeightsMismatchError, match="missing"):
-        artefacts.load_student_into(network, partial)
+    with pytest.raises(WeightsMismatchError, match="missing"):
+        load_student_into(network, partial)
 
 
 def test_loaded_student_carries_the_file_weights_on_the_pinned_embeddings(
     artefact_path: Path,
 ) -> None:
-    network = artefacts.load_network(artefact_path)
+    network = load_network(artefact_path)
     state = load_file(str(committed_weights()))
     name = "encoder.encoder.layer.3.output.dense.weight"
     assert torch.equal(network.state_dict()[name], state[name].float())

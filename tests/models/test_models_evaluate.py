@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from models.data import LabelledText
-from models.encoder import pad_batch
-from models.evaluate import operating_points, render
-from models.student import STUDENT_REPORT_FILE, TEACHER_REPORT_FILE, read_report
+from models.serving.encoder import pad_batch
+from models.training.data import LabelledText
+from models.training.evaluate import operating_points, render
+from models.training.student import STUDENT_REPORT_FILE, TEACHER_REPORT_FILE, read_report
 
 
 def test_operating_points_count_precision_and_recall_of_the_labelled_head() -> None:

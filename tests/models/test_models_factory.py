@@ -9,15 +9,15 @@ import pytest
 from click.testing import CliRunner
 
 from models.__main__ import cli
-from models.backends.onnx_cpu import OnnxCpuHandler
-from models.backends.torch_cpu import TorchCpuHandler
-from models.factory import available_backends, create_handler
+from models.serving.backends.onnx_cpu import OnnxCpuHandler
+from models.serving.backends.torch_cpu import TorchCpuHandler
+from models.serving.factory import available_backends, create_handler
 
 
 def test_auto_picks_onnx_cpu_without_a_gpu_and_says_why(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    with caplog.at_level(logging.INFO, logger="models.factory"):
+    with caplog.at_level(logging.INFO, logger="models.serving.factory"):
         handler = create_handler()
     assert isinstance(handler, OnnxCpuHandler)
     assert "onnx-cpu" in caplog.text
@@ -47,7 +47,7 @@ def test_cli_info_and_build_report_the_built_model(artefact_path: Path) -> None:
 
 
 def test_the_stub_backend_answers_deterministically_and_only_by_name() -> None:
-    from models.factory import create_handler, resolve_backend
+    from models.serving.factory import create_handler, resolve_backend
 
     handler = create_handler("stub")
     model = handler.load_model()

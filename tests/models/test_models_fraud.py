@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models import fraud
+from models.training import fraud
 
 
 def test_average_precision_on_a_worked_example() -> None:

@@ -18,23 +18,32 @@ import numpy as np
 import pytest
 import torch
 
-from models import trt_build
-from models.backends import tensorrt as trt_backend
-from models.backends.onnx_cpu import OnnxCpuHandler
-from models.backends.tensorrt import LoadedTensorRTEngine, TensorRTHandler
-from models.backends.torch_cpu import LoadedTorchModel, TorchCpuHandler, default_torch_inference_fn
-from models.backends.torch_cuda import CudaUnavailableError, TorchCudaHandler
-from models.base import HEAD_NAMES, PredictionResult
-from models.data import fine_foods, sms_messages
-from models.encoder import MAX_LENGTH, tokenize
-from models.factory import available_backends, create_handler, resolve_backend, tensorrt_status
-from models.trt_build import (
+from models.serving import trt_engine
+from models.serving.backends import tensorrt as trt_backend
+from models.serving.backends.onnx_cpu import OnnxCpuHandler
+from models.serving.backends.tensorrt import LoadedTensorRTEngine, TensorRTHandler
+from models.serving.backends.torch_cpu import (
+    LoadedTorchModel,
+    TorchCpuHandler,
+    default_torch_inference_fn,
+)
+from models.serving.backends.torch_cuda import CudaUnavailableError, TorchCudaHandler
+from models.serving.base import HEAD_NAMES, PredictionResult
+from models.serving.factory import (
+    available_backends,
+    create_handler,
+    resolve_backend,
+    tensorrt_status,
+)
+from models.serving.tokenizer import MAX_LENGTH, tokenize
+from models.serving.trt_engine import (
     SEQ_BUCKETS,
     engine_cache_path,
     plan_engine_calls,
     profile_shapes,
     select_profile,
 )
+from models.training.data import fine_foods, sms_messages
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -76,19 +85,19 @@ def no_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_trt_modules_import_without_tensorrt_or_cuda() -> None:
-    assert trt_build.EngineBuilder and trt_backend.TensorRTHandler
+    assert trt_engine.EngineBuilder and trt_backend.TensorRTHandler
     assert set(trt_backend.__all__) >= {"TensorRTHandler", "default_tensorrt_inference_fn"}
-    if trt_build.trt is None:
-        assert trt_build.TENSORRT_IMPORT_ERROR
-        with pytest.raises(trt_build.TensorRTUnavailableError, match="gpu extra"):
-            trt_build.require_tensorrt()
-        with pytest.raises(trt_build.TensorRTUnavailableError):
-            trt_build.EngineBuilder()
+    if trt_engine.trt is None:
+        assert trt_engine.TENSORRT_IMPORT_ERROR
+        with pytest.raises(trt_engine.TensorRTUnavailableError, match="gpu extra"):
+            trt_engine.require_tensorrt()
+        with pytest.raises(trt_engine.TensorRTUnavailableError):
+            trt_engine.EngineBuilder()
 
 
 @pytest.mark.skipif(HAS_TRT and HAS_CUDA, reason="TensorRT and CUDA are both present here")
 def test_tensorrt_load_model_raises_a_clear_error_without_gpu_stack(artefact_path: Path) -> None:
-    with pytest.raises(trt_build.TensorRTUnavailableError):
+    with pytest.raises(trt_engine.TensorRTUnavailableError):
         TensorRTHandler(artefact_path=artefact_path).load_model()
 
 
@@ -229,7 +238,7 @@ def test_torch_cuda_falls_back_to_cpu_with_a_warning_and_matches_torch_cpu(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     handler = TorchCudaHandler(artefact_path=artefact_path)
-    with caplog.at_level(logging.WARNING, logger="models.backends.torch_cuda"):
+    with caplog.at_level(logging.WARNING, logger="models.serving.backends.torch_cuda"):
         model = handler.load_model()
     assert "falling back to CPU" in caplog.text
     assert model.device == "cpu" and model.dtype == torch.float32
@@ -261,7 +270,7 @@ def test_auto_resolves_to_onnx_cpu_here_and_says_why(caplog: pytest.LogCaptureFi
     name, reason = resolve_backend("auto")
     assert name == "onnx-cpu"
     assert reason.startswith("auto:") and "no CUDA device" in reason
-    with caplog.at_level(logging.INFO, logger="models.factory"):
+    with caplog.at_level(logging.INFO, logger="models.serving.factory"):
         assert isinstance(create_handler("auto"), OnnxCpuHandler)
     assert "no CUDA device" in caplog.text
 
@@ -278,7 +287,7 @@ def test_auto_resolves_to_onnx_cpu_here_and_says_why(caplog: pytest.LogCaptureFi
 def test_auto_prefers_tensorrt_then_torch_cuda_then_torch_cpu(
     monkeypatch: pytest.MonkeyPatch, cuda: bool, trt: bool, expected: str
 ) -> None:
-    from models import factory
+    from models.serving import factory
 
     monkeypatch.setattr(factory, "cuda_status", lambda: (cuda, "CUDA stub"))
     monkeypatch.setattr(factory, "tensorrt_status", lambda: (trt, "tensorrt stub"))
@@ -339,8 +348,8 @@ def _report_agreement(
 def test_engine_builder_reports_parser_errors(tmp_path: Path) -> None:
     bogus = tmp_path / "bogus.onnx"
     bogus.write_bytes(b"not an onnx model")
-    with pytest.raises(trt_build.EngineBuildError, match="could not parse"):
-        trt_build.EngineBuilder().create_network(bogus, profile_shapes())
+    with pytest.raises(trt_engine.EngineBuildError, match="could not parse"):
+        trt_engine.EngineBuilder().create_network(bogus, profile_shapes())
 
 
 @needs_tensorrt
@@ -353,7 +362,7 @@ def test_tensorrt_engine_builds_caches_and_round_trips(
     monkeypatch: pytest.MonkeyPatch,
     record_property: Callable[[str, object], None],
 ) -> None:
-    pytest.importorskip("models.export", reason="models.export (the ONNX exporter) is absent")
+    pytest.importorskip("models.training.export", reason="the ONNX exporter is absent")
     settings: dict[str, Any] = {"max_batch_size": 16, "engine_cache_dir": tmp_path}
     handler = TensorRTHandler(artefact_path=artefact_path, **settings)
     model = handler.load_model()
@@ -371,7 +380,7 @@ def test_tensorrt_engine_builds_caches_and_round_trips(
     def no_rebuild(*args: object, **kwargs: object) -> None:
         raise AssertionError("the cached engine should have been reused")
 
-    monkeypatch.setattr(trt_build.EngineBuilder, "create_engine", no_rebuild)
+    monkeypatch.setattr(trt_engine.EngineBuilder, "create_engine", no_rebuild)
     reloaded = TensorRTHandler(artefact_path=artefact_path, **settings)
     again = reloaded.load_model()
     assert again.engine_path == model.engine_path

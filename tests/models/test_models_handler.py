@@ -10,17 +10,17 @@ import numpy as np
 import pytest
 import torch
 
-from models import artefacts
-from models.backends.torch_cpu import (
+from models.serving import artefacts
+from models.serving.backends.torch_cpu import (
     LoadedTorchModel,
     TorchCpuHandler,
     default_torch_inference_fn,
-    plan_sub_batches,
 )
-from models.base import HEAD_NAMES, PredictionResult
-from models.data import fine_foods, fine_foods_reviews, sms_messages
-from models.distil import predict_logits
-from models.encoder import EncoderWithHeads
+from models.serving.base import HEAD_NAMES, PredictionResult
+from models.serving.batching import plan_sub_batches
+from models.serving.encoder import EncoderWithHeads
+from models.training.data import fine_foods, fine_foods_reviews, sms_messages
+from models.training.distil import predict_logits
 
 
 def _scores(results: list[PredictionResult]) -> np.ndarray:
@@ -40,7 +40,7 @@ def mixed_texts() -> list[str]:
 
 def test_plan_covers_every_index_once_in_length_order() -> None:
     lengths = [40, 7, 250, 9, 12, 256, 33, 8]
-    groups = plan_sub_batches(lengths, call_overhead_tokens=64, max_tokens_per_call=16_384)
+    groups = plan_sub_batches(lengths, call_overhead_tokens=64, max_batch_tokens=16_384)
     assert sorted(i for group in groups for i in group) == list(range(len(lengths)))
     for earlier, later in itertools.pairwise(groups):
         assert max(lengths[i] for i in earlier) <= min(lengths[i] for i in later)
@@ -48,13 +48,13 @@ def test_plan_covers_every_index_once_in_length_order() -> None:
 
 def test_plan_separates_short_from_long_and_keeps_equal_lengths_together() -> None:
     lengths = [8] * 20 + [256] * 2
-    groups = plan_sub_batches(lengths, call_overhead_tokens=64, max_tokens_per_call=16_384)
+    groups = plan_sub_batches(lengths, call_overhead_tokens=64, max_batch_tokens=16_384)
     assert [sorted(group) for group in groups] == [list(range(20)), [20, 21]]
     assert len(plan_sub_batches([30] * 50, 64, 16_384)) == 1
 
 
 def test_plan_respects_the_token_cap() -> None:
-    groups = plan_sub_batches([100] * 10, call_overhead_tokens=0, max_tokens_per_call=300)
+    groups = plan_sub_batches([100] * 10, call_overhead_tokens=0, max_batch_tokens=300)
     assert all(len(group) * 100 <= 300 for group in groups)
     assert plan_sub_batches([], 64, 16_384) == []
 

@@ -9,11 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from models import artefacts
-from models.artefacts import RECIPE, baseline_version
-from models.base import HEAD_NAMES
-from models.metrics import binary_metrics
-from models.train import fit_head, heads_from_fits, predict
+from models.serving.base import HEAD_NAMES
+from models.training import train
+from models.training.metrics import binary_metrics
+from models.training.train import RECIPE, baseline_version, fit_head, heads_from_fits, predict
 
 
 def test_baseline_version_names_the_family_and_tracks_the_recipe() -> None:
@@ -25,7 +24,7 @@ def test_baseline_version_names_the_family_and_tracks_the_recipe() -> None:
 
 def test_baseline_version_tracks_the_recipe_version(monkeypatch: pytest.MonkeyPatch) -> None:
     version = baseline_version()
-    monkeypatch.setattr(artefacts, "TRAINING_RECIPE_VERSION", "test-bump")
+    monkeypatch.setattr(train, "TRAINING_RECIPE_VERSION", "test-bump")
     assert baseline_version() != version
 
 

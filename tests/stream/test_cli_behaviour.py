@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 BAD_SETTINGS = [
     ("RISKSTREAM_MAX_BATCH_SIZE", "-1"),
+    ("RISKSTREAM_MAX_BATCH_TOKENS", "100"),  # below the 256-token max_length
     ("RISKSTREAM_BACKEND", "gpu"),
     ("RISKSTREAM_WEB_PORT", "99999"),
     ("RISKSTREAM_SESSION_TIMEOUT_S", "-5"),
@@ -45,7 +46,7 @@ def test_a_bad_setting_is_one_line_naming_the_variable(name: str, value: str) ->
 def test_the_backend_choices_are_the_factorys() -> None:
     from typing import get_args
 
-    from models.factory import available_backends
+    from models.serving.factory import available_backends
 
     assert set(get_args(Settings.model_fields["backend"].annotation)) == set(available_backends())
 

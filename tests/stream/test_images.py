@@ -36,9 +36,25 @@ def ignored(path: str) -> bool:
 
 def test_every_copy_source_exists_and_is_sent_to_the_build() -> None:
     for sources in re.findall(r"^COPY\s+(.+)\s+\S+\s*$", DOCKERFILE, flags=re.M):
+        stage = dict(re.findall(r"--(\w+)=(\S+)", sources)).get("from")
+        if stage:
+            assert stage in stages(), f"COPY --from={stage}: no such stage"
+            continue  # copied from another stage, not from the build context
         for source in sources.split():
+            if source.startswith("--"):
+                continue
             assert (ROOT / source).exists(), source
             assert not ignored(source), f"{source} is excluded by .dockerignore"
+
+
+def test_the_cpu_worker_image_installs_only_what_serving_needs() -> None:
+    """No torch and no extras in the worker image: its models are built in a stage of their
+    own and copied in (the import rules keep serving free of them: tests/test_import_rules.py)."""
+    cpu = stages()["cpu"]
+    installs = [line for line in cpu.splitlines() if "pip install" in line]
+    assert installs and not [line for line in installs if "torch" in line or ".[" in line]
+    assert re.search(r"^COPY --from=artefacts\b.*/var/cache/riskstream", cpu, flags=re.M)
+    assert "python -m models build" in stages()["artefacts"]
 
 
 def test_dependencies_before_code_non_root_and_health_checked() -> None:

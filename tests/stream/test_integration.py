@@ -9,7 +9,7 @@ from collections import Counter
 import orjson
 import pytest
 
-from models import artefacts
+from models.serving import artefacts
 from stream.simulate import DemoCorpus, DemoTraffic
 from tests.kafka_io import collect, produce
 

@@ -15,7 +15,7 @@ import orjson
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
-from models.fraud import VECTOR_NAMES, FraudModel, model_inputs, vectors_of
+from models.serving.fraud import VECTOR_NAMES, FraudModel, model_inputs, vectors_of
 from stream.codec import encode, parse_event_time, validate
 from stream.member import member_step
 from stream.rules import AlertThresholds

@@ -2,9 +2,9 @@
 
 Everything but placement is torch-cpu's: the same artefact check, ``EncoderWithHeads``,
 tokenisation, length-bucketed sub-batches (``plan_sub_batches``) and scatter back to input
-order, inherited from :class:`~models.backends.torch_cpu.TorchCpuHandler`. Only the network's
-device and dtype, the optional ``torch.compile`` and the inference function (which moves each
-sub-batch to the network's device and the scores back) differ.
+order, inherited from :class:`~models.serving.backends.torch_cpu.TorchCpuHandler`. Only the
+network's device and dtype, the optional ``torch.compile`` and the inference function (which
+moves each sub-batch to the network's device and the scores back) differ.
 
 Like Beam's ``PytorchModelHandlerTensor``, a missing GPU is not silent: ``load_model`` logs a
 warning and runs on CPU in fp32, or raises :class:`CudaUnavailableError` when
@@ -20,13 +20,10 @@ from pathlib import Path
 
 import torch
 
-from models.backends.torch_cpu import (
-    DEFAULT_MAX_TOKENS_PER_CALL,
-    LoadedTorchModel,
-    TorchCpuHandler,
-    TorchInferenceFn,
-)
-from models.encoder import MAX_LENGTH, EncoderWithHeads
+from models.serving.backends.torch_cpu import LoadedTorchModel, TorchCpuHandler, TorchInferenceFn
+from models.serving.batching import DEFAULT_MAX_BATCH_TOKENS
+from models.serving.encoder import EncoderWithHeads
+from models.serving.tokenizer import MAX_LENGTH
 
 __all__ = [
     "CudaUnavailableError",
@@ -86,14 +83,14 @@ class TorchCudaHandler(TorchCpuHandler):
         require_cuda: bool = False,
         max_length: int = MAX_LENGTH,
         call_overhead_tokens: int = DEFAULT_CUDA_CALL_OVERHEAD_TOKENS,
-        max_tokens_per_call: int = DEFAULT_MAX_TOKENS_PER_CALL,
+        max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
     ) -> None:
         super().__init__(
             artefact_path=artefact_path,
             inference_fn=inference_fn,
             max_length=max_length,
             call_overhead_tokens=call_overhead_tokens,
-            max_tokens_per_call=max_tokens_per_call,
+            max_batch_tokens=max_batch_tokens,
         )
         self._shape_multiples = DEFAULT_CUDA_SHAPE_MULTIPLES
         self._device = device

@@ -27,9 +27,11 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from safetensors.torch import save_file
 
-from models.artefacts import STUDENT_FILE, STUDENT_LAYER_PREFIX
-from models.data import LabelledText, sha256_file
-from models.distil import (
+from models.serving.artefacts import STUDENT_FILE, STUDENT_LAYER_PREFIX
+from models.serving.encoder import EncoderWithHeads, load_encoder, make_heads
+from models.serving.tokenizer import load_tokenizer
+from models.training.data import LabelledText, sha256_file
+from models.training.distil import (
     FitConfig,
     FitResult,
     evaluate_logits,
@@ -37,11 +39,11 @@ from models.distil import (
     mean_validation_loss,
     predict_logits,
 )
-from models.encoder import EncoderWithHeads, load_encoder, load_tokenizer, make_heads
-from models.student import DISTILLED_DIR, STUDENT_REPORT_FILE, TEACHER_REPORT_FILE
-from models.teacher import (
+from models.training.student import DISTILLED_DIR, STUDENT_REPORT_FILE, TEACHER_REPORT_FILE
+from models.training.teacher import (
     TEACHER_NAME,
     TEACHER_WEIGHTS_SHA256,
+    load_hf_tokenizer,
     read_soft_labels,
     soft_logits_for,
     write_soft_labels,
@@ -209,7 +211,7 @@ def run_teacher(
     configs: Sequence[FitConfig] = TEACHER_CONFIGS,
 ) -> dict[str, Any]:
     """Fine-tune the teacher, write its soft labels and report; returns the report."""
-    tokenizer = load_tokenizer(base_path)
+    tokenizer = load_hf_tokenizer(base_path)
     encoder = load_encoder(base_path)
     base = EncoderWithHeads(encoder, make_heads(dim=encoder.config.hidden_size))
     result, config, candidates = _select(base, tokenizer, datasets, configs, device, None)
@@ -259,7 +261,7 @@ def run_student(
     configs: Sequence[FitConfig] = STUDENT_CONFIGS,
 ) -> dict[str, Any]:
     """Distil the student from the teacher's soft labels; write weights and report."""
-    from models.encoder import encoder_id
+    from models.serving.tokenizer import encoder_id
 
     soft_path = soft_labels or out_dir / SOFT_LABELS_FILE
     table = read_soft_labels(soft_path)

@@ -15,32 +15,34 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models import artefacts
-from models.base import HEAD_NAMES
-from models.encoder import (
-    EncoderWithHeads,
-    load_tokenizer,
-    pad_batch,
-    tokenize,
+from models.serving import artefacts
+from models.serving.artefacts import (
+    INT8_FILE,
+    ONNX_FILE,
+    ONNX_INPUT_NAMES,
+    ONNX_OPSET,
+    ONNX_OUTPUT_NAME,
 )
+from models.serving.base import HEAD_NAMES
+from models.serving.encoder import EncoderWithHeads, pad_batch
+from models.serving.encoder import load_network as load_built_network
+from models.serving.tokenizer import load_tokenizer, tokenize
 
 log = logging.getLogger(__name__)
 
-ONNX_FILE = "model.onnx"
-INT8_FILE = "model.int8.onnx"
 #: Transformer layers whose weight MatMuls stay fp32 in the INT8 build. Quantising every layer
 #: (per-channel) flips 0.7 % of labels on 2,046 held-out texts; the early layers' activation
 #: ranges are the sensitive part, and keeping layers 0-1 in fp32 brings agreement to 99.8 %
 #: (bench/backends.py, docs/model-card.md).
 INT8_FP32_LAYERS: tuple[int, ...] = (0, 1, 2)
-INPUT_NAMES = ("input_ids", "attention_mask")
-OUTPUT_NAME = "scores"
+INPUT_NAMES = ONNX_INPUT_NAMES
+OUTPUT_NAME = ONNX_OUTPUT_NAME
 DYNAMIC_AXES = {
     "input_ids": {0: "batch_size", 1: "sequence_length"},
     "attention_mask": {0: "batch_size", 1: "sequence_length"},
     OUTPUT_NAME: {0: "batch_size"},
 }
-OPSET = 17
+OPSET = ONNX_OPSET
 #: Texts for checking an export: short and long, so padding and truncation are both exercised.
 CHECK_TEXTS = (
     "Great taste, arrived fresh.",
@@ -64,7 +66,7 @@ class AtolError(ExportError):
 
 
 def load_network(artefact_path: Path | None = None) -> tuple[EncoderWithHeads, object]:
-    network = artefacts.load_network(artefact_path or artefacts.artefact_dir())
+    network = load_built_network(artefact_path or artefacts.artefact_dir())
     return network, load_tokenizer()
 
 

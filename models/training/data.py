@@ -30,6 +30,8 @@ from typing import Literal
 
 import pandas as pd
 
+from models.serving.artefacts import riskstream_cache_dir, sha256_file
+
 Split = Literal["train", "validation", "test"]
 SPLITS: tuple[Split, ...] = ("train", "validation", "test")
 
@@ -104,21 +106,6 @@ _SPACE = re.compile(r"\s+")
 
 
 # --------------------------------------------------------------------------- cache + wheels
-
-
-def riskstream_cache_dir() -> Path:
-    """Where wheels, embeddings and built models live: big artefacts stay out of the repo."""
-    configured = os.environ.get("RISKSTREAM_CACHE_DIR")
-    return Path(configured).expanduser() if configured else Path.home() / ".cache" / "riskstream"
-
-
-def sha256_file(path: Path) -> str:
-    """Stream the file so a 50 MB wheel is not held in memory twice."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def verify_sha256(path: Path, expected: str) -> None:

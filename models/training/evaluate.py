@@ -19,13 +19,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from models import artefacts
-from models.base import HEAD_NAMES, ModelHandler
-from models.data import LabelledText, all_datasets
-from models.distil import HEAD_OF_SOURCE, hard_targets
-from models.export import INT8_FILE, INT8_FP32_LAYERS, ONNX_FILE
-from models.metrics import binary_metrics
-from models.student import STUDENT_REPORT_FILE, TEACHER_REPORT_FILE, read_report
+from models.serving import artefacts
+from models.serving.artefacts import INT8_FILE, ONNX_FILE
+from models.serving.base import HEAD_NAMES, ModelHandler
+from models.training.data import LabelledText, all_datasets
+from models.training.distil import HEAD_OF_SOURCE, hard_targets
+from models.training.export import INT8_FP32_LAYERS
+from models.training.metrics import binary_metrics
+from models.training.student import STUDENT_REPORT_FILE, TEACHER_REPORT_FILE, read_report
+from models.training.train import baseline_version
 
 EVAL_KEYS = (
     "fine_foods/test",
@@ -156,8 +158,8 @@ def run_eval(
     backends: Sequence[str] = CPU_BACKENDS,
     on_stage: Callable[[str], object] = print,
 ) -> dict[str, Any]:
-    from models.factory import create_handler
-    from models.student import ensure_built
+    from models.serving.factory import create_handler
+    from models.training.build import ensure_built
 
     path = ensure_built()
     datasets = all_datasets()
@@ -195,7 +197,7 @@ def _pct(value: float) -> str:
 
 
 def _baseline_card() -> dict[str, Any] | None:
-    path = artefacts.artefact_dir(artefacts.baseline_version())
+    path = artefacts.artefact_dir(baseline_version())
     return artefacts.read_card(path) if artefacts.is_built(path) else None
 
 
@@ -276,7 +278,7 @@ def render(results: Mapping[str, Any]) -> str:
         f"student accuracy {reference['fine_foods/test']['accuracy']:.3f} (target ≥ 0.85). "
         'Both targets are **not met yet**; see "Limits".',
         "",
-        "Recipe (code in `models/distil.py`, `models/pipeline.py`):",
+        "Recipe (code in `models/training/distil.py`, `models/training/pipeline.py`):",
         f"- teacher: {teacher['selected_config']['epochs']} epochs, lr "
         f"{teacher['selected_config']['learning_rate']:g}, batch "
         f"{teacher['selected_config']['batch_size']}, AdamW, linear warm-up/decay, bf16 autocast;"

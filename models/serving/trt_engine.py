@@ -1,4 +1,4 @@
-"""Build a TensorRT engine from the ONNX export, once per model version and GPU, at deploy time.
+"""Build or load a TensorRT engine from the ONNX export, once per model version and GPU.
 
 Modelled on NVIDIA's ``samples/python/efficientdet/build_engine.py`` (``EngineBuilder`` with
 ``create_network`` then ``create_engine``), but failures raise :class:`EngineBuildError` instead
@@ -12,8 +12,10 @@ micro-batch onto those profiles; the TensorRT handler and the tests share it.
 
 An engine only runs on the GPU model and TensorRT version it was built with, so the cache key
 (:func:`engine_cache_path`) holds model version, GPU name, compute capability, TensorRT version
-and the build settings. Build ahead of time with ``python -m models.trt_build``; a worker that
-finds no engine builds one in ``load_model`` (minutes), which is the slow path.
+and the build settings. Build ahead of time with ``python -m models.training.trt_build``; a
+worker that finds no fp16/fp32 engine builds one in ``load_model`` (minutes), which is the slow
+path. INT8 engines need calibration texts (training data), so only that command builds them
+(:mod:`models.training.trt_build`); a worker never does.
 
 ``tensorrt`` is optional (``pip install .[gpu]``): this module imports on CPU machines and only
 the functions that need TensorRT raise :class:`TensorRTUnavailableError`.
@@ -21,20 +23,28 @@ the functions that need TensorRT raise :class:`TensorRTUnavailableError`.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import logging
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from models.data import riskstream_cache_dir
-from models.encoder import MAX_LENGTH
-from models.export import OPSET
+from models.serving.artefacts import (
+    ONNX_INPUT_NAMES,
+    ONNX_OPSET,
+    ONNX_OUTPUT_NAME,
+    riskstream_cache_dir,
+)
+from models.serving.batching import (
+    DEFAULT_CALL_OVERHEAD_TOKENS,
+    DEFAULT_MAX_BATCH_TOKENS,
+    plan_sub_batches,
+)
+from models.serving.tokenizer import MAX_LENGTH
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +67,8 @@ __all__ = [
     "Precision",
     "ProfileShapes",
     "TensorRTUnavailableError",
-    "TextCalibrator",
     "build_or_load_engine",
     "current_device_key",
-    "default_calibration_texts",
     "engine_cache_path",
     "plan_engine_calls",
     "profile_shapes",
@@ -70,10 +78,10 @@ __all__ = [
 
 Precision = Literal["fp16", "int8", "fp32"]
 
-#: The ONNX export's contract (see ``models.export``): both inputs int64 ``[batch, seq]``.
-INPUT_NAMES: tuple[str, ...] = ("input_ids", "attention_mask")
-#: float32 ``[batch, len(HEAD_NAMES)]`` sigmoid probabilities.
-OUTPUT_NAME = "scores"
+#: The ONNX export's contract (see ``models.serving.artefacts``): both inputs int64
+#: ``[batch, seq]``, the output float32 ``[batch, len(HEAD_NAMES)]`` sigmoid probabilities.
+INPUT_NAMES: tuple[str, ...] = ONNX_INPUT_NAMES
+OUTPUT_NAME = ONNX_OUTPUT_NAME
 
 #: Inclusive token-length ranges, one optimisation profile each; the last ends at MAX_LENGTH.
 SEQ_BUCKETS: tuple[tuple[int, int], ...] = ((1, 64), (65, 128), (129, MAX_LENGTH))
@@ -149,19 +157,17 @@ def plan_engine_calls(
     lengths: Sequence[int],
     buckets: Sequence[tuple[int, int]] = SEQ_BUCKETS,
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
-    call_overhead_tokens: int = 64,
-    max_tokens_per_call: int = 16_384,
+    call_overhead_tokens: int = DEFAULT_CALL_OVERHEAD_TOKENS,
+    max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
 ) -> list[tuple[int, list[int]]]:
     """``(profile index, row indices)`` per engine call, covering every row exactly once.
 
-    Rows are grouped by :func:`models.backends.torch_cpu.plan_sub_batches` (fewest padded
+    Rows are grouped by :func:`models.serving.batching.plan_sub_batches` (fewest padded
     tokens plus call overhead), groups over ``max_batch_size`` are split, and each call runs on
     the profile holding its longest row (its padded length), which is always within range.
     """
-    from models.backends.torch_cpu import plan_sub_batches
-
     calls: list[tuple[int, list[int]]] = []
-    for group in plan_sub_batches(lengths, call_overhead_tokens, max_tokens_per_call):
+    for group in plan_sub_batches(lengths, call_overhead_tokens, max_batch_tokens):
         for start in range(0, len(group), max_batch_size):
             rows = group[start : start + max_batch_size]
             calls.append((select_profile(max(lengths[i] for i in rows), buckets), rows))
@@ -193,7 +199,7 @@ def engine_cache_path(
     """
     settings = {
         "recipe": ENGINE_RECIPE_VERSION,
-        "onnx_opset": OPSET,
+        "onnx_opset": ONNX_OPSET,
         "max_batch_size": max_batch_size,
         "buckets": [list(bucket) for bucket in buckets],
         "precision": precision,
@@ -219,82 +225,6 @@ def current_device_key() -> dict[str, Any]:
         "compute_capability": tuple(torch.cuda.get_device_capability()),
         "trt_version": trt_module.__version__,
     }
-
-
-# --------------------------------------------------------------------------- calibration
-
-
-_CalibratorBase: Any = trt.IInt8EntropyCalibrator2 if trt is not None else object
-
-
-class TextCalibrator(_CalibratorBase):
-    """INT8 entropy calibration fed by real tokenised texts (implicit quantisation).
-
-    TensorRT 10.1 deprecates ``IInt8*Calibrator`` and implicit INT8 in favour of explicit
-    quantisation (Q/DQ nodes in the ONNX graph, e.g. from NVIDIA ModelOpt); this still works on
-    TRT 10 and is kept as the optional route. Every batch is padded to ``(batch_size,
-    seq_len)``, the fixed shape of the calibration profile :meth:`EngineBuilder.create_engine`
-    sets. The scales are cached in ``cache_file`` so a rebuild skips calibration.
-    """
-
-    def __init__(
-        self,
-        texts: Sequence[str],
-        tokenizer: Any,
-        cache_file: Path,
-        *,
-        batch_size: int = 16,
-        seq_len: int = 128,
-        max_batches: int = 32,
-    ) -> None:
-        require_tensorrt()
-        _CalibratorBase.__init__(self)
-        import torch
-
-        from models.encoder import tokenize
-
-        self.batch_size = batch_size
-        self.seq_len = seq_len
-        self.cache_file = Path(cache_file)
-        token_ids = tokenize(tokenizer, list(texts)[: batch_size * max_batches], seq_len)
-        rows = len(token_ids) - len(token_ids) % batch_size
-        if rows == 0:
-            raise ValueError(f"calibration needs at least {batch_size} texts")
-        ids = torch.full((rows, seq_len), tokenizer.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((rows, seq_len), dtype=torch.long)
-        for row, row_ids in enumerate(token_ids[:rows]):
-            ids[row, : len(row_ids)] = torch.tensor(row_ids, dtype=torch.long)
-            mask[row, : len(row_ids)] = 1
-        self._host = {"input_ids": ids, "attention_mask": mask}
-        self._device = {
-            name: torch.empty((batch_size, seq_len), dtype=torch.long, device="cuda")
-            for name in INPUT_NAMES
-        }
-        self._next_row = 0
-
-    def get_batch_size(self) -> int:
-        return self.batch_size
-
-    def get_batch(self, names: list[str]) -> list[int] | None:
-        """Device pointers of the next batch, in ``names`` order; ``None`` when exhausted."""
-        start = self._next_row
-        if start >= self._host["input_ids"].shape[0]:
-            return None
-        for name in INPUT_NAMES:
-            self._device[name].copy_(self._host[name][start : start + self.batch_size])
-        self._next_row += self.batch_size
-        return [int(self._device[name].data_ptr()) for name in names]
-
-    def read_calibration_cache(self) -> bytes | None:
-        if self.cache_file.is_file():
-            log.info("using INT8 calibration cache %s", self.cache_file)
-            return self.cache_file.read_bytes()
-        return None
-
-    def write_calibration_cache(self, cache: Any) -> None:
-        self.cache_file.parent.mkdir(parents=True, exist_ok=True)
-        self.cache_file.write_bytes(bytes(cache))
-        log.info("wrote INT8 calibration cache %s", self.cache_file)
 
 
 # --------------------------------------------------------------------------- builder
@@ -353,7 +283,7 @@ class EngineBuilder:
         self,
         engine_path: Path,
         precision: Precision = "fp16",
-        calibrator: TextCalibrator | None = None,
+        calibrator: Any = None,
     ) -> Path:
         """Build and write the serialised engine atomically; returns ``engine_path``."""
         if self.network is None:
@@ -363,7 +293,8 @@ class EngineBuilder:
         if precision == "int8":
             if calibrator is None:
                 raise EngineBuildError(
-                    "int8 needs a TextCalibrator (or an explicitly quantised ONNX with Q/DQ)"
+                    "int8 needs a calibrator (models.training.trt_build.TextCalibrator) or an "
+                    "explicitly quantised ONNX with Q/DQ"
                 )
             self.config.set_flag(trt.BuilderFlag.INT8)
             self.config.int8_calibrator = calibrator
@@ -388,15 +319,6 @@ class EngineBuilder:
         return engine_path
 
 
-def default_calibration_texts(limit: int = 512) -> list[str]:
-    """Training-split Fine Foods reviews and SMS, interleaved: the traffic the model sees."""
-    from models.data import fine_foods, sms_spam
-
-    reviews = [row.text for row in fine_foods("train")[: limit // 2]]
-    messages = [row.text for row in sms_spam("train")[: limit // 2]]
-    return [text for pair in zip(reviews, messages, strict=False) for text in pair]
-
-
 def build_or_load_engine(
     onnx_path: Path,
     model_version: str,
@@ -407,8 +329,14 @@ def build_or_load_engine(
     cache_dir: Path | None = None,
     force: bool = False,
     workspace_bytes: int = DEFAULT_WORKSPACE_BYTES,
+    calibrator: Callable[[Path], Any] | None = None,
 ) -> Path:
-    """The cached engine for this model version and machine, building it if absent."""
+    """The cached engine for this model version and machine, building it if absent.
+
+    An INT8 build needs ``calibrator``: ``engine path -> calibrator`` (its scales are cached
+    beside the engine), which :mod:`models.training.trt_build` supplies; without one, a missing
+    INT8 engine is an :class:`EngineBuildError` naming that command.
+    """
     engine_path = engine_cache_path(
         model_version,
         precision=precision,
@@ -420,42 +348,12 @@ def build_or_load_engine(
     if engine_path.is_file() and not force:
         log.info("using cached TensorRT engine %s", engine_path)
         return engine_path
+    if precision == "int8" and calibrator is None:
+        raise EngineBuildError(
+            f"no INT8 engine at {engine_path}; INT8 engines are calibrated on training texts, "
+            "built ahead of time by `python -m models.training.trt_build --precision int8`"
+        )
     builder = EngineBuilder(workspace_bytes=workspace_bytes)
     builder.create_network(onnx_path, profile_shapes(buckets, max_batch_size))
-    calibrator = None
-    if precision == "int8":
-        from models.encoder import load_tokenizer
-
-        calibrator = TextCalibrator(
-            default_calibration_texts(),
-            load_tokenizer(),
-            engine_path.with_suffix(".calibration.cache"),
-        )
-    return builder.create_engine(engine_path, precision, calibrator)
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """Deploy-time build: ``python -m models.trt_build [--precision fp16] [--force]``."""
-    parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("--precision", choices=["fp16", "int8", "fp32"], default="fp16")
-    parser.add_argument("--max-batch-size", type=int, default=DEFAULT_MAX_BATCH_SIZE)
-    parser.add_argument("--force", action="store_true", help="rebuild even if cached")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-
-    from models import artefacts
-    from models.export import export_onnx
-
-    artefact_path = artefacts.require_built(artefacts.artefact_dir())
-    path = build_or_load_engine(
-        export_onnx(artefact_path),
-        artefact_path.name,
-        precision=args.precision,
-        max_batch_size=args.max_batch_size,
-        force=args.force,
-    )
-    print(path)
-
-
-if __name__ == "__main__":
-    main()
+    int8_calibrator = calibrator(engine_path) if precision == "int8" and calibrator else None
+    return builder.create_engine(engine_path, precision, int8_calibrator)

@@ -1,15 +1,16 @@
 """TensorRT backend: the ONNX export compiled into an engine for this GPU, one profile per bucket.
 
-``load_model`` exports ONNX if needed (:func:`models.export.export_onnx`), builds or loads the
-cached engine (:func:`models.trt_build.build_or_load_engine`) and creates one execution context
-per optimisation profile. ``run_inference`` tokenises like torch-cpu, plans engine calls with
-:func:`models.trt_build.plan_engine_calls` (length-sorted sub-batches, each on the profile of
+``load_model`` finds the ONNX export (made by ``python -m models build``), builds or loads the
+cached engine (:func:`models.serving.trt_engine.build_or_load_engine`) and creates one execution
+context per optimisation profile. ``run_inference`` tokenises like torch-cpu, plans engine calls
+with :func:`models.serving.trt_engine.plan_engine_calls` (length-sorted sub-batches, each on the
+profile of
 its longest row), and scatters results back to input order. Device buffers are torch CUDA
 tensors; only TensorRT 10 name-based tensor APIs are used (``set_input_shape``,
 ``set_tensor_address``, ``execute_async_v3``).
 
 Importing this module needs neither CUDA nor TensorRT; ``load_model`` raises
-:class:`models.trt_build.TensorRTUnavailableError` when either is missing.
+:class:`models.serving.trt_engine.TensorRTUnavailableError` when either is missing.
 """
 
 from __future__ import annotations
@@ -23,15 +24,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from models import artefacts, trt_build
-from models.backends.torch_cpu import (
+from models.serving import artefacts, trt_engine
+from models.serving.base import HEAD_NAMES, ModelHandler, PredictionResult
+from models.serving.batching import (
     DEFAULT_CALL_OVERHEAD_TOKENS,
-    DEFAULT_MAX_TOKENS_PER_CALL,
+    DEFAULT_MAX_BATCH_TOKENS,
+    check_max_batch_tokens,
     text_scores,
 )
-from models.base import HEAD_NAMES, ModelHandler, PredictionResult
-from models.encoder import MAX_LENGTH, load_tokenizer, pad_batch, tokenize
-from models.trt_build import (
+from models.serving.encoder import pad_batch
+from models.serving.tokenizer import MAX_LENGTH, load_tokenizer, tokenize
+from models.serving.trt_engine import (
     DEFAULT_MAX_BATCH_SIZE,
     INPUT_NAMES,
     OUTPUT_NAME,
@@ -102,7 +105,7 @@ def default_tensorrt_inference_fn(
 
 
 def _torch_dtypes(engine: Any) -> dict[str, torch.dtype]:
-    trt = trt_build.require_tensorrt()
+    trt = trt_engine.require_tensorrt()
     known = {
         trt.DataType.INT64: torch.int64,
         trt.DataType.INT32: torch.int32,
@@ -134,13 +137,13 @@ class TensorRTHandler(ModelHandler[LoadedTensorRTEngine]):
         engine_cache_dir: Path | None = None,
         max_length: int = MAX_LENGTH,
         call_overhead_tokens: int = DEFAULT_CALL_OVERHEAD_TOKENS,
-        max_tokens_per_call: int = DEFAULT_MAX_TOKENS_PER_CALL,
+        max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
     ) -> None:
         if not 1 <= min_batch_size <= max_batch_size:
             raise ValueError(f"need 1 <= min_batch_size <= max_batch_size, got {min_batch_size}")
         if max_length > buckets[-1][1]:
             raise ValueError(f"max_length {max_length} exceeds the last bucket {buckets[-1]}")
-        trt_build.profile_shapes(buckets, max_batch_size)  # validates the buckets early
+        trt_engine.profile_shapes(buckets, max_batch_size)  # validates the buckets early
         self._path = artefact_path or artefacts.artefact_dir()
         self._inference_fn = inference_fn
         self._precision: Precision = precision
@@ -151,7 +154,7 @@ class TensorRTHandler(ModelHandler[LoadedTensorRTEngine]):
         self._engine_cache_dir = engine_cache_dir
         self._max_length = max_length
         self._call_overhead_tokens = call_overhead_tokens
-        self._max_tokens_per_call = max_tokens_per_call
+        self._max_batch_tokens = check_max_batch_tokens(max_batch_tokens, max_length)
 
     @property
     def model_version(self) -> str:
@@ -167,19 +170,12 @@ class TensorRTHandler(ModelHandler[LoadedTensorRTEngine]):
 
     def load_model(self) -> LoadedTensorRTEngine:
         """Export ONNX and build the engine if absent, then deserialise and warm every profile."""
-        trt = trt_build.require_tensorrt()
+        trt = trt_engine.require_tensorrt()
         if not torch.cuda.is_available():
             raise TensorRTUnavailableError("the tensorrt backend needs a CUDA device")
-        card = artefacts.read_card(self._path)
-        if card["model_version"] != self.model_version:
-            raise artefacts.ModelNotBuiltError(
-                f"{self._path} holds {card['model_version']}, not {self.model_version}; "
-                "run `python -m models build --force`"
-            )
-        from models.export import export_onnx  # lazy: pulls in the onnx exporter
-
-        engine_path = trt_build.build_or_load_engine(
-            export_onnx(self._path),
+        artefacts.check_card(self._path)
+        engine_path = trt_engine.build_or_load_engine(
+            artefacts.onnx_path(self._path),
             self.model_version,
             precision=self._precision,
             max_batch_size=self._max_batch_size,
@@ -244,7 +240,9 @@ class TensorRTHandler(ModelHandler[LoadedTensorRTEngine]):
             model.buckets,
             model.max_batch_size,
             int(args.get("call_overhead_tokens", self._call_overhead_tokens)),
-            int(args.get("max_tokens_per_call", self._max_tokens_per_call)),
+            check_max_batch_tokens(
+                int(args.get("max_batch_tokens", self._max_batch_tokens)), self._max_length
+            ),
         )
         probabilities = np.empty((len(texts), len(HEAD_NAMES)), dtype=np.float32)
         for profile, indices in calls:

@@ -1,8 +1,13 @@
 """ONNX Runtime on CPU: the exported encoder + heads, fp32 or dynamically quantised INT8.
 
 Same tokenisation and length bucketing as the torch reference; only the forward pass differs.
-INT8 is built (``models.export.quantize_int8``) but not the default: with the current heads it
-does not hold label parity (see docs/model-card.md), so ``precision="fp32"`` is what auto picks.
+INT8 is built (``models.training.export.quantize_int8``) but not the default: with the current
+heads it does not hold label parity (see docs/model-card.md), so ``precision="fp32"`` is what
+auto picks.
+
+This path never imports torch or transformers (``tests/test_import_rules.py``): the tokenizer
+is the Rust ``tokenizers`` library, padding and planning are numpy. The ONNX files are made
+ahead of time by ``python -m models build``; a missing one raises ``ModelNotBuiltError``.
 """
 
 from __future__ import annotations
@@ -15,15 +20,16 @@ from typing import Any, Literal
 
 import numpy as np
 
-from models import artefacts
-from models.backends.torch_cpu import (
+from models.serving import artefacts
+from models.serving.base import ModelHandler, PredictionResult
+from models.serving.batching import (
     DEFAULT_CALL_OVERHEAD_TOKENS,
-    DEFAULT_MAX_TOKENS_PER_CALL,
+    DEFAULT_CPU_MAX_BATCH_TOKENS,
+    check_max_batch_tokens,
     plan_sub_batches,
     score_in_sub_batches,
 )
-from models.base import ModelHandler, PredictionResult
-from models.encoder import MAX_LENGTH, load_tokenizer
+from models.serving.tokenizer import MAX_LENGTH, served_tokenizer
 
 __all__ = [
     "LoadedOnnxModel",
@@ -41,9 +47,7 @@ OnnxInferenceFn = Callable[[Any, Mapping[str, np.ndarray]], np.ndarray]
 
 
 def default_onnx_inference_fn(session: Any, feed: Mapping[str, np.ndarray]) -> np.ndarray:
-    from models.export import OUTPUT_NAME
-
-    return session.run([OUTPUT_NAME], dict(feed))[0]
+    return session.run([artefacts.ONNX_OUTPUT_NAME], dict(feed))[0]
 
 
 def validate_provider(provider: str) -> None:
@@ -73,6 +77,8 @@ class OnnxCpuHandler(ModelHandler[LoadedOnnxModel]):
         provider: str = "CPUExecutionProvider",
         intra_op_threads: int | None = None,
         max_length: int = MAX_LENGTH,
+        call_overhead_tokens: int = DEFAULT_CALL_OVERHEAD_TOKENS,
+        max_batch_tokens: int = DEFAULT_CPU_MAX_BATCH_TOKENS,
     ) -> None:
         self.precision = precision
         self._path = artefact_path or artefacts.artefact_dir()
@@ -80,28 +86,33 @@ class OnnxCpuHandler(ModelHandler[LoadedOnnxModel]):
         self._provider = provider
         self._threads = intra_op_threads
         self._max_length = max_length
+        self._call_overhead_tokens = call_overhead_tokens
+        self._max_batch_tokens = check_max_batch_tokens(max_batch_tokens, max_length)
 
     @property
     def model_version(self) -> str:
         return self._path.name
 
+    @property
+    def max_batch_tokens(self) -> int:
+        return self._max_batch_tokens
+
     def get_metrics_namespace(self) -> str:
         return f"riskstream.model.onnx_cpu.{self.precision}"
 
     def load_model(self) -> LoadedOnnxModel:
-        """Export (and quantise) on first use, then open an ORT session and warm it up."""
+        """Open an ORT session on the built ONNX file and warm it up."""
         import onnxruntime as ort
 
-        from models.export import export_onnx, quantize_int8
-
         validate_provider(self._provider)
-        path = quantize_int8(self._path) if self.precision == "int8" else export_onnx(self._path)
+        artefacts.check_card(self._path)
+        path = artefacts.onnx_path(self._path, self.precision)
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if self._threads:
             options.intra_op_num_threads = self._threads
         session = ort.InferenceSession(str(path), options, providers=[self._provider])
-        model = LoadedOnnxModel(session, load_tokenizer(), self.model_version, path)
+        model = LoadedOnnxModel(session, served_tokenizer(self._path), self.model_version, path)
         self.run_inference(["warm-up"], model)
         log.info("loaded %s (%s) from %s", self.model_version, self.precision, path)
         return model
@@ -119,10 +130,8 @@ class OnnxCpuHandler(ModelHandler[LoadedOnnxModel]):
             self._max_length,
             lambda token_ids: plan_sub_batches(
                 [len(ids) for ids in token_ids],
-                DEFAULT_CALL_OVERHEAD_TOKENS,
-                DEFAULT_MAX_TOKENS_PER_CALL,
+                self._call_overhead_tokens,
+                self._max_batch_tokens,
             ),
-            lambda tensors: self._inference_fn(
-                model.session, {name: tensor.numpy() for name, tensor in tensors.items()}
-            ),
+            lambda arrays: self._inference_fn(model.session, arrays),
         )
