@@ -29,8 +29,11 @@ DEMO_START_MS = 1_793_491_200_000
 HOUR_MS = 3_600_000
 
 
-def demo_rows(events: int, seed: int, step_ms: int, surges: int, burst: int) -> list[dict]:
-    """Labelled demo traffic plus ``surges`` injected bursts of ``burst`` negative reviews."""
+def demo_rows(
+    events: int, seed: int, step_ms: int, surges: int, burst: int, history_hours: int = 24
+) -> list[dict]:
+    """Labelled demo traffic plus ``surges`` injected bursts of ``burst`` negative reviews,
+    each on a product with one ordinary review an hour over the ``history_hours`` before."""
     corpus = DemoCorpus.load()
     now = [DEMO_START_MS]
 
@@ -52,6 +55,22 @@ def demo_rows(events: int, seed: int, step_ms: int, surges: int, burst: int) -> 
     span = events * step_ms
     for n in range(surges):
         start = DEMO_START_MS + int(span * (n + 1) / (surges + 1))
+        # the product's ordinary reviews before its burst: a subject with no history is in
+        # its warm-up and cannot alert (stream/surge.py), however negative its first hour
+        for h in range(history_hours):
+            at = start - (history_hours - h) * HOUR_MS + rng.randrange(HOUR_MS)
+            _, text, label = rng.choice(corpus.reviews)
+            event = {
+                "event_id": f"surge-{n}-history-{h}",
+                "member_id": f"m-history-{n}-{h}",
+                "event_time": rfc3339_from_ms(at),
+                "product_id": f"B0SURGE{n:03d}",
+                "brand": f"surgebrand-{n}",
+                "rating": 1 if label == "negative" else 5,
+                "text": text,
+                "label": {"negative": label == "negative"},
+            }
+            rows.append((at, {"topic": "reviews", "key": event["member_id"], "value": event}))
         for i in range(burst):
             at = start + rng.randrange(HOUR_MS)
             member = f"m-surge-{n}-{i}"
@@ -114,13 +133,24 @@ def write_jsonl_gz(path: Path, rows: list[dict]) -> None:
 @click.option("--step-ms", type=int, default=10_000, show_default=True, help="Demo clock step.")
 @click.option("--surges", type=int, default=5, show_default=True)
 @click.option("--burst", type=int, default=10, show_default=True, help="Reviews per surge.")
+@click.option(
+    "--history-hours", type=int, default=24, show_default=True,
+    help="Hours of ordinary reviews (one an hour) on each surge product before its burst.",
+)  # fmt: skip
 @click.option("--ulb-rows", type=int, default=30_000, show_default=True, help="0: all of day 2.")
 @click.option("--seed", type=int, default=0, show_default=True)
 def main(
-    out: Path, demo_events: int, step_ms: int, surges: int, burst: int, ulb_rows: int, seed: int
+    out: Path,
+    demo_events: int,
+    step_ms: int,
+    surges: int,
+    burst: int,
+    history_hours: int,
+    ulb_rows: int,
+    seed: int,
 ) -> None:
     """Write demo-surges.jsonl.gz and ulb-day2.jsonl.gz into OUT."""
-    demo = demo_rows(demo_events, seed, step_ms, surges, burst)
+    demo = demo_rows(demo_events, seed, step_ms, surges, burst, history_hours)
     write_jsonl_gz(out / "demo-surges.jsonl.gz", demo)
     click.echo(f"{out / 'demo-surges.jsonl.gz'}: {len(demo)} rows, {surges} labelled surges")
     ulb = ulb_day2_rows(ulb_rows or None)

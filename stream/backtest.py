@@ -166,17 +166,28 @@ def unique_alerts(alerts: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]
     return list({a["alert_id"]: a for a in alerts}.values())
 
 
+def accuracy(y: np.ndarray, score: np.ndarray, threshold: float) -> float:
+    """Share of events whose ``score >= threshold`` agrees with their label."""
+    return float(np.mean((np.asarray(score) >= threshold) == (np.asarray(y) == 1)))
+
+
 def _binary_block(
     y: np.ndarray, score: np.ndarray, threshold: float, alerted: np.ndarray
 ) -> dict[str, Any]:
     """Score-level quality at the configured threshold, and what the published alerts caught."""
     tp, flagged, positives = int((alerted & (y == 1)).sum()), int(alerted.sum()), int(y.sum())
+    cut = at_threshold(y, score, threshold)
+    cut["accuracy"] = accuracy(y, score, threshold)
     block: dict[str, Any] = {
         "events": len(y),
         "positives": positives,
         "pr_auc": round(average_precision(y, score), 4) if y.any() else None,
         "recall_at_1pct_fpr": round(recall_at_fpr(y, score, 0.01), 4) if y.any() else None,
-        "at_threshold": {k: round(v, 4) for k, v in at_threshold(y, score, threshold).items()},
+        # the model card's headline: P >= 0.5 vs the label; and what "always the majority"
+        # would score, since on rare labels (fraud) accuracy alone says little
+        "accuracy_at_0_5": round(accuracy(y, score, 0.5), 4),
+        "majority_accuracy": round(max(positives, len(y) - positives) / len(y), 4),
+        "at_threshold": {k: round(v, 4) for k, v in cut.items()},
         "alerts": {
             "events_alerted": flagged,
             "precision": round(tp / flagged, 4) if flagged else None,
@@ -228,7 +239,8 @@ def surge_quality(
 
     A surge is detected when an alert names its product or brand with an event time from its
     first labelled event up to one window after its last; delay is counted from the first
-    labelled event, in minutes and in hops (the detector's window step)."""
+    labelled event, in minutes and in windows (minutes over the alerting subject's window
+    length, the unit docs/evaluation.md uses)."""
     episodes: dict[str, list[InputFacts]] = defaultdict(list)
     for f in facts:
         if isinstance(f.label, dict) and f.label.get("surge") and f.event_time_ms is not None:
@@ -257,16 +269,21 @@ def surge_quality(
             "subjects": sorted(f"{k}:{s}" for k, s in subjects),
             "detected": first is not None,
             "delay_minutes": round((first[0] - start) / 60_000, 1) if first else None,
-            "delay_hops": ((first[0] - start) // SURGE_CONFIGS[first[1]].hop_ms if first else None),
+            "delay_windows": (
+                round((first[0] - start) / SURGE_CONFIGS[first[1]].window_ms, 2) if first else None
+            ),
         }
     detected = [e for e in per_episode.values() if e["detected"]]
     delays = [e["delay_minutes"] for e in detected]
+    windows = [e["delay_windows"] for e in detected]
     return {
         "surges": len(per_episode),
         "detected": len(detected),
         "recall": round(len(detected) / len(per_episode), 4),
+        "window_minutes": sorted({c.window_ms // 60_000 for c in SURGE_CONFIGS.values()}),
         "median_delay_minutes": float(np.median(delays)) if delays else None,
-        "max_delay_hops": max((e["delay_hops"] for e in detected), default=None),
+        "median_delay_windows": round(float(np.median(windows)), 2) if windows else None,
+        "max_delay_windows": max(windows, default=None),
         "unmatched_alerts": len([a for a in surge_alerts if a["alert_id"] not in matched]),
         "per_surge": per_episode,
     }
@@ -428,26 +445,37 @@ def render_markdown(report: Mapping[str, Any]) -> list[str]:
             "",
             "## Against the labels",
             "",
-            "| alert type | labelled | positives | PR-AUC | recall @1% FPR | threshold | "
-            "precision | recall | alerts: precision | alerts: recall |",
-            "|---|---|---|---|---|---|---|---|---|---|",
+            "| alert type | labelled | positives | PR-AUC | accuracy @0.5 (majority) | "
+            "recall @1% FPR | threshold | accuracy | precision | recall | alerts: precision | "
+            "alerts: recall |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for name, q in binary.items():
             t = q["at_threshold"]
             lines.append(
                 f"| {name} | {q['events']} | {q['positives']} | {_fmt(q['pr_auc'])} | "
+                f"{_fmt(q.get('accuracy_at_0_5'))} ({_fmt(q.get('majority_accuracy'))}) | "
                 f"{_fmt(q['recall_at_1pct_fpr'])} | {_fmt(t['threshold'])} | "
-                f"{_fmt(t['precision'])} | {_fmt(t['recall'])} | "
+                f"{_fmt(t.get('accuracy'))} | {_fmt(t['precision'])} | {_fmt(t['recall'])} | "
                 f"{_fmt(q['alerts']['precision'])} | {_fmt(q['alerts']['recall'])} |"
             )
+        lines += [
+            "",
+            "Accuracy @0.5 is the model card's measure (P ≥ 0.5 against the label), beside what "
+            "always answering the majority label would score; the threshold columns use the "
+            "alert threshold.",
+        ]
     if "opinion_surge" in labelled:
         s = labelled["opinion_surge"]
+        window = "/".join(str(m) for m in s.get("window_minutes", [])) or "-"
         lines += [
             "",
             f"Labelled surges: {s['detected']} of {s['surges']} detected (recall "
-            f"{_fmt(s['recall'])}), median delay {_fmt(s['median_delay_minutes'])} min, "
-            f"max {_fmt(s['max_delay_hops'])} hops; {s['unmatched_alerts']} surge alerts "
-            "matched no labelled surge.",
+            f"{_fmt(s['recall'])}), delay from the first labelled event: median "
+            f"{_fmt(s.get('median_delay_windows'))} windows "
+            f"({_fmt(s['median_delay_minutes'])} min), max "
+            f"{_fmt(s.get('max_delay_windows'))} windows ({window}-minute windows); "
+            f"{s['unmatched_alerts']} surge alerts matched no labelled surge.",
         ]
     return lines
 
@@ -462,9 +490,13 @@ COMPARED = (
     ("fraud PR-AUC", ("labelled", "fraud_risk", "pr_auc")),
     ("fraud precision at threshold", ("labelled", "fraud_risk", "at_threshold", "precision")),
     ("fraud recall at threshold", ("labelled", "fraud_risk", "at_threshold", "recall")),
+    ("fraud accuracy at threshold", ("labelled", "fraud_risk", "at_threshold", "accuracy")),
     ("negative-review PR-AUC", ("labelled", "negative_review", "pr_auc")),
+    ("negative-review accuracy @0.5", ("labelled", "negative_review", "accuracy_at_0_5")),
     ("scam-chat PR-AUC", ("labelled", "scam_chat", "pr_auc")),
+    ("scam-chat accuracy @0.5", ("labelled", "scam_chat", "accuracy_at_0_5")),
     ("surge recall", ("labelled", "opinion_surge", "recall")),
+    ("surge median delay (windows)", ("labelled", "opinion_surge", "median_delay_windows")),
     ("surge median delay (min)", ("labelled", "opinion_surge", "median_delay_minutes")),
 )
 

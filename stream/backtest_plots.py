@@ -3,8 +3,9 @@ wherever the replayed events carry labels. matplotlib draws off-screen (Agg)."""
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,19 @@ from stream.backtest import InputFacts, ReplayOutputs, labelled_arrays, unique_a
 from stream.codec import parse_event_time
 
 HOUR_MS = 3_600_000
+DAY_MS = 24 * HOUR_MS
+#: Bin widths for alerts over time, narrowest first; the first giving at most ``MAX_BARS``
+#: bars over the alerts' span is used (a multi-year replay gets years, a day gets hours).
+BINS = (
+    ("hour", HOUR_MS),
+    ("6 hours", 6 * HOUR_MS),
+    ("day", DAY_MS),
+    ("week", 7 * DAY_MS),
+    ("30 days", 30 * DAY_MS),
+    ("quarter (91 days)", 91 * DAY_MS),
+    ("year (365 days)", 365 * DAY_MS),
+)
+MAX_BARS = 200
 
 
 def _pyplot():
@@ -24,31 +38,71 @@ def _pyplot():
     return plt
 
 
-def alerts_over_time(outputs: ReplayOutputs, path: Path) -> bool:
-    """Alerts per event-time hour, stacked by type."""
+@dataclass(frozen=True)
+class AlertBins:
+    """Alert counts per type over equal event-time bins (bin ``i`` starts at
+    ``start_ms + i * bin_ms``)."""
+
+    bin_name: str
+    bin_ms: int
+    start_ms: int
+    counts: dict[str, np.ndarray]
+
+    @property
+    def bars(self) -> int:
+        return len(next(iter(self.counts.values()))) if self.counts else 0
+
+
+def bin_alerts(times_by_type: Mapping[str, Sequence[int]], max_bars: int = MAX_BARS) -> AlertBins:
+    """Choose the narrowest bin that keeps the span within ``max_bars`` bars, then count."""
+    every = [t for times in times_by_type.values() for t in times]
+    first, last = min(every), max(every)
+    fits = [(n, w) for n, w in BINS if last // w - first // w + 1 <= max_bars]
+    if fits:
+        name, width = fits[0]
+    else:  # longer than 200 years: whole multiples of a year
+        years = -(-(last - first + 1) // (BINS[-1][1] * (max_bars - 1)))
+        name, width = f"{years} years", BINS[-1][1] * years
+    start = first // width * width
+    bars = (last - start) // width + 1
+    counts = {
+        alert_type: np.bincount((np.asarray(times) - start) // width, minlength=bars)
+        for alert_type, times in sorted(times_by_type.items())
+    }
+    return AlertBins(name, width, start, counts)
+
+
+def alerts_over_time(outputs: ReplayOutputs, path: Path) -> AlertBins | None:
+    """Alerts per event-time bin, stacked by type; the bin (hour ... year) is chosen from the
+    span so the plot has at most ``MAX_BARS`` bars whatever the replay covers."""
     alerts = unique_alerts(outputs.alerts)
     if not alerts:
-        return False
-    per_type: dict[str, Counter] = defaultdict(Counter)
+        return None
+    times: dict[str, list[int]] = defaultdict(list)
     for alert in alerts:
-        per_type[alert["alert_type"]][parse_event_time(alert["event_time"]) // HOUR_MS] += 1
-    hours = sorted({h for counts in per_type.values() for h in counts})
-    start = hours[0]
-    x = np.arange(hours[-1] - start + 1)
+        times[alert["alert_type"]].append(parse_event_time(alert["event_time"]))
+    binned = bin_alerts(times)
     plt = _pyplot()
+    import matplotlib.dates as mdates
+
+    days = binned.bin_ms / DAY_MS
+    left = mdates.date2num(np.datetime64(binned.start_ms, "ms")) + days * np.arange(binned.bars)
     fig, ax = plt.subplots(figsize=(8, 3))
-    bottom = np.zeros(len(x))
-    for alert_type, counts in sorted(per_type.items()):
-        heights = np.array([counts.get(start + i, 0) for i in x], dtype=float)
-        ax.bar(x, heights, bottom=bottom, label=alert_type, width=1.0)
+    bottom = np.zeros(binned.bars)
+    for alert_type, heights in binned.counts.items():
+        ax.bar(left, heights, bottom=bottom, width=days, align="edge", label=alert_type)
         bottom += heights
-    ax.set_xlabel("event time, hours since the first alert")
-    ax.set_ylabel("alerts")
+    locator = mdates.AutoDateLocator()
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+    ax.set_xlim(left[0], left[-1] + days)
+    ax.set_xlabel("event time (UTC)")
+    ax.set_ylabel(f"alerts per {binned.bin_name}")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
-    return True
+    return binned
 
 
 def precision_recall(y: np.ndarray, score: np.ndarray, threshold: float, title: str, path: Path):

@@ -9,6 +9,22 @@ and variance of past windows) with enough support, without waiting for the windo
 Hops with no texts count as zero, a surge window enters the baseline clipped (so one burst
 does not blind the detector to the next), and a cooldown keeps one surge to one alert.
 Everything runs on event time: replaying the same events gives the same alerts.
+
+A baseline that starts from nothing calls a subject's ordinary traffic a surge, so:
+
+* **Warm-up.** A subject cannot alert until ``warmup_windows`` hops of its own history have
+  closed. Windows that started before its first hop are partial and stay out of the baseline,
+  which is a plain running average until it has ``1 / alpha`` windows (no bias towards zero).
+* **A trigger on the subject's own rate.** Besides z and the minimum support, the window's
+  negatives must be unlikely under a Poisson count at the subject's baseline mean (its usual
+  volume times its usual negative share): at 2 reviews per hour and 51 % of them negative, 6
+  negatives in an hour happen about once in 1,500 windows, so the old "6 negatives" fired there.
+  ``max_tail_p`` is thus close to a false-alarm rate per window whatever the subject's volume
+  or share; the price is recall on bursts that are small next to the subject's usual
+  negatives (10 negatives in an hour on a product with 8 reviews an hour is rarely flagged).
+
+``warmup_windows`` and ``max_tail_p`` were picked on simulation seeds 100-101 by
+``bench/tune_surge.py`` (rule and grid in its docstring); docs/evaluation.md reports seeds 0-4.
 """
 
 from __future__ import annotations
@@ -19,10 +35,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+#: Picked by ``bench/tune_surge.py`` on seeds 100-101 (see the module docstring).
+WARMUP_WINDOWS = 16
+MAX_TAIL_P = 1e-5
+
 
 @dataclass(frozen=True, slots=True)
 class SurgeConfig:
-    """Window, baseline and alert policy (defaults chosen by ``riskstream eval surge``)."""
+    """Window, baseline and alert policy (defaults measured by ``riskstream eval surge``)."""
 
     window_ms: int = 3_600_000
     hop_ms: int = 900_000
@@ -40,6 +60,11 @@ class SurgeConfig:
     sample_ids: int = 5
     #: Empty hops folded one by one before the baseline is decayed in one step.
     max_gap_hops: int = 2_000
+    #: Hops of a subject's own history before it may alert (a new subject has no baseline).
+    warmup_windows: int = WARMUP_WINDOWS
+    #: The window's negatives must have at most this chance under a Poisson count at the
+    #: subject's baseline mean, so the trigger rises with the subject's own negative rate.
+    max_tail_p: float = MAX_TAIL_P
 
     @property
     def hops_per_window(self) -> int:
@@ -78,13 +103,24 @@ def _window_counts(state: Mapping[str, Any]) -> tuple[int, int]:
 
 
 def _fold_window(state: dict[str, Any], negatives: int, cfg: SurgeConfig) -> None:
-    """EWMA of the window's negative count and its variance; surges enter clipped."""
-    ceiling = state["mean"] + cfg.z_threshold * math.sqrt(state["var"] + cfg.variance_floor)
-    value = min(float(negatives), ceiling)
-    delta = value - state["mean"]
-    state["mean"] += cfg.alpha * delta
-    state["var"] = (1 - cfg.alpha) * (state["var"] + cfg.alpha * delta * delta)
+    """EWMA of the window's negative count and its variance; surges enter clipped.
+
+    The first ``hops_per_window - 1`` windows of a subject began before its first hop, so they
+    are skipped; after that the weight is ``max(alpha, 1 / full windows)``, a running mean
+    and variance until the EWMA takes over, so a young baseline is not pulled towards zero.
+    Nothing is clipped during the warm-up: there is no baseline yet to clip against."""
     state["windows"] += 1
+    full = state["windows"] - (cfg.hops_per_window - 1)
+    if full <= 0:
+        return
+    value = float(negatives)
+    if state["windows"] > cfg.warmup_windows:
+        ceiling = state["mean"] + cfg.z_threshold * math.sqrt(state["var"] + cfg.variance_floor)
+        value = min(value, ceiling)
+    weight = max(cfg.alpha, 1.0 / full)
+    delta = value - state["mean"]
+    state["mean"] += weight * delta
+    state["var"] = (1 - weight) * (state["var"] + weight * delta * delta)
 
 
 def _advance(state: dict[str, Any], hop: int, cfg: SurgeConfig) -> None:
@@ -113,6 +149,24 @@ def surge_score(negatives: int, state: Mapping[str, Any], cfg: SurgeConfig) -> f
     return (negatives - state["mean"]) / math.sqrt(state["var"] + cfg.variance_floor)
 
 
+def poisson_tail(count: int, mean: float) -> float:
+    """P(N >= count) for N ~ Poisson(mean): how often the baseline alone gives ``count``.
+
+    Summed upwards from ``count`` (not ``1 - CDF``) so tiny tails keep their precision; only
+    called for ``count`` above the mean, where the terms shrink."""
+    if count <= 0:
+        return 1.0
+    if mean <= 0:
+        return 0.0
+    term = math.exp(count * math.log(mean) - mean - math.lgamma(count + 1))
+    total, k = term, count
+    while term > total * 1e-12:
+        k += 1
+        term *= mean / k
+        total += term
+    return min(total, 1.0)
+
+
 def observe(
     state: Mapping[str, Any] | None,
     kind: str,
@@ -139,19 +193,28 @@ def observe(
     if len(current["sample"]) < cfg.sample_ids:
         current["sample"].append(event_id)
     negatives, _ = _window_counts(current)
-    score = surge_score(negatives, current, cfg)
     until = current["cooldown_until"]
     if (until is not None and current["hop"] < until) or negatives < cfg.min_negatives:
         return current, None
+    if current["windows"] < cfg.warmup_windows:
+        return current, None
+    score = surge_score(negatives, current, cfg)
     if score < cfg.z_threshold:
         return current, None
+    tail = poisson_tail(negatives, current["mean"])
+    if tail > cfg.max_tail_p:
+        return current, None
     current["cooldown_until"] = current["hop"] + cfg.cooldown_windows * cfg.window_ms
-    return current, surge_alert(current, score, cfg)
+    return current, surge_alert(current, score, cfg, tail)
 
 
-def surge_alert(state: Mapping[str, Any], score: float, cfg: SurgeConfig) -> dict[str, Any]:
+def surge_alert(
+    state: Mapping[str, Any], score: float, cfg: SurgeConfig, tail: float | None = None
+) -> dict[str, Any]:
     """An ``opinion_surge`` alert body (the caller adds model version and event time)."""
     negatives, total = _window_counts(state)
+    if tail is None:
+        tail = poisson_tail(negatives, state["mean"])
     start = state["hop"] + cfg.hop_ms - cfg.window_ms
     key = f"opinion_surge|{state['kind']}|{state['id']}|{state['hop']}"
     return {
@@ -164,6 +227,7 @@ def surge_alert(state: Mapping[str, Any], score: float, cfg: SurgeConfig) -> dic
             f"{negatives} negative of {total} texts in the last {cfg.window_ms // 60_000} min",
             f"baseline {state['mean']:.2f} ± {math.sqrt(state['var']):.2f} negatives per window "
             f"over {state['windows']} windows",
+            f"chance of {negatives} or more at the baseline rate: {tail:.1e} per window",
         ],
         "event_ids": list(state["sample"]),
         "window": {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 
+import numpy as np
 import orjson
 import pytest
 
@@ -95,13 +96,20 @@ def test_fraud_figures_match_a_hand_count() -> None:
     fraud = report["labelled"]["fraud_risk"]
     # ranked a(1) b(0) c(1) d(0): precision at the two frauds 1/1 and 2/3
     assert fraud["pr_auc"] == round((1 + 2 / 3) / 2, 4)
-    assert fraud["at_threshold"] == {"threshold": 0.5, "alerts": 2, "precision": 0.5, "recall": 0.5}
+    assert fraud["at_threshold"] == {
+        "threshold": 0.5,
+        "alerts": 2,
+        "precision": 0.5,
+        "recall": 0.5,
+        "accuracy": 0.5,  # a and d right, b and c wrong
+    }
+    assert (fraud["accuracy_at_0_5"], fraud["majority_accuracy"]) == (0.5, 0.5)
     assert fraud["alerts"] == {"events_alerted": 1, "precision": 1.0, "recall": 0.5}
     assert report["events"]["accounted"] == 5 and report["events"]["input_total"] == 5
     assert report["alerts"] == {"total": 1, "by_type": {"fraud_risk": {"high": 1}}}
     assert report["throughput"]["events_per_s"] == 2.5
     assert "negative_review" not in report["labelled"]  # no labelled reviews
-    assert "| fraud_risk | 4 | 2 | 0.8333 |" in "\n".join(render_markdown(report))
+    assert "| fraud_risk | 4 | 2 | 0.8333 | 0.5 (0.5) |" in "\n".join(render_markdown(report))
 
 
 def test_surge_recall_delay_and_unmatched_alerts() -> None:
@@ -119,9 +127,14 @@ def test_surge_recall_delay_and_unmatched_alerts() -> None:
     ]
     quality = surge_quality(facts, alerts)
     assert (quality["surges"], quality["detected"], quality["recall"]) == (1, 1, 1.0)
-    assert quality["median_delay_minutes"] == 25.0 and quality["max_delay_hops"] == 1
-    assert quality["unmatched_alerts"] == 2
-    assert quality["per_surge"]["burst"]["subjects"] == ["brand:b", "product:p1"]
+    assert quality["median_delay_minutes"] == 25.0
+    assert quality["median_delay_windows"] == quality["max_delay_windows"] == 0.42  # of 60 min
+    assert quality["per_surge"]["burst"]["delay_windows"] == 0.42
+    report = build_report(
+        facts, ReplayOutputs(alerts=alerts), thresholds=THRESHOLDS, status="complete",
+        elapsed_s=1.0, meta={},
+    )  # fmt: skip
+    assert "median 0.42 windows (25 min)" in "\n".join(render_markdown(report))
     assert surge_quality(facts[-1:], alerts) is None
 
 
@@ -156,3 +169,54 @@ def test_parquet_and_gzipped_jsonl_sources(tmp_path) -> None:
         handle.write(b"".join(orjson.dumps(r) + b"\n" for r in rows))
     records, skipped = read_file(tmp_path / "events.jsonl.gz")
     assert len(records) == 1 and list(skipped) == [2]
+
+
+def _alerts_at(times_ms: list[int], alert_type: str) -> list[dict]:
+    from stream.steps import rfc3339_from_ms
+
+    return [
+        _alert(f"{alert_type}-{i}", "member", "m", ["e"], rfc3339_from_ms(t), alert_type)
+        for i, t in enumerate(times_ms)
+    ]
+
+
+def test_alerts_over_time_bins_scale_with_the_span() -> None:
+    from stream.backtest_plots import MAX_BARS, bin_alerts
+
+    hour, day = 3_600_000, 86_400_000
+    start = 1_700_000_000_000
+    assert bin_alerts({"a": [start, start + 5 * hour]}).bin_name == "hour"
+    month = bin_alerts({"a": [start], "b": [start + 60 * day]})
+    assert month.bin_name == "day" and month.bars == 61
+    assert [int(c.sum()) for c in month.counts.values()] == [1, 1]
+    years = bin_alerts({"a": [start, start + 86_000 * hour]})  # ~9.8 years
+    assert years.bin_name == "30 days" and years.bars <= MAX_BARS
+    huge = bin_alerts({"a": [0, 500 * 365 * day]})
+    assert huge.bars <= MAX_BARS and huge.bin_name.endswith("years")
+
+
+def test_a_multi_year_replay_plots_fast_and_visibly(tmp_path) -> None:
+    """86k event-time hours drew 86k one-hour bars: a blank image after 55 s."""
+    import time
+
+    import matplotlib.image
+
+    from stream.backtest_plots import alerts_over_time
+
+    rng = np.random.default_rng(0)
+    start = 1_500_000_000_000
+    span = 86_000 * 3_600_000
+    outputs = ReplayOutputs()
+    for alert_type, n in (("fraud_risk", 20_000), ("opinion_surge", 2_000)):
+        outputs.alerts += _alerts_at(
+            sorted((start + rng.integers(0, span, n)).tolist()), alert_type
+        )
+    began = time.perf_counter()
+    binned = alerts_over_time(outputs, tmp_path / "over-time.png")
+    elapsed = time.perf_counter() - began
+    assert binned is not None and binned.bars <= 200
+    assert elapsed < 5.0, elapsed
+    pixels = matplotlib.image.imread(tmp_path / "over-time.png")[..., :3]
+    coloured = (pixels.max(axis=2) - pixels.min(axis=2)) > 0.2  # bars, not grey text/axes
+    assert coloured.mean() > 0.05  # the bars cover a good part of the image
+    assert alerts_over_time(ReplayOutputs(), tmp_path / "none.png") is None

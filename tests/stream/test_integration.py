@@ -125,6 +125,21 @@ def planted_pii() -> list[tuple[str, bytes, bytes]]:
     ]
 
 
+def surge_history() -> list[tuple[str, bytes, bytes]]:
+    """One ordinary review of the surge product a day before its burst: a subject with no
+    history is in its warm-up and raises no surge (``stream.surge``). Produce it first."""
+    review = {
+        "event_id": "surge-history",
+        "member_id": "m-surge-0",
+        "event_time": "2026-11-22T09:00:00Z",
+        "product_id": "B00SURGE",
+        "brand": "surgebrand",
+        "rating": 5,
+        "text": POSITIVE,
+    }
+    return [("reviews", b"m-surge-0", orjson.dumps(review))]
+
+
 def surge_burst(count: int = 9) -> list[tuple[str, bytes, bytes]]:
     """``count`` negative reviews of one product within 30 minutes, by different members."""
     return [
@@ -166,7 +181,8 @@ async def test_valid_events_are_scored_bad_ones_dead_lettered_alerts_and_profile
 ) -> None:
     traffic = DemoTraffic(DemoCorpus.load(), seed=11, members=40, malformed_ratio=0.0)
     demo = [traffic.next_record() for _ in range(300)]
-    records = [(topic_prefix + r.topic, r.key, r.value) for r in demo]
+    records = [(topic_prefix + topic, key, value) for topic, key, value in surge_history()]
+    records += [(topic_prefix + r.topic, r.key, r.value) for r in demo]
     records += [
         (topic_prefix + "reviews", b"m-planted", planted_review("planted-neg", NEGATIVE, 1)),
         (topic_prefix + "reviews", b"m-planted", planted_review("planted-pos", POSITIVE, 5)),
@@ -185,7 +201,7 @@ async def test_valid_events_are_scored_bad_ones_dead_lettered_alerts_and_profile
     records += [(topic_prefix + topic, key, value) for topic, key, value in surge_burst()]
     records += [(topic_prefix + topic, b"bad", value) for topic, value, _ in MALFORMED]
     planted_ids = {"planted-neg", "planted-pos", "tx-ok", "tx-fraud", "pii-review", "pii-chat"}
-    planted_ids |= {f"surge-{i}" for i in range(9)}
+    planted_ids |= {f"surge-{i}" for i in range(9)} | {"surge-history"}
     valid_ids = {orjson.loads(r.value)["event_id"] for r in demo} | planted_ids
     members = {orjson.loads(r.value)["member_id"] for r in demo} | {"m-planted", "m-fraud", "m-pii"}
     members |= {f"m-surge-{i}" for i in range(9)}

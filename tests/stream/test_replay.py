@@ -40,7 +40,7 @@ def review(event_id: str, member: str, minute: int, text: str, label: dict, **ex
         "value": {
             "event_id": event_id,
             "member_id": member,
-            "event_time": f"2026-11-23T09:{minute:02d}:00Z",
+            "event_time": extra.get("event_time", f"2026-11-23T09:{minute:02d}:00Z"),
             "product_id": extra.get("product_id", "B00CALM"),
             "brand": extra.get("brand", "calmbrand"),
             "rating": 1 if label.get("negative") else 5,
@@ -69,8 +69,19 @@ def transaction(event_id: str, member: str, minute: int, vector: list, label: in
 
 def planted_rows() -> list[dict]:
     """A tiny labelled backtest: one fraud among four transactions, one negative and two
-    positive reviews, a labelled surge of nine negative reviews, one malformed record."""
+    positive reviews, a labelled surge of nine negative reviews (on a product reviewed once the
+    day before: a subject with no history is in its warm-up), one malformed record."""
     rows = [
+        review(
+            "surge-history",
+            "m-surge-0",
+            0,
+            POSITIVE,
+            {},
+            product_id="B00SURGE",
+            brand="surgebrand",
+            event_time="2026-11-22T09:00:00Z",
+        ),
         transaction("tx-ok-1", "m-a", 0, ULB_LEGIT, 0),
         transaction("tx-ok-2", "m-b", 1, ULB_LEGIT, 0),
         transaction("tx-ok-3", "m-fraud", 2, ULB_LEGIT, 0),
@@ -131,8 +142,8 @@ def test_labelled_report_and_compare_on_a_planted_dataset(
     report = orjson.loads((out / "report.json").read_bytes())
     assert report["status"] == "complete"
     a, b = report["runs"]["a"], report["runs"]["b"]
-    assert a["events"]["input"] == {"transactions": 4, "reviews": 12, "chats": 1}
-    assert a["events"]["accounted"] == 17
+    assert a["events"]["input"] == {"transactions": 4, "reviews": 13, "chats": 1}
+    assert a["events"]["accounted"] == 18
     assert a["events"]["dead_letter"] == {"invalid_json": 1}
 
     fraud = a["labelled"]["fraud_risk"]
@@ -142,14 +153,16 @@ def test_labelled_report_and_compare_on_a_planted_dataset(
         "alerts": 1,
         "precision": 1.0,
         "recall": 1.0,
+        "accuracy": 1.0,
     }
+    assert fraud["accuracy_at_0_5"] == 1.0 and fraud["majority_accuracy"] == 0.75
     assert fraud["alerts"] == {"events_alerted": 1, "precision": 1.0, "recall": 1.0}
     negative = a["labelled"]["negative_review"]
     assert (negative["events"], negative["positives"], negative["pr_auc"]) == (3, 1, 1.0)
     assert negative["alerts"] == {"events_alerted": 1, "precision": 1.0, "recall": 1.0}
     surge = a["labelled"]["opinion_surge"]
     assert (surge["surges"], surge["detected"], surge["recall"]) == (1, 1, 1.0)
-    assert surge["unmatched_alerts"] == 0 and surge["max_delay_hops"] <= 2
+    assert surge["unmatched_alerts"] == 0 and surge["max_delay_windows"] <= 2
     assert surge["per_surge"]["s1"]["subjects"] == ["brand:surgebrand", "product:B00SURGE"]
 
     # B raised no fraud alert at 0.999; everything else is the same
@@ -162,6 +175,7 @@ def test_labelled_report_and_compare_on_a_planted_dataset(
 
     markdown = (out / "report.md").read_text()
     assert "| fraud PR-AUC | 1 | 1 |" in markdown
+    assert "| negative-review accuracy @0.5 | 1 | 1 |" in markdown
     assert (out / "alerts-over-time-a.png").stat().st_size > 1000
     assert (out / "pr-fraud_risk-a.png").is_file()
     scored = (out / "outputs-a" / "scored-events.jsonl").read_bytes().splitlines()

@@ -14,6 +14,7 @@ from tests.stream.test_integration import (
     ULB_LEGIT,
     planted_transaction,
     surge_burst,
+    surge_history,
 )
 
 pytestmark = pytest.mark.integration
@@ -45,7 +46,8 @@ async def test_two_runs_over_the_same_input_raise_identical_alerts(
     kafka_broker, make_worker, topic_prefix
 ) -> None:
     traffic = DemoTraffic(DemoCorpus.load(), seed=5, members=25, malformed_ratio=0.0)
-    records = [(r.topic, r.key, r.value) for r in (traffic.next_record() for _ in range(150))]
+    records = surge_history()
+    records += [(r.topic, r.key, r.value) for r in (traffic.next_record() for _ in range(150))]
     records += surge_burst()
     records += [
         ("transactions", b"m-fraud", planted_transaction("tx-ok", 0, ULB_LEGIT, 63.48)),

@@ -1,12 +1,16 @@
-"""The surge detector as a pure state machine: hops, baseline, support, cooldown, idempotence."""
+"""The surge detector as a pure state machine: hops, baseline, warm-up, trigger, support,
+cooldown, idempotence."""
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import random
 
 import pytest
 
 from stream.surge import (
+    BRAND,
     DEFAULT,
     ReorderPolicy,
     apply_subject_event,
@@ -15,12 +19,15 @@ from stream.surge import (
     hold_mention,
     hop_start,
     observe,
+    poisson_tail,
     subject_events,
     subject_key,
 )
 
 HOUR = 3_600_000
 CFG = DEFAULT
+#: Event time by which a subject first seen at 0 is past its warm-up (plus a margin).
+WARM = (CFG.warmup_windows + 8) * CFG.hop_ms
 
 
 def feed(events, cfg=CFG, state=None):
@@ -39,15 +46,27 @@ def test_hops_tile_event_time() -> None:
 
 
 def test_quiet_hours_feed_zeros_into_the_baseline() -> None:
-    state, _ = feed([(0, True), (10 * HOUR, False)])
-    hops = 10 * HOUR // CFG.hop_ms
+    state, _ = feed([(0, True), (30 * HOUR, False)])
+    hops = 30 * HOUR // CFG.hop_ms
     assert state["windows"] == hops
-    # one negative seen by the 4 windows containing its hop, then 36 zero windows
+    # the 3 windows that began before the subject's first hop are left out; the first full
+    # window holds the negative, then zeros: a running mean until 1/alpha windows, then EWMA
     expected = 0.0
-    for k in range(hops):
-        value = 1.0 if k < CFG.hops_per_window else 0.0
-        expected += CFG.alpha * (value - expected)
+    for full in range(1, hops - CFG.hops_per_window + 2):
+        value = 1.0 if full == 1 else 0.0
+        expected += max(CFG.alpha, 1 / full) * (value - expected)
     assert state["mean"] == pytest.approx(expected)
+    assert hops - CFG.hops_per_window + 1 > 1 / CFG.alpha  # the EWMA part is exercised too
+
+
+def test_a_young_baseline_is_not_pulled_towards_zero() -> None:
+    """Two negatives in every hour from the start: the baseline is 2 at once, not 2 x (1 -
+    0.98^n) as an EWMA from zero would have it after n windows."""
+    events = [(h * HOUR + m * 60_000, True) for h in range(8) for m in (10, 40)]
+    state, alerts = feed(events)
+    assert alerts == []
+    assert state["mean"] == pytest.approx(2.0)
+    assert state["var"] == pytest.approx(0.0)
 
 
 def test_a_burst_over_a_quiet_baseline_alerts_once_with_support() -> None:
@@ -66,16 +85,120 @@ def test_a_burst_over_a_quiet_baseline_alerts_once_with_support() -> None:
 
 
 def test_no_alert_below_the_minimum_support_even_with_zero_baseline() -> None:
-    _, alerts = feed([(i * 60_000, True) for i in range(CFG.min_negatives - 1)])
+    warm = [(0, False)]
+    _, alerts = feed(warm + [(WARM + i * 60_000, True) for i in range(CFG.min_negatives - 1)])
     assert alerts == []
 
 
 def test_cooldown_expires_and_a_later_surge_alerts_again() -> None:
-    first = [(i * 60_000, True) for i in range(8)]
-    later = [((CFG.cooldown_windows + 2) * HOUR + i * 60_000, True) for i in range(12)]
-    _, alerts = feed(first + later)
+    first = [(WARM + i * 60_000, True) for i in range(8)]
+    later = [(WARM + (CFG.cooldown_windows + 2) * HOUR + i * 60_000, True) for i in range(12)]
+    _, alerts = feed([(0, False), *first, *later])
     assert len(alerts) == 2
     assert alerts[0]["alert_id"] != alerts[1]["alert_id"]
+
+
+def steady(hours: int, per_hour: float, share: float, seed: int, start_ms: int = 0) -> list:
+    """Poisson arrivals at ``per_hour``, each negative with probability ``share``."""
+    rng = random.Random(seed)
+    events, t = [], float(start_ms)
+    while t < start_ms + hours * HOUR:
+        t += rng.expovariate(per_hour / HOUR)
+        events.append((int(t), rng.random() < share))
+    return events
+
+
+@pytest.mark.parametrize("per_hour", [2, 10, 40])
+@pytest.mark.parametrize("share", [0.3, 0.51])
+def test_a_steady_stream_with_no_surge_raises_no_alert(per_hour: int, share: float) -> None:
+    """A week at a constant rate from a cold start, five subjects, product and brand settings.
+    The previous detector (baseline from zero, "6 negatives" trigger) raised 49 alerts on
+    these 30 streams (11 at 10 texts an hour, 38 at 40), 40 of them in the first 6.3 hours."""
+    for seed in range(5):
+        events = steady(7 * 24, per_hour, share, seed=1000 * per_hour + seed)
+        for cfg in (CFG, BRAND):
+            state, alerts = feed(events, cfg)
+            assert alerts == [], (seed, cfg, [a["reasons"] for a in alerts])
+        assert state["mean"] == pytest.approx(per_hour * share, rel=0.5)
+
+
+def test_a_busy_new_subject_raises_none_while_its_baseline_warms_up() -> None:
+    """60 texts an hour from its first minute, half of them negative, and a burst of 40
+    more negatives in its second hour: nothing to compare against yet, so no alert."""
+    events = steady(CFG.warmup_windows * CFG.hop_ms // HOUR - 1, 60, 0.5, seed=7)
+    events += [(HOUR + i * 60_000, True) for i in range(40)]
+    state, alerts = feed(sorted(events))
+    assert alerts == []
+    assert state["windows"] < CFG.warmup_windows
+
+
+def test_a_genuine_burst_after_the_warm_up_still_alerts() -> None:
+    """A subject at 10 texts an hour, half negative: after its warm-up, 25 extra negatives in
+    30 minutes is a surge; one alert, with the baseline's chance of it among the reasons."""
+    background = steady(48, 10, 0.5, seed=3)
+    burst = [(40 * HOUR + i * 72_000, True) for i in range(25)]
+    _, alerts = feed(sorted(background + burst))
+    assert len(alerts) == 1
+    (alert,) = alerts
+    assert 40 * HOUR <= alert["window"]["end_ms"] <= 42 * HOUR
+    assert alert["window"]["baseline_mean"] == pytest.approx(5.0, rel=0.3)
+    assert any(r.startswith("chance of") for r in alert["reasons"])
+
+
+def test_the_trigger_rises_with_the_subjects_own_negative_rate() -> None:
+    """The old trigger was "6 negatives in a window" wherever the baseline sat below it. Now a
+    subject whose usual hour holds ~1 negative (2 texts, 51 % negative) needs more than 6."""
+
+    def alerts_for(extra: int, share: float) -> int:
+        rng = random.Random(5)
+        events = [(h * HOUR + m * 60_000, rng.random() < share) for h in range(36)
+                  for m in (15, 45)]  # fmt: skip
+        events += [(36 * HOUR + i * 60_000, True) for i in range(extra)]
+        return len(feed(events)[1])
+
+    assert alerts_for(6, share=0.0) == 1  # a quiet subject: 6 negatives is a surge
+    assert alerts_for(6, share=0.51) == 0  # one negative an hour is usual: 6 is not enough
+    assert alerts_for(12, share=0.51) == 1
+
+
+def test_poisson_tail() -> None:
+    for mean in (0.3, 1.0, 4.0):
+        assert poisson_tail(1, mean) == pytest.approx(1 - math.exp(-mean))
+        assert poisson_tail(2, mean) == pytest.approx(1 - math.exp(-mean) * (1 + mean))
+    assert poisson_tail(0, 2.0) == 1.0 and poisson_tail(3, 0.0) == 0.0
+    assert 0 < poisson_tail(200, 100.0) < 1e-17
+
+
+def test_a_state_written_before_the_warm_up_still_loads() -> None:
+    """States in the surge table from the previous release have exactly these fields."""
+    old = {
+        "kind": "product", "id": "p1", "hop": 500 * CFG.hop_ms, "sample": [],
+        "buckets": [[500 * CFG.hop_ms, 0, 1]], "mean": 0.2, "var": 0.2, "windows": 500,
+        "cooldown_until": None, "late": 0, "recent_event_ids": ["old-1"], "pending": [],
+    }  # fmt: skip
+    burst = [
+        {
+            "event_id": f"b{i}",
+            "event_time": "2026-11-23T10:00:00Z",
+            "negative": True,
+            "event_time_ms": 501 * CFG.hop_ms + i * 60_000,
+            "model_version": "v",
+            "kind": "product",
+            "id": "p1",
+        }
+        for i in range(8)
+    ]
+    state, alerts = old, []
+    for mention in burst:
+        state = hold_mention(state, mention, 1.0)
+    state, alerts = flush_pending(state)
+    assert len(alerts) == 1 and state["windows"] == 501
+    assert apply_subject_event(state, {**burst[0], "event_id": "old-1"}) == (None, None)
+    young = {**old, "windows": 5, "mean": 0.0, "var": 0.0}
+    state = young
+    for mention in burst:
+        state = hold_mention(state, mention, 1.0)
+    assert flush_pending(state)[1] == []  # a subject still in its warm-up waits it out
 
 
 def test_late_events_are_counted_in_the_open_hop_and_noted() -> None:
@@ -127,7 +250,7 @@ def _mentions(count: int = 9) -> list[dict]:
             "event_id": f"s{i}",
             "event_time": "2026-11-23T09:00:00Z",
             "negative": True,
-            "event_time_ms": 10 * HOUR + i * 5 * 60_000,
+            "event_time_ms": WARM + i * 5 * 60_000,
             "model_version": "v",
             "kind": "product",
             "id": "p1",
@@ -145,7 +268,8 @@ def test_held_mentions_fold_the_same_whatever_their_arrival_order() -> None:
         [8, 7, 6, 5, 4, 3, 2, 1, 0],
     ):
         mentions = _mentions()
-        state = None
+        state, _ = apply_subject_event(None, {**mentions[0], "event_id": "w", "event_time_ms": 0,
+                                              "negative": False})  # fmt: skip
         for arrived, i in enumerate(order):
             state = hold_mention(state, mentions[i], arrived_s=100.0 + arrived * 0.01)
         assert not flush_due(state, now_s=101.0, policy=ReorderPolicy(hold_s=2.0))
