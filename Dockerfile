@@ -52,7 +52,7 @@ FROM cpu AS simulator
 USER root
 RUN pip install -e ".[data]"
 USER riskstream
-RUN python -c "from stream.simulate import DemoCorpus; DemoCorpus.load()"
+RUN python -c "from stream.ops.simulate import DemoCorpus; DemoCorpus.load()"
 HEALTHCHECK NONE
 CMD ["simulate", "--rate", "100", "--duration", "86400"]
 

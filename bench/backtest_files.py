@@ -21,8 +21,8 @@ from pathlib import Path
 import click
 import orjson
 
-from stream.simulate import DemoCorpus, DemoTraffic
-from stream.steps import rfc3339_from_ms
+from stream.core.steps import rfc3339_from_ms
+from stream.ops.simulate import DemoCorpus, DemoTraffic
 
 #: 2026-11-01T00:00:00Z: the demo file's simulated clock starts here.
 DEMO_START_MS = 1_793_491_200_000
@@ -56,7 +56,7 @@ def demo_rows(
     for n in range(surges):
         start = DEMO_START_MS + int(span * (n + 1) / (surges + 1))
         # the product's ordinary reviews before its burst: a subject with no history is in
-        # its warm-up and cannot alert (stream/surge.py), however negative its first hour
+        # its warm-up and cannot alert (stream/core/surge.py), however negative its first hour
         for h in range(history_hours):
             at = start - (history_hours - h) * HOUR_MS + rng.randrange(HOUR_MS)
             _, text, label = rng.choice(corpus.reviews)
@@ -91,7 +91,7 @@ def demo_rows(
 def ulb_day2_rows(limit: int | None) -> list[dict]:
     """ULB day 2 as transactions: vector, amount, label; time from the data's ``Time``."""
     from models.training import fraud
-    from stream.evaluation import ULB_EPOCH_MS
+    from stream.backtest.evaluation import ULB_EPOCH_MS
 
     frame = fraud.day_split(fraud.load_ulb(), fraud.RECIPE.calibration_fraction)["test"]
     if limit is not None:

@@ -2,12 +2,12 @@
 
     .venv/bin/python bench/edge_decode.py [--events 3000] [--repeats 5] [--before REV]
 
-Times, on valid demo events (``stream.simulate.DemoTraffic``, reviews, chats and transactions
+Times, on valid demo events (``stream.ops.simulate.DemoTraffic``, reviews, chats and transactions
 in the demo mix), the validation step alone (before: ``orjson`` + JSON Schema ``iter_errors`` +
-the known-field filter; after: ``stream.events.decode_input``, one ``msgspec`` pass) and the
+the known-field filter; after: ``stream.core.events.decode_input``, one ``msgspec`` pass) and the
 whole ``decode_record`` (plus event-time parse, id hashing and PII masking). "Before" is
-``stream/steps.py`` as of ``--before`` (default: the commit before ``stream/events.py`` was
-added, or HEAD while it is uncommitted), loaded from git next to the current code. Reports
+``stream/steps.py`` as of ``--before`` (default: the commit before the typed events were
+added), loaded from git next to the current code (its imports mapped to today's modules). Reports
 microseconds per event, the median (and best) of ``--repeats`` passes, before and after passes
 alternating; about 10 s. Writes ``bench/results/edge_decode.json``.
 """
@@ -18,6 +18,7 @@ import gc
 import json
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -32,10 +33,10 @@ import click
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from stream.codec import decode  # noqa: E402
-from stream.events import decode_input  # noqa: E402
-from stream.simulate import DemoCorpus, DemoTraffic  # noqa: E402
-from stream.steps import RawRecord, decode_record  # noqa: E402
+from stream.core.codec import decode  # noqa: E402
+from stream.core.events import decode_input  # noqa: E402
+from stream.core.steps import RawRecord, decode_record  # noqa: E402
+from stream.ops.simulate import DemoCorpus, DemoTraffic  # noqa: E402
 
 
 def git(*args: str) -> str:
@@ -44,18 +45,26 @@ def git(*args: str) -> str:
     ).stdout.strip()
 
 
+#: The commit before the typed decoder (stream/events.py) was added.
+BEFORE_TYPED_EVENTS = "31d6e86"
+
+
 def default_before() -> str:
-    added = git("log", "--diff-filter=A", "--format=%H", "--", "stream/events.py").splitlines()
-    return f"{added[-1]}~1" if added else "HEAD"
+    return BEFORE_TYPED_EVENTS
 
 
 def old_steps(rev: str) -> types.ModuleType:
-    """``stream/steps.py`` at ``rev`` as a module of its own (it imports the current codec,
-    whose ``decode`` and ``load_schema`` it used)."""
+    """``stream/steps.py`` at ``rev`` as a module of its own (it imports today's codec and pii,
+    whose ``decode`` and ``load_schema`` it used; they moved to ``stream.core``)."""
     module = types.ModuleType("steps_before")
     module.__file__ = f"{rev}:stream/steps.py"
     sys.modules[module.__name__] = module  # dataclasses look their module up
-    exec(compile(git("show", f"{rev}:stream/steps.py"), module.__file__, "exec"), module.__dict__)
+    source = re.sub(
+        r"\bfrom stream\.(codec|pii|events) import",
+        r"from stream.core.\1 import",
+        git("show", f"{rev}:stream/steps.py"),
+    )
+    exec(compile(source, module.__file__, "exec"), module.__dict__)
     return module
 
 

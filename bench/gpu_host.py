@@ -65,9 +65,9 @@ if TYPE_CHECKING:
     from multiprocessing.sharedctypes import Synchronized
     from multiprocessing.synchronize import Event as MpEvent
 
-    from stream.broker import EmbeddedBroker
-    from stream.live import MetricsSnapshot
-    from stream.runner import WorkerProcess
+    from stream.ops.broker import EmbeddedBroker
+    from stream.ops.live import MetricsSnapshot
+    from stream.ops.runner import WorkerProcess
 
 #: The issue's goal for one host.
 GOAL_EVENTS_PER_S = 50_000
@@ -364,7 +364,7 @@ def load_corpus(path: Path | None) -> dict[str, list[Any]]:
         raw = path.read_bytes()
         data = orjson.loads(gzip.decompress(raw) if path.suffix == ".gz" else raw)
         return {k: data[k] for k in ("reviews", "member_lines", "scam_lines")}
-    from stream.simulate import DemoCorpus
+    from stream.ops.simulate import DemoCorpus
 
     corpus = DemoCorpus.load()
     return {
@@ -429,7 +429,7 @@ async def _loader(
     import orjson
     from aiokafka import AIOKafkaProducer
 
-    from stream.simulate import DemoCorpus, DemoTraffic
+    from stream.ops.simulate import DemoCorpus, DemoTraffic
 
     data = orjson.loads(Path(setup.corpus_path).read_bytes())
     corpus = DemoCorpus(
@@ -602,7 +602,7 @@ def percentiles(values: list[float]) -> dict[str, float | int]:
 
 
 def _host_worker_class() -> type[WorkerProcess]:
-    from stream.runner import WorkerProcess
+    from stream.ops.runner import WorkerProcess
 
     class HostWorker(WorkerProcess):
         """A ``WorkerProcess`` started with a given command (the torch-cuda shim or the CLI)."""
@@ -630,7 +630,7 @@ class Fleet:
     """K worker processes of one consumer group, each with its own web port and log."""
 
     def __init__(self, cfg: Config, broker: EmbeddedBroker, run_dir: Path) -> None:
-        from stream.broker import WORKER_SETTINGS, free_port
+        from stream.ops.broker import WORKER_SETTINGS, free_port
         from stream.security import plaintext_env
 
         self.cfg = cfg
@@ -791,7 +791,7 @@ class Monitor:
         max_backlog: int,
         interval_s: float = 0.5,
     ) -> None:
-        from stream import live
+        from stream.ops import live
 
         self.metric_names = {
             "scored": live.SCORED,
@@ -825,7 +825,7 @@ class Monitor:
         return sum(self._base[i][name] + self._last[i][name] for i in indexes)
 
     async def poll(self) -> Sample:
-        from stream import live
+        from stream.ops import live
 
         now = time.time()
         urls = [f"http://127.0.0.1:{port}/metrics" for port in self.fleet.ports]
@@ -1058,9 +1058,9 @@ def measure_window(phase: Phase) -> tuple[float, float]:
 
 async def run(state: State) -> None:
     """Broker, topics, sampler, workers, loaders, then the phases; everything stopped after."""
-    from stream.admin import bootstrap_servers, ensure_topics
-    from stream.broker import EmbeddedBroker
     from stream.config import Settings
+    from stream.ops.admin import bootstrap_servers, ensure_topics
+    from stream.ops.broker import EmbeddedBroker
 
     cfg, run_dir = state.cfg, state.run_dir
     reserve_s = 20.0 if cfg.dry_run else 35.0

@@ -23,11 +23,11 @@ from pathlib import Path
 import faust
 
 from models.serving.factory import create_handler
-from stream import faust_fixes
 from stream.security import KafkaSecurity
+from stream.worker import faust_fixes
 
 # Not a speed-up: without it this broker can drop records fetched during the first rebalance
-# (see stream/faust_fixes.py), and the benchmark would wait for outputs that never come.
+# (see stream/worker/faust_fixes.py), and the benchmark would wait for outputs that never come.
 faust_fixes.apply(fetch_max_wait_ms=int(os.environ.get("NAIVE_FETCH_MAX_WAIT_MS", "1500")))
 
 PREFIX = os.environ.get("NAIVE_TOPIC_PREFIX", "naive.")

@@ -50,14 +50,14 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from stream import live
-from stream.admin import bootstrap_servers, ensure_topics
-from stream.broker import WORKER_SETTINGS, EmbeddedBroker, free_port
 from stream.config import Settings
-from stream.runner import WorkerProcess
+from stream.core.steps import rfc3339_from_ms
+from stream.ops import live
+from stream.ops.admin import bootstrap_servers, ensure_topics
+from stream.ops.broker import WORKER_SETTINGS, EmbeddedBroker, free_port
+from stream.ops.runner import WorkerProcess
+from stream.ops.simulate import DemoCorpus, DemoTraffic
 from stream.security import KafkaSecurity
-from stream.simulate import DemoCorpus, DemoTraffic
-from stream.steps import rfc3339_from_ms
 
 REPO = Path(__file__).resolve().parent.parent
 PY_SPY = Path(sys.executable).parent / "py-spy"
@@ -416,7 +416,7 @@ PLUMBING = (
     "(<frozen runpy>)",
     "(click/core.py)",
     "(stream/__main__.py)",
-    "(stream/cli.py)",
+    "(stream/ops/cli.py)",
     "(mode/worker.py)",
     "(asyncio/base_events.py)",
     "(asyncio/events.py)",

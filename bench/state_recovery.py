@@ -33,11 +33,11 @@ import orjson
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from stream.admin import ensure_topics  # noqa: E402
-from stream.broker import WORKER_SETTINGS, EmbeddedBroker, free_port  # noqa: E402
 from stream.config import Settings  # noqa: E402
-from stream.member import member_step  # noqa: E402
-from stream.rules import AlertThresholds  # noqa: E402
+from stream.core.member import member_step  # noqa: E402
+from stream.core.rules import AlertThresholds  # noqa: E402
+from stream.ops.admin import ensure_topics  # noqa: E402
+from stream.ops.broker import WORKER_SETTINGS, EmbeddedBroker, free_port  # noqa: E402
 
 PARTITIONS = 4
 

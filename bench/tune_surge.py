@@ -5,9 +5,9 @@ detector it replaces.
 
 Procedure (fixed before any result was looked at):
 
-* Traffic: ``stream.evaluation.simulate_surges`` on the **tuning seeds 100-101** only, in both
-  review domains (Fine Foods, Rotten Tomatoes) at both background rates (2 and 8 texts per
-  product-hour): four cells, 230,400 product windows each.
+* Traffic: ``stream.backtest.evaluation.simulate_surges`` on the **tuning seeds 100-101**
+  only, in both review domains (Fine Foods, Rotten Tomatoes) at both background rates (2 and 8
+  texts per product-hour): four cells, 230,400 product windows each.
 * Grid: ``warmup_windows`` in 16/32/48/96 hops (4/8/12/24 h) x ``max_tail_p`` in
   1e-3/1e-4/1e-5/1e-6; z, minimum negatives, variance floor, alpha and cooldown unchanged.
 * Rule: keep the points whose false alerts are at most 0.10 per 10k windows in **every** cell,
@@ -39,7 +39,8 @@ import click
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from stream import evaluation, surge
+from stream.backtest import evaluation
+from stream.core import surge
 
 WARMUPS = (16, 32, 48, 96)
 TAILS = (1e-3, 1e-4, 1e-5, 1e-6)
@@ -51,7 +52,8 @@ TITLE = "Surge detector: choosing the warm-up and tail probability, before and a
 
 
 def load_revision(rev: str) -> ModuleType:
-    """``stream/surge.py`` as it was at ``rev``, imported under another name."""
+    """``stream/surge.py`` as it was at ``rev`` (before it moved to ``stream/core/``), imported
+    under another name."""
     source = subprocess.run(
         ["git", "show", f"{rev}:stream/surge.py"], check=True, capture_output=True, text=True
     ).stdout
@@ -142,7 +144,7 @@ def render(result: dict[str, Any]) -> list[str]:
         )
     lines += [
         "",
-        f"Before and after on the report seeds 0-4 (same traffic): before = `stream/surge.py` "
+        f"Before and after on the report seeds 0-4 (same traffic): before = `stream/core/surge.py` "
         f"at {result['before_rev']} (baseline from zero, no warm-up, trigger z ≥ 3 and ≥ 6 "
         "negatives); after = the chosen point. False alerts in day 1 are those raised "
         "while every product's baseline is new.",
@@ -217,7 +219,9 @@ def main(before_rev: str, doc: Path, run_grid: bool, render_only: bool) -> None:
             after["warmup_windows"] != surge.WARMUP_WINDOWS
             or after["max_tail_p"] != surge.MAX_TAIL_P
         ):
-            click.echo(f"NOTE: stream/surge.py defaults differ from the chosen {after}; set them")
+            click.echo(
+                f"NOTE: stream/core/surge.py defaults differ from the chosen {after}; set them"
+            )
     detectors = {
         "before": (old.DEFAULT, old.BRAND, old.observe),
         "after": (

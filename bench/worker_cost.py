@@ -56,11 +56,11 @@ sys.path.insert(0, str(ROOT))  # this checkout's stream/ and models/, not an ins
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa: E402
 
 from bench.pipeline import OutputCollector, machine  # noqa: E402
-from stream.admin import ensure_topics  # noqa: E402
-from stream.broker import WORKER_SETTINGS, EmbeddedBroker, free_port  # noqa: E402
 from stream.config import Settings  # noqa: E402
+from stream.ops.admin import ensure_topics  # noqa: E402
+from stream.ops.broker import WORKER_SETTINGS, EmbeddedBroker, free_port  # noqa: E402
+from stream.ops.simulate import DemoCorpus, DemoTraffic, OutgoingRecord  # noqa: E402
 from stream.security import plaintext_env  # noqa: E402
-from stream.simulate import DemoCorpus, DemoTraffic, OutgoingRecord  # noqa: E402
 
 INPUT_TOPICS = ("reviews", "chats", "transactions")
 TEXT_TOPICS = ("reviews", "chats")
@@ -212,7 +212,7 @@ class CpuSampler:
 
 async def topic_counts(bootstrap: str, prefix: str, timeout_s: float = 60.0) -> dict[str, dict]:
     """Every topic of ``prefix`` read from offset 0 to its high-water mark (from fetch
-    responses: this broker lists wrong end offsets, see stream/faust_fixes.py fix 5):
+    responses: this broker lists wrong end offsets, see stream/worker/faust_fixes.py fix 5):
     logical name -> records, key+value bytes, and the high-water marks' sum."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,

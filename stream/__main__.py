@@ -1,4 +1,4 @@
-from stream.cli import main
+from stream.ops.cli import main
 
 if __name__ == "__main__":
     main()

@@ -9,9 +9,9 @@ from typing import Literal
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from stream.rules import AlertThresholds
+from stream.core.rules import AlertThresholds
+from stream.core.steps import EdgeLimits
 from stream.security import KafkaSecurity
-from stream.steps import EdgeLimits
 
 
 def _default_data_dir() -> Path:

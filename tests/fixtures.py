@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from stream.admin import ensure_topics
-from stream.broker import WORKER_SETTINGS, EmbeddedBroker, free_port
 from stream.config import Settings
-from stream.runner import WorkerProcess
+from stream.ops.admin import ensure_topics
+from stream.ops.broker import WORKER_SETTINGS, EmbeddedBroker, free_port
+from stream.ops.runner import WorkerProcess
 
 
 @pytest.fixture(scope="session")

@@ -32,7 +32,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from stream.broker import HOST, EmbeddedBroker, free_port
+from stream.ops.broker import HOST, EmbeddedBroker, free_port
 
 #: Mechanisms the terminator answers (the ones riskstream supports).
 MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER")

@@ -3,7 +3,7 @@ one function from settings. Importing this module creates nothing, reads no file
 model; the text model and the fraud booster load in a startup task.
 
 The agents here only wire: records come in through the delivery ledger (each once, in offset
-order per partition: ``stream/delivery.py``), ``Stages`` (``stream/worker/stages.py``) does the
+order per partition: ``stream/core/delivery.py``), ``Stages`` (``stream/worker/stages.py``) does the
 work, and delivery is decided in one place: a record is marked done in the ledger after its
 outputs were handed to the producer, a failure that is not about the event is ``fatal``.
 Edge agents keep admitting events while the model runs (the micro-batcher bounds what is in
@@ -28,13 +28,13 @@ from faust.streams import _current_event
 from faust.types import TP, EventT
 
 from models.serving.base import ModelHandler
-from stream import faust_fixes, metrics
 from stream.config import Settings
-from stream.delivery import DeliveryLedger, admitted
-from stream.errors import fatal
+from stream.core.delivery import DeliveryLedger, admitted
+from stream.core.errors import fatal
+from stream.core.steps import RawRecord
+from stream.core.surge import REORDER
+from stream.core.watchdog import Observation, Watchdog
 from stream.security import KafkaSecurity
-from stream.steps import RawRecord
-from stream.surge import REORDER
 from stream.topics import (
     INPUT_TOPICS,
     INTERNAL_TOPICS,
@@ -44,7 +44,7 @@ from stream.topics import (
     SUBJECT_EVENTS,
     SURGE_TABLE,
 )
-from stream.watchdog import Observation, Watchdog
+from stream.worker import faust_fixes, metrics
 from stream.worker.stages import SURGE_TICK, FraudScorerT, Stages
 
 logger = logging.getLogger("riskstream.worker")
@@ -163,10 +163,10 @@ class Worker:
     async def watch(self) -> None:
         """Exit, so the supervisor starts a fresh worker, when the broker lost the input
         topics, nothing moves while records wait, or the worker never gets ready; resync once
-        first when delivery looks stuck (``stream/watchdog.py``)."""
+        first when delivery looks stuck (``stream/core/watchdog.py``)."""
         from aiokafka.admin import AIOKafkaAdminClient
 
-        from stream.admin import bootstrap_servers
+        from stream.ops.admin import bootstrap_servers
 
         settings = self.settings
         dog = Watchdog(started_s=time.monotonic())
@@ -331,7 +331,7 @@ def build_app(
         """Per product/brand surge state -> ``opinion_surge`` alerts (keyed by window).
 
         Mentions are held briefly and folded in event-time order
-        (``stream.surge.ReorderPolicy``); tick records flush subjects that went quiet."""
+        (``stream.core.surge.ReorderPolicy``); tick records flush subjects that went quiet."""
         manual = stream.noack()
         async for event, admission in worker.delivered(manual):
             try:

@@ -10,9 +10,9 @@ import numpy as np
 
 from models.serving.base import ModelHandler
 from models.serving.fraud import VECTOR_NAMES, FraudModel, model_inputs, vectors_of
-from stream import metrics
-from stream.batcher import MicroBatcher
 from stream.config import Settings
+from stream.worker import metrics
+from stream.worker.batcher import MicroBatcher
 
 
 def make_batcher(settings: Settings, handler: ModelHandler[Any]) -> MicroBatcher:

@@ -9,9 +9,9 @@ in-process with dict tables, a recording ``send`` and the fake model (``tests/fa
 - the member stage: table -> ``member_step`` (pure) -> table and outputs;
 - the surge stage: hold mentions, fold them in event-time order, flush quiet subjects.
 
-Delivery: a record is marked done in the ledger (``stream/delivery.py``) only after its outputs
+Delivery: a record is marked done in the ledger (``stream/core/delivery.py``) only after its outputs
 were handed to the producer; Faust flushes the producer before it commits the ledger's offsets.
-Errors (``stream/errors.py``): bad input is dead-lettered by the edge; an exception while
+Errors (``stream/core/errors.py``): bad input is dead-lettered by the edge; an exception while
 processing one event is dead-lettered as ``processing_error`` (or stops the worker with the
 ``fail`` policy); a failure that is not about the event stops the worker before it commits.
 """
@@ -32,15 +32,13 @@ import orjson
 from aiokafka.partitioner import murmur2
 
 from models.serving.base import ModelHandler, TextScores
-from stream import metrics
-from stream.batcher import MicroBatcher
-from stream.codec import encode
 from stream.config import Settings
-from stream.delivery import Admission, DeliveryLedger
-from stream.errors import FailurePolicy, fatal
-from stream.member import Output, member_step, pack_mentions
-from stream.profiles import expired
-from stream.steps import (
+from stream.core.codec import encode
+from stream.core.delivery import Admission, DeliveryLedger
+from stream.core.errors import FailurePolicy, fatal
+from stream.core.member import Output, member_step, pack_mentions
+from stream.core.profiles import expired
+from stream.core.steps import (
     InvalidEvent,
     RawRecord,
     ValidEvent,
@@ -52,8 +50,10 @@ from stream.steps import (
     text_to_score,
     utc_now,
 )
-from stream.surge import REORDER, flush_due, flush_pending, hold_mention
+from stream.core.surge import REORDER, flush_due, flush_pending, hold_mention
 from stream.topics import ALERTS, DEAD_LETTER, MEMBER_EVENTS, SUBJECT_EVENTS
+from stream.worker import metrics
+from stream.worker.batcher import MicroBatcher
 
 logger = logging.getLogger("riskstream.worker")
 

@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from bench.worker_cost import CpuSampler, cpu_s, parse_mix, quotas
-from stream.admin import TABLES, TOPIC_CONFIGS
+from stream.ops.admin import TABLES, TOPIC_CONFIGS
 
 ROOT = Path(__file__).resolve().parents[2]
 EVENTS = 300

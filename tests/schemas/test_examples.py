@@ -7,7 +7,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from stream.codec import TOPICS, schema_dir, validate
+from stream.core.codec import TOPICS, schema_dir, validate
 
 EXAMPLES = sorted((schema_dir() / "examples").glob("*/1/*.json"))
 

@@ -1,4 +1,4 @@
-"""The published JSON Schemas and the typed records of ``stream/events.py`` say the same thing.
+"""The published JSON Schemas and the typed records of ``stream/core/events.py`` say the same thing.
 
 The schemas stay hand-written (descriptions, readable layout); this test reduces each schema and
 ``msgspec.json.schema(Type)`` to a set of lines, one per property path, with the constraints
@@ -16,8 +16,8 @@ from typing import Any
 import msgspec
 import pytest
 
-from stream.codec import TOPICS, load_schema, schema_dir
-from stream.events import TOPIC_TYPES, Review
+from stream.core.codec import TOPICS, load_schema, schema_dir
+from stream.core.events import TOPIC_TYPES, Review
 
 #: Keywords that do not change what is valid.
 ANNOTATIONS = frozenset(
@@ -155,7 +155,7 @@ def type_lines(kind: Any) -> set[str]:
 def test_published_schema_matches_the_typed_record(topic: str) -> None:
     published, typed = schema_lines(load_schema(topic)), type_lines(TOPIC_TYPES[topic])
     assert published == typed, (
-        f"schemas/{topic}.v1.schema.json and stream/events.py differ:\n"
+        f"schemas/{topic}.v1.schema.json and stream/core/events.py differ:\n"
         f"only in the schema: {sorted(published - typed)}\n"
         f"only in the type: {sorted(typed - published)}"
     )

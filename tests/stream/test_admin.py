@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from stream.admin import TopicLayoutError, ensure_topics
 from stream.config import Settings
+from stream.ops.admin import TopicLayoutError, ensure_topics
 from tests.kafka_io import produce
 
 pytestmark = pytest.mark.integration

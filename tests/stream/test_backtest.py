@@ -8,7 +8,7 @@ import numpy as np
 import orjson
 import pytest
 
-from stream.backtest import (
+from stream.backtest.report import (
     ReplayInputError,
     ReplayOutputs,
     ReplayRecord,
@@ -155,7 +155,7 @@ def test_parquet_and_gzipped_jsonl_sources(tmp_path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from stream.replay import read_file
+    from stream.backtest.replay import read_file
 
     rows = [
         {"topic": "reviews", "key": "m1", "value": '{"event_id": "r1"}'},
@@ -172,7 +172,7 @@ def test_parquet_and_gzipped_jsonl_sources(tmp_path) -> None:
 
 
 def _alerts_at(times_ms: list[int], alert_type: str) -> list[dict]:
-    from stream.steps import rfc3339_from_ms
+    from stream.core.steps import rfc3339_from_ms
 
     return [
         _alert(f"{alert_type}-{i}", "member", "m", ["e"], rfc3339_from_ms(t), alert_type)
@@ -181,7 +181,7 @@ def _alerts_at(times_ms: list[int], alert_type: str) -> list[dict]:
 
 
 def test_alerts_over_time_bins_scale_with_the_span() -> None:
-    from stream.backtest_plots import MAX_BARS, bin_alerts
+    from stream.backtest.plots import MAX_BARS, bin_alerts
 
     hour, day = 3_600_000, 86_400_000
     start = 1_700_000_000_000
@@ -201,7 +201,7 @@ def test_a_multi_year_replay_plots_fast_and_visibly(tmp_path) -> None:
 
     import matplotlib.image
 
-    from stream.backtest_plots import alerts_over_time
+    from stream.backtest.plots import alerts_over_time
 
     rng = np.random.default_rng(0)
     start = 1_500_000_000_000

@@ -5,7 +5,7 @@ import threading
 
 import pytest
 
-from stream.batcher import MicroBatcher
+from stream.worker.batcher import MicroBatcher
 from tests.fakes import FakeModelHandler
 
 

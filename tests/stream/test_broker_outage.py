@@ -9,11 +9,11 @@ import time
 
 import pytest
 
-from stream.admin import ensure_topics
-from stream.broker import EmbeddedBroker
 from stream.config import Settings
-from stream.runner import WorkerProcess
-from stream.simulate import DemoCorpus, DemoTraffic
+from stream.ops.admin import ensure_topics
+from stream.ops.broker import EmbeddedBroker
+from stream.ops.runner import WorkerProcess
+from stream.ops.simulate import DemoCorpus, DemoTraffic
 from tests.fixtures import worker_env
 from tests.kafka_io import collect, produce
 

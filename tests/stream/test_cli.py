@@ -10,7 +10,7 @@ import sys
 import orjson
 import pytest
 
-from stream.broker import BrokerError, EmbeddedBroker
+from stream.ops.broker import BrokerError, EmbeddedBroker
 
 
 def riskstream(*args: str, env: dict[str, str] | None = None, timeout: float = 240):

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from stream.broker import free_port
 from stream.config import Settings, settings_table
+from stream.ops.broker import free_port
 from tests.stream.test_cli import riskstream
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -169,7 +169,7 @@ def test_sigterm_to_run_stops_worker_and_broker(tmp_path: Path, built_model) -> 
 def test_sigterm_to_replay_stops_worker_and_broker(tmp_path: Path, built_model) -> None:
     import orjson
 
-    from stream.simulate import DemoCorpus, DemoTraffic
+    from stream.ops.simulate import DemoCorpus, DemoTraffic
 
     traffic = DemoTraffic(DemoCorpus.load(), seed=3, members=20, malformed_ratio=0.0)
     rows = [traffic.next_record() for _ in range(3000)]

@@ -3,7 +3,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from stream.codec import ValidationError, decode, encode, parse_event_time
+from stream.core.codec import ValidationError, decode, encode, parse_event_time
 
 REVIEW = {
     "event_id": "r1",
@@ -105,7 +105,7 @@ def test_event_time_must_be_strict_rfc3339_in_range(value) -> None:
 
 
 def test_event_time_window_around_the_wall_clock() -> None:
-    from stream.codec import check_event_time_window
+    from stream.core.codec import check_event_time_window
 
     now = parse_event_time("2026-11-30T12:00:00Z")
     check_event_time_window(now + 3_599_000, now, max_future_ms=3_600_000, max_past_ms=None)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from stream.delivery import DeliveryLedger, Verdict, admitted
+from stream.core.delivery import DeliveryLedger, Verdict, admitted
 from tests.fakes import FakeClock
 
 P = ("reviews", 0)

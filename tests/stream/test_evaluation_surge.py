@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from stream import surge
-from stream.evaluation import ScoredCorpus, cold_start, match_alerts, simulate_surges
+from stream.backtest.evaluation import ScoredCorpus, cold_start, match_alerts, simulate_surges
+from stream.core import surge
 
 HOUR = 3_600_000
 

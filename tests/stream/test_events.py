@@ -1,5 +1,5 @@
-"""The typed edge decoder (``stream.events.decode_input``) against the JSON Schema path it
-replaced (``stream.codec.decode`` plus the known-field filter): same verdict, same dead-letter
+"""The typed edge decoder (``stream.core.events.decode_input``) against the JSON Schema path it
+replaced (``stream.core.codec.decode`` plus the known-field filter): same verdict, same dead-letter
 reason and detail, same fields, for valid events, boundary values and broken bytes alike."""
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stream.codec import ValidationError, decode
-from stream.events import INPUT_EVENTS, MemberEvent, SubjectEvent, decode_input, edge_fields
-from stream.steps import RawRecord, ValidEvent, decode_record, member_event
-from stream.surge import subject_events
+from stream.core.codec import ValidationError, decode
+from stream.core.events import INPUT_EVENTS, MemberEvent, SubjectEvent, decode_input, edge_fields
+from stream.core.steps import RawRecord, ValidEvent, decode_record, member_event
+from stream.core.surge import subject_events
 
 REVIEW = {
     "event_id": "r1",

@@ -10,7 +10,7 @@ import pytest
 from aiokafka import TopicPartition
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 
-from stream import faust_fixes
+from stream.worker import faust_fixes
 
 
 def tp(partition: int) -> TopicPartition:
@@ -96,7 +96,7 @@ def test_no_commit_past_records_fetched_but_never_processed(monkeypatch) -> None
 
     from faust.types import TP
 
-    from stream.delivery import DeliveryLedger
+    from stream.core.delivery import DeliveryLedger
 
     tp = TP("reviews", 0)
     ledger = DeliveryLedger()

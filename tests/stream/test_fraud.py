@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from stream.fraud import (
+from stream.core.fraud import (
     DAY_MS,
     HOUR_MS,
     RULES,

@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from models.serving import artefacts
-from stream.simulate import DemoCorpus, DemoTraffic
+from stream.ops.simulate import DemoCorpus, DemoTraffic
 from tests.kafka_io import collect, produce
 
 pytestmark = pytest.mark.integration
@@ -127,7 +127,7 @@ def planted_pii() -> list[tuple[str, bytes, bytes]]:
 
 def surge_history() -> list[tuple[str, bytes, bytes]]:
     """One ordinary review of the surge product a day before its burst: a subject with no
-    history is in its warm-up and raises no surge (``stream.surge``). Produce it first."""
+    history is in its warm-up and raises no surge (``stream.core.surge``). Produce it first."""
     review = {
         "event_id": "surge-history",
         "member_id": "m-surge-0",

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import orjson
 
-from stream.codec import validate
-from stream.member import RECENT_OUTPUTS, member_step
-from stream.rules import AlertThresholds
+from stream.core.codec import validate
+from stream.core.member import RECENT_OUTPUTS, member_step
+from stream.core.rules import AlertThresholds
 
 T = AlertThresholds(negative_review=0.85, scam_chat=0.9, fraud_risk=0.15)
 BASE_MS = 1_764_000_000_000

@@ -1,4 +1,4 @@
-"""The monitoring stack as code (stream/monitoring/): the generated dashboard is the committed
+"""The monitoring stack as code (stream/ops/monitoring/): the generated dashboard is the committed
 one, the dashboard and the alert rules only query metrics the worker exports, the compose
 services point at files that exist, and the README documents every alert.
 
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stream.monitoring import (
+from stream.ops.monitoring import (
     ALERTS_PATH,
     ALERTS_TEST_PATH,
     DASHBOARD_PATH,
@@ -28,7 +28,7 @@ from stream.monitoring import (
     known_series,
     prometheus_config_for,
 )
-from stream.monitoring.dashboard import render
+from stream.ops.monitoring.dashboard import render
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -95,10 +95,10 @@ def _rules() -> list[dict]:
 
 def test_committed_dashboard_is_the_generated_one():
     assert DASHBOARD_PATH.read_text() == render(), (
-        "stream/monitoring/grafana/dashboards/riskstream.json differs from the generator: edit "
-        "stream/monitoring/dashboard.py and run "
-        "`python -m stream.monitoring.dashboard > "
-        "stream/monitoring/grafana/dashboards/riskstream.json`"
+        "stream/ops/monitoring/grafana/dashboards/riskstream.json differs from the generator: edit "
+        "stream/ops/monitoring/dashboard.py and run "
+        "`python -m stream.ops.monitoring.dashboard > "
+        "stream/ops/monitoring/grafana/dashboards/riskstream.json`"
     )
 
 
@@ -185,7 +185,7 @@ def test_alert_rules_are_documented_and_unit_tested():
     section = readme.split("\n## Monitoring\n", 1)[1].split("\n## ", 1)[0]
     for name in names:
         assert f"`{name}`" in section, f"README Monitoring: alert {name} not in the table"
-    assert "python -m stream.monitoring.dashboard" in section
+    assert "python -m stream.ops.monitoring.dashboard" in section
 
 
 def test_prometheus_config_scrapes_the_compose_workers():
@@ -261,7 +261,7 @@ def test_compose_monitoring_services():
 
 
 def test_prometheus_config_for():
-    rules = Path("stream/monitoring/alerts.yml")
+    rules = Path("stream/ops/monitoring/alerts.yml")
     text = prometheus_config_for(["127.0.0.1:6066", "worker-2:7000", "[::1]:6066"], rules)
     config = yaml.safe_load(text)
     assert config["rule_files"] == [str(ALERTS_PATH)]
@@ -275,7 +275,7 @@ def test_prometheus_config_for():
 
 
 def test_live_view_quantile_over_the_last_interval() -> None:
-    from stream.live import E2E, parse_metrics, quantile
+    from stream.ops.live import E2E, parse_metrics, quantile
 
     def snap(at: float, counts: dict[str, int]):
         lines = [f'{E2E}{{le="{le}"}} {c}' for le, c in counts.items()]

@@ -1,6 +1,6 @@
 """The monitoring config against real Prometheus parts (Debian's `prometheus` package, which
 .ci/run installs): promtool checks the scrape config and the rules and runs the rules' unit
-tests (stream/monitoring/alerts_test.yml); a real prometheus binary, configured by
+tests (stream/ops/monitoring/alerts_test.yml); a real prometheus binary, configured by
 prometheus_config_for(), scrapes an exporter of every metric the worker exports and answers
 every dashboard and alert query.
 """
@@ -24,7 +24,7 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 from prometheus_client.exposition import start_http_server
 
-from stream.monitoring import (
+from stream.ops.monitoring import (
     ALERTS_PATH,
     ALERTS_TEST_PATH,
     DASHBOARD_PATH,

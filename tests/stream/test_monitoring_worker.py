@@ -10,8 +10,8 @@ import urllib.request
 
 import pytest
 
-from stream.monitoring import JOB, known_series
-from stream.simulate import DemoCorpus, DemoTraffic
+from stream.ops.monitoring import JOB, known_series
+from stream.ops.simulate import DemoCorpus, DemoTraffic
 from tests.kafka_io import collect, produce
 from tests.stream.test_monitoring import promql_metric_names
 from tests.stream.test_monitoring_prometheus import (

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from stream.pii import luhn_valid, mask_pii, mask_pii_bytes
-from stream.steps import EdgeLimits, RawRecord, dead_letter, decode_record
+from stream.core.pii import luhn_valid, mask_pii, mask_pii_bytes
+from stream.core.steps import EdgeLimits, RawRecord, dead_letter, decode_record
 
 
 @pytest.mark.parametrize(

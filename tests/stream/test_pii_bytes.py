@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream.codec import ValidationError, encode, validate
-from stream.pii import mask_pii_bytes
-from stream.steps import InvalidEvent, RawRecord, dead_letter, decode_record
+from stream.core.codec import ValidationError, encode, validate
+from stream.core.pii import mask_pii_bytes
+from stream.core.steps import InvalidEvent, RawRecord, dead_letter, decode_record
 
 SECRETS = ("4111", "1111 1111", "jane", "example", "13800138000", "0013", "42 68 53")
 RECORD = (

@@ -5,9 +5,9 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from stream.codec import ValidationError, load_schema, validate
-from stream.pii import ID_FIELDS, TEXT_FIELDS, hashed_id, is_email_shaped, protect_ids
-from stream.steps import (
+from stream.core.codec import ValidationError, load_schema, validate
+from stream.core.pii import ID_FIELDS, TEXT_FIELDS, hashed_id, is_email_shaped, protect_ids
+from stream.core.steps import (
     EVENT_TYPE_OF_TOPIC,
     InvalidEvent,
     RawRecord,
@@ -23,7 +23,7 @@ ID_PATTERN = "^[A-Za-z0-9._:@-]+$"
 @pytest.mark.parametrize(("topic", "event_type"), sorted(EVENT_TYPE_OF_TOPIC.items()))
 def test_every_free_text_and_id_field_of_the_input_schemas_is_covered(topic, event_type) -> None:
     """A string field without pattern or enum is free text; one with the id pattern is an id.
-    A new field in a schema fails here until it is classified in ``stream/pii.py``."""
+    A new field in a schema fails here until it is classified in ``stream/core/pii.py``."""
     properties = load_schema(topic)["properties"]
     free_text, ids = set(), set()
     for name, spec in properties.items():
@@ -153,12 +153,12 @@ def test_reject_policy_dead_letters_the_event() -> None:
 def test_decode_stays_total_when_masking_fails(monkeypatch) -> None:
     """An exception inside the masker dead-letters the event (processing_error at the edge)
     without quoting the text it failed on."""
-    import stream.steps
+    import stream.core.steps
 
     def broken(text: str) -> str:
         raise RuntimeError(f"cannot mask {text}")
 
-    monkeypatch.setattr(stream.steps, "mask_pii", broken)
+    monkeypatch.setattr(stream.core.steps, "mask_pii", broken)
     invalid = decode("reviews", REVIEW)
     assert isinstance(invalid, InvalidEvent)
     assert invalid.error.reason == "processing_error" and invalid.stage == "edge"

@@ -11,7 +11,7 @@ import phonenumbers
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from stream.pii import PHONE_REGIONS, luhn_valid, mask_pii
+from stream.core.pii import PHONE_REGIONS, luhn_valid, mask_pii
 
 SETTINGS = settings(max_examples=300, deadline=None)
 

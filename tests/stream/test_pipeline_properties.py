@@ -16,10 +16,10 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from models.serving.fraud import VECTOR_NAMES, FraudModel, model_inputs, vectors_of
-from stream.codec import encode, parse_event_time, validate
-from stream.member import member_step
-from stream.rules import AlertThresholds
-from stream.steps import (
+from stream.core.codec import encode, parse_event_time, validate
+from stream.core.member import member_step
+from stream.core.rules import AlertThresholds
+from stream.core.steps import (
     EdgeLimits,
     InvalidEvent,
     RawRecord,
@@ -28,7 +28,7 @@ from stream.steps import (
     member_event,
     text_to_score,
 )
-from stream.surge import flush_pending, hold_mention
+from stream.core.surge import flush_pending, hold_mention
 from tests.poison import six_records
 
 T = AlertThresholds()
@@ -197,7 +197,7 @@ def decode_and_check_dead_letter(record: RawRecord) -> ValidEvent | None:
 
 
 def _decode(record: RawRecord):
-    from stream.steps import decode_record
+    from stream.core.steps import decode_record
 
     return decode_record(record, limits=LIMITS, now_ms=NOW_MS)
 

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from stream.codec import validate
-from stream.profiles import RECENT_EVENT_IDS, apply_member_event, ewma, public_profile
+from stream.core.codec import validate
+from stream.core.profiles import RECENT_EVENT_IDS, apply_member_event, ewma, public_profile
 
 
 def mevt(
@@ -137,7 +137,7 @@ def test_risk_level_and_segments() -> None:
 
 
 def test_profile_publication_is_throttled_on_event_time() -> None:
-    from stream.profiles import mark_published, should_publish
+    from stream.core.profiles import mark_published, should_publish
 
     minute = 60_000
     state = fold(mevt("a", t=0))
@@ -155,7 +155,7 @@ def test_profile_publication_is_throttled_on_event_time() -> None:
 
 
 def test_without_a_throttle_every_change_is_published_even_out_of_order() -> None:
-    from stream.profiles import mark_published, should_publish
+    from stream.core.profiles import mark_published, should_publish
 
     state = mark_published(fold(mevt("a", t=50_000)), 50_000)
     assert should_publish(state, 10_000, 0, alerted=False)  # an older event still goes out
@@ -163,7 +163,7 @@ def test_without_a_throttle_every_change_is_published_even_out_of_order() -> Non
 
 
 def test_spend_keeps_the_most_recently_used_currencies() -> None:
-    from stream.profiles import MAX_CURRENCIES
+    from stream.core.profiles import MAX_CURRENCIES
 
     state = None
     currencies = [f"C{i:02d}" for i in range(MAX_CURRENCIES + 4)]

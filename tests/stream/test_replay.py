@@ -16,13 +16,19 @@ from aiokafka.admin import AIOKafkaAdminClient
 from click.testing import CliRunner
 from rich.console import Console
 
-from stream.admin import TOPIC_CONFIGS, ensure_topics
-from stream.broker import WORKER_SETTINGS
-from stream.cli import main
+from stream.backtest.replay import (
+    ReplayOptions,
+    ReplaySource,
+    TopicRange,
+    read_file,
+    read_topic_range,
+)
+from stream.backtest.replay import replay as run_replay
 from stream.config import Settings
-from stream.replay import ReplayOptions, ReplaySource, TopicRange, read_file, read_topic_range
-from stream.replay import replay as run_replay
-from stream.simulate import DemoCorpus, DemoTraffic
+from stream.ops.admin import TOPIC_CONFIGS, ensure_topics
+from stream.ops.broker import WORKER_SETTINGS
+from stream.ops.cli import main
+from stream.ops.simulate import DemoCorpus, DemoTraffic
 from tests.kafka_io import collect, produce
 from tests.stream.test_integration import NEGATIVE, POSITIVE, ULB_FRAUD, ULB_LEGIT
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from stream.simulate import DemoCorpus, DemoTraffic
+from stream.ops.simulate import DemoCorpus, DemoTraffic
 from tests.kafka_io import collect, produce
 from tests.stream.test_integration import (
     ULB_FRAUD,

@@ -9,7 +9,7 @@ from collections import Counter, defaultdict
 import orjson
 import pytest
 
-from stream.simulate import DemoCorpus, DemoTraffic
+from stream.ops.simulate import DemoCorpus, DemoTraffic
 from tests.kafka_io import collect, produce
 
 pytestmark = pytest.mark.integration

@@ -18,7 +18,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from stream.simulate import DemoCorpus, DemoTraffic
+from stream.ops.simulate import DemoCorpus, DemoTraffic
 from tests.kafka_io import collect, produce
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]

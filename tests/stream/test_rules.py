@@ -1,7 +1,7 @@
 from __future__ import annotations
 
-from stream.codec import validate
-from stream.rules import AlertThresholds, alert_id, evaluate_rules
+from stream.core.codec import validate
+from stream.core.rules import AlertThresholds, alert_id, evaluate_rules
 
 T = AlertThresholds(negative_review=0.9, scam_chat=0.9)
 
@@ -74,7 +74,7 @@ def test_alert_id_is_deterministic_and_distinct() -> None:
 
 
 def test_rate_limit_keeps_one_alert_per_subject_per_cooldown_unless_it_escalates() -> None:
-    from stream.rules import ALERT_COOLDOWN_MS, rate_limit
+    from stream.core.rules import ALERT_COOLDOWN_MS, rate_limit
 
     def alert(severity: str, subject: str = "m1") -> dict:
         return {"alert_type": "fraud_risk", "severity": severity,

@@ -16,9 +16,9 @@ from collections import Counter, defaultdict
 import orjson
 import pytest
 
-from stream.admin import ensure_topics
 from stream.config import Settings
-from stream.simulate import DemoCorpus, DemoTraffic
+from stream.ops.admin import ensure_topics
+from stream.ops.simulate import DemoCorpus, DemoTraffic
 from tests.kafka_io import collect, produce
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600)]

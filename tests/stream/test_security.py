@@ -23,11 +23,11 @@ import pytest
 from click.testing import CliRunner
 from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 
-from stream.admin import ensure_topics
-from stream.broker import WORKER_SETTINGS, EmbeddedBroker
 from stream.config import Settings, unknown_variables
-from stream.runner import WorkerProcess
-from stream.runner import worker_env as worker_env_of
+from stream.ops.admin import ensure_topics
+from stream.ops.broker import WORKER_SETTINGS, EmbeddedBroker
+from stream.ops.runner import WorkerProcess
+from stream.ops.runner import worker_env as worker_env_of
 from stream.security import (
     KafkaAccessError,
     KafkaSecurity,
@@ -465,7 +465,7 @@ def reviews(tag: str) -> list[dict]:
 
 def replay(env: dict, out: Path, *args: str) -> dict:
     """``riskstream replay ARGS`` in this process with ``env`` set; the report."""
-    from stream.cli import main
+    from stream.ops.cli import main
 
     fast = {**WORKER_SETTINGS, "RISKSTREAM_PROFILE_THROTTLE_S": "0"}
     result = CliRunner(env=env).invoke(

@@ -4,8 +4,8 @@ from collections import Counter
 
 import orjson
 
-from stream.simulate import DemoCorpus, DemoTraffic
-from stream.steps import EdgeLimits, InvalidEvent, RawRecord, ValidEvent, decode_record
+from stream.core.steps import EdgeLimits, InvalidEvent, RawRecord, ValidEvent, decode_record
+from stream.ops.simulate import DemoCorpus, DemoTraffic
 
 CORPUS = DemoCorpus(
     reviews=[

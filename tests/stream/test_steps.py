@@ -4,8 +4,8 @@ import base64
 
 import orjson
 
-from stream.codec import validate
-from stream.steps import (
+from stream.core.codec import validate
+from stream.core.steps import (
     EdgeLimits,
     InvalidEvent,
     RawRecord,
@@ -131,7 +131,7 @@ def test_far_future_event_time_is_dead_lettered() -> None:
 
 
 def test_processing_error_dead_letter_names_stage_and_exception() -> None:
-    from stream.steps import processing_error
+    from stream.core.steps import processing_error
 
     letter = dead_letter(
         processing_error(record(b"{}"), "member", KeyError("member_id")),

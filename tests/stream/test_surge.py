@@ -9,7 +9,7 @@ import random
 
 import pytest
 
-from stream.surge import (
+from stream.core.surge import (
     BRAND,
     DEFAULT,
     ReorderPolicy,

@@ -3,7 +3,7 @@ records wait, or when the worker never gets ready; stay when things are merely s
 
 from __future__ import annotations
 
-from stream.watchdog import Observation, Watchdog, WatchdogPolicy
+from stream.core.watchdog import Observation, Watchdog, WatchdogPolicy
 
 POLICY = WatchdogPolicy(topics_missing_s=15, stalled_s=60, not_ready_s=120)
 

@@ -15,13 +15,13 @@ from pathlib import Path
 import orjson
 import pytest
 
-from stream.batcher import MicroBatcher
 from stream.config import Settings
-from stream.delivery import DeliveryLedger
-from stream.errors import FailurePolicy
-from stream.steps import RawRecord
-from stream.surge import REORDER
+from stream.core.delivery import DeliveryLedger
+from stream.core.errors import FailurePolicy
+from stream.core.steps import RawRecord
+from stream.core.surge import REORDER
 from stream.topics import ALERTS, DEAD_LETTER, MEMBER_EVENTS, SUBJECT_EVENTS
+from stream.worker.batcher import MicroBatcher
 from stream.worker.stages import SURGE_TICK, MemberExpiry, Stages
 from tests.fakes import FakeModelHandler
 
@@ -167,7 +167,7 @@ async def test_a_batch_packs_its_mentions_one_record_per_subject(stages) -> None
     assert stages.ledger.committable(("reviews", 0)) == 3  # ...and before the events are done
     import msgspec
 
-    from stream.events import TOPIC_TYPES
+    from stream.core.events import TOPIC_TYPES
 
     for value in (v for t, _, v, _ in stages.recorder.sent if t == SUBJECT_EVENTS):
         msgspec.json.decode(value, type=TOPIC_TYPES[SUBJECT_EVENTS])  # its published schema
@@ -373,5 +373,5 @@ def test_importing_any_stream_module_loads_no_model() -> None:
 
 
 def test_the_worker_imports_no_training_or_backtest_libraries() -> None:
-    code = "import stream.worker.app, stream.worker.scoring, stream.worker.stages, stream.cli"
+    code = "import stream.worker.app, stream.worker.scoring, stream.worker.stages, stream.ops.cli"
     assert imported_after(code) == set()

@@ -1,0 +1,618 @@
+"""Mask card numbers, e-mail addresses and phone numbers before anything leaves the edge.
+
+Texts are masked right after decoding, so the model, the internal topic and every output see
+``[card]``/``[email]``/``[phone]`` instead; e-mail-shaped ids are hashed (or rejected). Dead
+letters keep the original bytes (nothing is lost) but masked the same way after decoding them
+in their own encoding (UTF-8, or UTF-16/32 by BOM or by their NUL bytes), so a bad record
+cannot leak PII either; bytes that decode to no text are masked aggressively (every run of 7+
+digits, every token around an ``@``, in the ASCII, UTF-16 and UTF-32 views) or, by policy,
+not kept at all.
+
+What counts, and what is left alone:
+
+* card: 13-19 digits passing the Luhn check, one group or 4 digits then groups of 3-6 with
+  any separators (spaces, several spaces, dashes, slashes, dots), so order numbers, prices,
+  dates and lists of years are left alone;
+* e-mail: ``local@domain.tld``, with U+FF20 or U+FE6B for ``@``, non-ASCII letters in the
+  local part and internationalised domains (``例子.公司``, ``bücher.de``, ``xn--...``);
+* phone: what ``phonenumbers.PhoneNumberMatcher`` accepts at leniency VALID for a region of
+  :data:`PHONE_REGIONS` (international ``+...`` numbers of every region), on a folded view of
+  the text (full-width digits, en dashes, no-break spaces: ASCII), but not in national form
+  with fewer than 8 digits (``ord-0500123`` is a valid short German number), glued to a word
+  (``ord-13800138000``) or after one that names an id (``order 2461357920``), a date, or (up
+  to 10 digits) an amount (``1234567.5``, ``$ 4155552671``).
+
+Every pattern runs in linear time (bounded parts, every start anchored at the start of a run):
+a 70 kB run of letters took 2.7 s with the first e-mail pattern. ``phonenumbers`` is called
+only on runs of 8+ digits (or with a ``+``), at most :data:`PHONE_BUDGET` times per text.
+"""
+
+from __future__ import annotations
+
+import codecs
+import hashlib
+import re
+import unicodedata
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Literal
+
+import phonenumbers
+
+from stream.core.codec import ValidationError
+
+# --------------------------------------------------------------------------------------------
+# Which fields carry free text, and which are ids.
+
+#: Free-text fields masked per event type: every string field of ``schemas/{reviews,chats,
+#: transactions}.v1`` that has neither an id ``pattern`` nor an ``enum``, so a writer can put
+#: anything in it. ``brand`` is free text (up to 128 characters, no pattern) and goes into the
+#: public ``subject`` of scored-events, alerts and the internal topics, so it is masked like
+#: ``text``. ``title`` is not in the v1 schemas (the edge drops it) and is listed so that a
+#: schema that adds it is masked from the start. Transactions have no free text: ``currency``
+#: and ``country`` are patterns, ``channel`` an enum, the ids are handled by :func:`protect_ids`.
+#: ``tests/stream/test_pii_fields.py`` checks this against the schemas.
+TEXT_FIELDS: dict[str, tuple[str, ...]] = {
+    "review": ("text", "brand", "title"),
+    "chat": ("text", "brand"),
+    "transaction": (),
+}
+
+#: Opaque id fields per event type (pattern ``^[A-Za-z0-9._:@-]+$``, so an id may be an
+#: e-mail address); :func:`protect_ids` hashes or rejects the e-mail-shaped ones.
+ID_FIELDS: dict[str, tuple[str, ...]] = {
+    "review": ("event_id", "member_id", "product_id"),
+    "chat": ("event_id", "member_id", "conversation_id", "product_id"),
+    "transaction": ("event_id", "member_id", "merchant_id", "device_id"),
+}
+
+IdPolicy = Literal["hash", "reject"]
+ID_POLICIES: tuple[IdPolicy, ...] = ("hash", "reject")
+
+# --------------------------------------------------------------------------------------------
+# A 1:1 folded view of the text: same length, so every position found in it is a position in
+# the original. Full-width forms, other decimal digits, dashes, @ and space look-alikes become
+# their ASCII selves; zero-width characters become spaces (they only hide separators).
+
+
+def _fold_table() -> dict[int, int]:
+    table: dict[int, int] = {}
+    for code in range(0x80, 0x110000):
+        char = chr(code)
+        if unicodedata.category(char) == "Nd":
+            table[code] = ord("0") + unicodedata.decimal(char)
+    for code in range(0xFF01, 0xFF5F):  # full-width ASCII
+        table[code] = code - 0xFF01 + 0x21
+    for code in (0xFE6B,):  # small commercial at (the full-width one is U+FF20 above)
+        table[code] = ord("@")
+    for code in (*range(0x2010, 0x2016), 0x2212, 0xFE58, 0xFE63, 0x30FC):  # dashes, minus, ー
+        table[code] = ord("-")
+    spaces = (0xA0, 0x1680, *range(0x2000, 0x200B), 0x202F, 0x205F, 0x3000)
+    zero_width = (0xAD, 0x200B, 0x200C, 0x200D, 0x2060, 0xFEFF)
+    for code in (*spaces, *zero_width):
+        table[code] = ord(" ")
+    return table
+
+
+_FOLD = _fold_table()
+
+
+def _char_class(codes: Iterable[int]) -> str:
+    ranges: list[list[int]] = []
+    for code in sorted(codes):
+        if ranges and ranges[-1][1] == code - 1:
+            ranges[-1][1] = code
+        else:
+            ranges.append([code, code])
+    return "".join(
+        re.escape(chr(a)) + ("-" + re.escape(chr(b)) if b > a else "") for a, b in ranges
+    )
+
+
+#: Folded only where it matters (so CJK prose, full of full-width commas and exclamation
+#: marks, is mostly left as it is: 20x faster than translating all of it).
+_FOLDABLE = re.compile(
+    "[{}]+".format(
+        _char_class(
+            code
+            for code, to in _FOLD.items()
+            if chr(to).isalnum() or chr(to) in " @.+-()/_%~" or code in range(0x2000, 0x2070)
+        )
+    )
+)
+
+
+def fold(text: str) -> str:
+    """The text with look-alikes replaced character for character (same length)."""
+    if text.isascii():
+        return text
+    return _FOLDABLE.sub(lambda m: m.group().translate(_FOLD), text)
+
+
+# --------------------------------------------------------------------------------------------
+# E-mail addresses.
+
+#: Letters of scripts written without spaces (CJK ideographs, kana, hangul): a local part or
+#: domain label never runs into them, so ``请联系jane@x.com`` masks only the address.
+_CJK = (
+    "\u2e80-\u2fdf\u3040-\u30fa\u30fc-\u30ff\u3100-\u312f\u3131-\u318f\u31a0-\u31ff"
+    "\u3400-\u4dbf\u4e00-\u9fff\ua960-\ua97f\uac00-\ud7af\uf900-\ufaff\uff66-\uffdc"
+    "\U00020000-\U0003ffff"
+)
+_LOCAL = rf"(?:[^\W{_CJK}]|[.%+\-])"  # ASCII atext subset, "_", non-CJK letters and digits
+_LABEL_L = rf"(?:[^\W_{_CJK}]|-)"  # ASCII or other non-CJK letters, digits, hyphen
+_LABEL_C = rf"[{_CJK}0-9\-]"
+_LABEL = rf"(?:{_LABEL_L}{{1,63}}|{_LABEL_C}{{1,63}})"
+_TLD = (
+    rf"(?:xn--[A-Za-z0-9\-]{{1,59}}(?!{_LABEL_L})"  # punycode
+    rf"|[^\W\d_{_CJK}]{{2,24}}(?!{_LABEL_L})"  # letters: .com, .de, .рф
+    rf"|[{_CJK}]{{2,4}})"  # .公司, .中国 (may take a character or two of the text after it)
+)
+#: Starts only where a run of local-part characters starts and bounds each part (RFC 5321
+#: lengths), so a 70 kB run of letters costs linear time instead of quadratic (a ReDoS that
+#: profiling of dead-lettered oversized records found: 2.7 s per record before). Run on the
+#: folded text, where U+FF20 and U+FE6B are ``@``.
+EMAIL = re.compile(rf"(?<!{_LOCAL}){_LOCAL}{{1,64}}@(?:{_LABEL}\.){{0,8}}{_TLD}")
+
+# --------------------------------------------------------------------------------------------
+# Cards and phone numbers: both start from a run of digits and separators.
+
+#: A run of 7+ digits, at most three separator characters between two digits; a ``+`` or
+#: ``(`` may lead. The only candidates for cards and phones (and the cheap prefilter in front
+#: of ``phonenumbers``, which costs ~40 µs per region and call).
+DIGIT_RUN = re.compile(r"[+(]?[0-9](?:[ ().\-/~]{0,3}[0-9]){6,}")
+_GROUP = re.compile(r"[0-9]+")
+_YEARS = re.compile(r"(?:19[0-9]{2}|20[0-9]{2})+")
+
+#: Default regions for numbers written without ``+``; the first one found wins. International
+#: numbers (``+33 1 42 68 53 00``) are found whatever the region.
+PHONE_REGIONS: tuple[str, ...] = ("CN", "US", "GB", "DE", "FR")
+#: A national number needs this many digits: 7-digit strings are valid short German numbers
+#: about 8 % of the time, and order numbers.
+MIN_NATIONAL_DIGITS = 8
+#: A run that is a calendar date (``2026-11-23``, ``23.11.2026``, maybe an hour after it):
+#: skipped before ``phonenumbers`` (which rejects it too, at ~150 µs for five regions).
+_DATE_RUN = re.compile(
+    r"(?:(?:19|20)[0-9]{2}[-/.](?:0?[1-9]|1[0-2])[-/.](?:0?[1-9]|[12][0-9]|3[01])"
+    r"|(?:0?[1-9]|[12][0-9]|3[01])[-/.](?:0?[1-9]|1[0-2])[-/.](?:19|20)[0-9]{2})"
+    r"(?: [0-9]{1,2})?"
+)
+#: A number glued to a word by ``-``, ``_`` or ``#`` is part of an identifier (``ord-0500123``,
+#: ``SKU_4155552671``), unless the word says phone.
+_ID_PREFIX = re.compile(r"(?<![A-Za-z])([A-Za-z]{1,12})[-_#]\Z")
+_PHONE_WORDS = frozenset({"tel", "phone", "mobile", "mob", "cell", "fax", "call", "sms", "wa"})
+#: ... or follows a word that names an identifier (``order 2461357920`` is a valid US number;
+#: not "ID" nor "account": a WeChat ID or an Alipay account often is a phone number).
+_ID_WORD_BEFORE = re.compile(
+    r"(?i)(?<![A-Za-z])(?:order|ord|invoice|inv|tracking|parcel|sku|ref|reference|item|article)"
+    r"(?: ?(?:no|nr|number|id)\.?)? ?[:#]? ?\Z|(?:订单|单号|运单)号?[:#]? ?\Z"
+)
+#: What makes a digit run an amount rather than a phone number: decimals right after it, a
+#: currency sign or a common currency code next to it, a digit and a decimal mark before it.
+_DECIMAL_AFTER = re.compile(r"[.,][0-9]{1,3}(?![0-9])")
+_DECIMAL_END = re.compile(r"[.,][0-9]{1,2}\Z")
+_CURRENCY_CODES = (
+    "USD|EUR|GBP|CNY|RMB|JPY|HKD|TWD|KRW|INR|CHF|CAD|AUD|NZD|SGD|RUB|BRL|MXN|SEK|NOK|DKK|PLN"
+)
+_CURRENCY_AFTER = re.compile(rf" ?(?:[元円圆圓块塊]|(?:{_CURRENCY_CODES})(?![A-Za-z]))")
+_CURRENCY_BEFORE = re.compile(rf"(?<![A-Za-z])(?:{_CURRENCY_CODES}) ?\Z")
+
+
+def luhn_valid(digits: str) -> bool:
+    """The Luhn checksum every payment card number satisfies."""
+    total = 0
+    for position, char in enumerate(reversed(digits)):
+        value = int(char)
+        if position % 2 == 1:
+            value = value * 2 - 9 if value > 4 else value * 2
+        total += value
+    return total % 10 == 0
+
+
+def _card_spans(run: str, offset: int) -> list[tuple[int, int]]:
+    """Luhn-valid card numbers in a digit run: a whole group of 13-19 digits, or 4 digits
+    then groups of 3-6 (cards print as 4-4-4-4, 4-6-5, 4-6-4, 4-4-4-4-3, any separators),
+    the longest that passes from each group on. Not a list of years (``2019 2020 2021 2022``)
+    nor a 7-digit order number, a year range and a price that happen to pass Luhn."""
+    groups = [(m.start(), m.end()) for m in _GROUP.finditer(run)]
+    spans: list[tuple[int, int]] = []
+    i = 0
+    while i < len(groups):
+        best = None
+        digits = ""
+        for j in range(i, len(groups)):
+            start, end = groups[j]
+            if j > i and not (groups[i][1] - groups[i][0] == 4 and 3 <= end - start <= 6):
+                break
+            digits += run[start:end]
+            if len(digits) > 19:
+                break
+            if len(digits) >= 13 and luhn_valid(digits) and not _YEARS.fullmatch(digits):
+                best = j
+        if best is None:
+            i += 1
+            continue
+        spans.append((offset + groups[i][0], offset + groups[best][1]))
+        i = best + 1
+    return spans
+
+
+def _is_identifier(folded: str, start: int) -> bool:
+    prefix = _ID_PREFIX.search(folded, max(0, start - 13), start)
+    if prefix is not None and prefix.group(1).lower() not in _PHONE_WORDS:
+        return True
+    return _ID_WORD_BEFORE.search(folded, max(0, start - 24), start) is not None
+
+
+def _looks_like_amount(folded: str, start: int, end: int) -> bool:
+    before = folded[max(0, start - 4) : start]
+    if before.endswith((".", ",")) and before[-2:-1].isdigit():
+        return True
+    stripped = before.rstrip(" ")
+    if (stripped and unicodedata.category(stripped[-1]) == "Sc") or _CURRENCY_BEFORE.search(before):
+        return True
+    after = folded[end : end + 2].lstrip(" ")
+    if after and unicodedata.category(after[0]) == "Sc":
+        return True
+    return bool(_DECIMAL_AFTER.match(folded, end) or _CURRENCY_AFTER.match(folded, end))
+
+
+#: A run longer than this is searched in overlapping windows (every number of up to half of
+#: it falls whole into one).
+_PHONE_WINDOW = 64
+#: ``phonenumbers`` calls (one region, one window: 40 µs for a phone-sized window, up to
+#: 400 µs for 64 characters of digits) one text may cost. Past it, what is left of the digit
+#: runs is masked as ``[digits]``: fail closed, and deterministic (replays see the same mask)
+#: where a time limit would not be. A normal text needs one to five calls per number.
+PHONE_BUDGET = 60
+
+
+def _phone_spans(
+    folded: str,
+    start: int,
+    end: int,
+    regions: tuple[str, ...],
+    budget: list[int],
+    *,
+    trim: bool = True,
+) -> list[tuple[int, int, str]]:
+    """Phone numbers ``phonenumbers`` finds in one digit run (one character of context each
+    side, which is all the matcher looks at to reject ``abc8005001234``)."""
+    if end - start > _PHONE_WINDOW:
+        step = _PHONE_WINDOW // 2
+        spans: set[tuple[int, int, str]] = set()
+        for at in range(start, end - step, step):
+            if budget[0] <= 0:
+                return [*sorted(spans), (at, end, "[digits]")]
+            window_end = min(end, at + _PHONE_WINDOW)
+            spans.update(_phone_spans(folded, at, window_end, regions, budget))
+        return sorted(spans)
+    if _GROUP.fullmatch(folded, start, end) and _is_identifier(folded, start):
+        return []  # ``order 2461357920``: the matcher would say the same, at 200 µs
+    if budget[0] <= 0:
+        return [(start, end, "[digits]")]
+    lo = max(0, start - 1)
+    window = folded[lo : min(len(folded), end + 1)]
+    digits_at = {i for i in range(start - lo, end - lo) if window[i].isdigit()}
+    covered: set[int] = set()
+    found: list[tuple[int, int, str]] = []
+    tried = (None, *regions) if "+" in window else regions
+    for region in tried:
+        budget[0] -= 1
+        for match in phonenumbers.PhoneNumberMatcher(
+            window, region, leniency=phonenumbers.Leniency.VALID
+        ):
+            raw = match.raw_string
+            n_digits = sum(c.isdigit() for c in raw)
+            if not raw.lstrip("(").startswith("+") and (  # international: an amount has no +
+                n_digits < MIN_NATIONAL_DIGITS
+                # 11+ digits (CN mobiles) are no amount in a review, whatever is next to them
+                or (n_digits <= 10 and _looks_like_amount(folded, lo + match.start, lo + match.end))
+                or _is_identifier(folded, lo + match.start)
+                or _DATE_RUN.fullmatch(raw)
+                # ... or ends in one: ``0100000 0.00`` is an FR number; dotted ones have more dots
+                or (raw.count(".") + raw.count(",") == 1 and _DECIMAL_END.search(raw))
+            ):
+                continue
+            found.append((lo + match.start, lo + match.end, "[phone]"))
+            covered.update(range(match.start, match.end))
+        if digits_at <= covered:
+            return found
+    if trim and not covered:
+        # The matcher tries a run whole, then single groups: ``+33 1 42 68 53 00 0/0`` (a
+        # number right after the phone number) is found without what follows the last space,
+        # or precedes the first (``978-3-16-148410-0`` has no space: one thing, an ISBN).
+        groups = [m.span() for m in _GROUP.finditer(folded, start, end)]
+        spaced = [
+            i
+            for i in range(1, len(groups))
+            if not folded[groups[i - 1][1] : groups[i][0]].strip(" ")
+        ]
+        if spaced:
+            for sub_start, sub_end in (
+                (start, groups[spaced[-1] - 1][1]),
+                (groups[spaced[0]][0], end),
+            ):
+                found += _phone_spans(folded, sub_start, sub_end, regions, budget, trim=False)
+    return found
+
+
+#: Longest domain the pattern can match: 8 labels and their dots, then ``xn--`` + 59.
+_MAX_DOMAIN = 8 * 64 + 63
+
+
+#: The local part that ends right before an ``@`` (searched with ``endpos`` at the ``@``).
+_LOCAL_BEFORE_AT = re.compile(rf"(?<!{_LOCAL}){_LOCAL}{{1,64}}\Z")
+
+
+def _email_spans(folded: str) -> list[tuple[int, int, str]]:
+    """``EMAIL`` tried once per ``@``, from the start of the local part before it (at most
+    64 characters back) and at most ``_MAX_DOMAIN`` after: linear, and 4x faster on a
+    200-character text than ``finditer`` (65 kB of ``a@a@...``: 0.1 s instead of 4 s)."""
+    spans: list[tuple[int, int, str]] = []
+    at = folded.find("@")
+    while at >= 0:
+        local = _LOCAL_BEFORE_AT.search(folded, max(0, at - 65), at)
+        match = local and EMAIL.match(folded, local.start(), at + 2 + _MAX_DOMAIN)
+        if match:
+            spans.append((match.start(), match.end(), "[email]"))
+            at = folded.find("@", match.end())
+        else:
+            at = folded.find("@", at + 1)
+    return spans
+
+
+_PRIORITY = {"[email]": 0, "[card]": 1, "[phone]": 2, "[digits]": 3}
+
+
+def find_pii(text: str, *, regions: Iterable[str] = PHONE_REGIONS) -> list[tuple[int, int, str]]:
+    """Non-overlapping ``(start, end, placeholder)`` spans of PII in ``text``, in order.
+    Overlapping finds are merged (never dropped: what either covers is masked), named by the
+    strongest: e-mail, card, phone, then ``[digits]`` (past the phone budget)."""
+    folded = fold(text)
+    found = _email_spans(folded)
+    regions = tuple(regions)
+    budget = [PHONE_BUDGET]
+    for match in DIGIT_RUN.finditer(folded):
+        start, end = match.span()
+        cards = _card_spans(folded[start:end], start)
+        found += [(s, e, "[card]") for s, e in cards]
+        run = match.group()
+        if sum(c.isdigit() for c in run) < MIN_NATIONAL_DIGITS and "+" not in run:
+            continue  # too short for a national number, and not international
+        if _DATE_RUN.fullmatch(run) or cards == [(start, end)]:
+            continue
+        found += _phone_spans(folded, start, end, regions, budget)
+    spans: list[tuple[int, int, str]] = []
+    for start, end, name in sorted(found):
+        if spans and start < spans[-1][1]:
+            last_start, last_end, last_name = spans[-1]
+            strongest = min(name, last_name, key=_PRIORITY.__getitem__)
+            spans[-1] = (last_start, max(end, last_end), strongest)
+        else:
+            spans.append((start, end, name))
+    return spans
+
+
+def mask_pii(text: str, *, regions: Iterable[str] = PHONE_REGIONS) -> str:
+    """The text with cards, e-mails and phone numbers replaced by placeholders (and, in a text
+    with more digit runs than :data:`PHONE_BUDGET` allows to check, the rest by ``[digits]``)."""
+    spans = find_pii(text, regions=regions)
+    if not spans:
+        return text
+    parts: list[str] = []
+    last = 0
+    for start, end, placeholder in spans:
+        parts += [text[last:start], placeholder]
+        last = end
+    parts.append(text[last:])
+    return "".join(parts)
+
+
+# --------------------------------------------------------------------------------------------
+# Ids.
+
+
+def is_email_shaped(value: str) -> bool:
+    """An id that contains an e-mail address (``jane.doe@example.com``, ``m:jo@x.io``)."""
+    return "@" in value and EMAIL.search(fold(value)) is not None
+
+
+def hashed_id(value: str) -> str:
+    """A stable stand-in for an id: the same value always gives the same one, so partitioning,
+    joins and de-duplication still work. Unkeyed: it hides the address from readers of the
+    topics, not from someone who can hash candidate addresses."""
+    return "id-" + hashlib.sha256(value.encode("utf-8")).hexdigest()[:20]
+
+
+def protect_ids(event_type: str, data: Mapping[str, Any], policy: IdPolicy = "hash") -> dict:
+    """``data`` with every e-mail-shaped id replaced by :func:`hashed_id` (``"hash"``), or a
+    ``schema_violation`` for the first one (``"reject"``)."""
+    if policy not in ID_POLICIES:
+        raise ValueError(f"e-mail-shaped id policy must be one of {ID_POLICIES}, not {policy!r}")
+    out = dict(data)
+    for field in ID_FIELDS[event_type]:
+        value = out.get(field)
+        if isinstance(value, str) and is_email_shaped(value):
+            if policy == "reject":
+                raise ValidationError(
+                    "schema_violation", f"{field}: e-mail-shaped id not accepted (policy reject)"
+                )
+            out[field] = hashed_id(value)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Raw bytes (dead letters).
+
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32-le"),  # before UTF-16 LE: it starts with the same two bytes
+    (codecs.BOM_UTF32_BE, "utf-32-be"),
+    (codecs.BOM_UTF8, "utf-8"),
+    (codecs.BOM_UTF16_LE, "utf-16-le"),
+    (codecs.BOM_UTF16_BE, "utf-16-be"),
+)
+#: JSON ``\\uXXXX`` escapes: ``"\\u0034\\u0031..."`` is a card number once decoded.
+_JSON_ESCAPE = re.compile(r"\\u([0-9A-Fa-f]{4})")
+#: A run of digits and separators at the very end of a truncated value.
+_CUT_NUMBER = re.compile(r"[+(]?[0-9](?:[ ().\-/~]{0,3}[0-9])*[ ().\-/~]{0,3}\Z")
+#: Characters that end the last token of a truncated value (see ``_mask_decoded``).
+_TAIL_STOP = frozenset(" \t\r\n\"'<>,;:{}[]")
+
+#: Aggressive masks for bytes that decode to no text: every run of 7+ digits and every token
+#: around an ``@`` (bounded on both sides, so linear), in the ASCII view and in the UTF-16 and
+#: UTF-32 views (digits and ``@`` also in full-width form there).
+_TOKEN = r"[^\s\x00-\x1f\"'<>@\\()\[\]{},;]"
+_AGGR_TEXT = re.compile(
+    rf"[0-9](?:[ ().\-/]{{0,3}}[0-9]){{6,}}|{_TOKEN}{{0,64}}@{_TOKEN}{{1,255}}|{_TOKEN}{{1,64}}@"
+)
+_TOKEN_BYTES = rb"[!#-&*+\-./0-9:=?A-Z^_`a-z|~]"  # the ASCII part of _TOKEN
+
+
+def _wide_pattern(encoding: str) -> re.Pattern[bytes]:
+    """``_AGGR_TEXT`` for the bytes of a UTF-16/32 view: each character one code unit."""
+
+    def unit(ascii_class: bytes, full_width: bytes = b"") -> bytes:
+        # the code unit of an ASCII character: its byte and NULs, in the encoding's order
+        units = [(ascii_class, b"\x00")]
+        if full_width:  # U+FF10..: the low byte given, then 0xFF
+            units.append((full_width, b"\xff"))
+        alternatives = []
+        for low, high in units:
+            width = 2 if "16" in encoding else 4
+            rest = [high] + [b"\x00"] * (width - 2)
+            parts = [low, *rest] if encoding.endswith("le") else [*reversed(rest), low]
+            alternatives.append(b"".join(parts))
+        return rb"(?:" + rb"|".join(alternatives) + rb")"
+
+    digit = unit(rb"[0-9]", rb"[\x10-\x19]")
+    sep = unit(rb"[ ().\-/]")
+    at = unit(rb"@", rb"\x20")
+    token = unit(_TOKEN_BYTES)
+    return re.compile(
+        rb"%s(?:%s{0,3}%s){6,}|%s{0,64}%s%s{1,255}|%s{1,64}%s"
+        % (digit, sep, digit, token, at, token, token, at)
+    )
+
+
+_WIDE_VIEWS = tuple(
+    (encoding, _wide_pattern(encoding))
+    for encoding in ("utf-16-le", "utf-16-be", "utf-32-le", "utf-32-be")
+)
+
+
+def _unescape_json(text: str) -> str:
+    def char(match: re.Match[str]) -> str:
+        code = int(match.group(1), 16)
+        if code < 0x20 or code in (0x22, 0x5C) or 0xD800 <= code <= 0xDFFF:
+            return match.group()
+        return chr(code)
+
+    return _JSON_ESCAPE.sub(char, text)
+
+
+def _mask_decoded(text: str, *, truncated: bool) -> str:
+    masked = mask_pii(text)
+    if "\\u" in text:
+        unescaped = _unescape_json(text)
+        if unescaped != text and mask_pii(unescaped) != unescaped:
+            masked = mask_pii(unescaped)
+    if truncated:  # what was being written when the value was cut: a number, an address
+        tail_at = max(0, len(masked) - 400)
+        tail = fold(masked[tail_at:])
+        number = _CUT_NUMBER.search(tail)
+        cut = number.start() if number else len(tail)
+        while cut > 0 and tail[cut - 1] not in _TAIL_STOP:
+            cut -= 1
+        if re.search(r"[0-9@]", tail[cut:]):
+            masked = masked[: tail_at + cut] + "[truncated]"
+    return masked
+
+
+def _decode(raw: bytes, encoding: str, *, truncated: bool) -> str | None:
+    """Strict decoding; a truncated value may end in the first bytes of a character (left
+    out of a re-encoded value: half a character says nothing)."""
+    try:
+        return codecs.getincrementaldecoder(encoding)("strict").decode(raw, final=not truncated)
+    except UnicodeDecodeError:
+        return None
+
+
+def _nul_heavy_encodings(raw: bytes) -> list[str]:
+    """UTF-32/16 candidates for bytes without BOM, judged by where their NUL bytes are
+    (ASCII in UTF-16 LE has a NUL in every odd byte; real UTF-8 JSON has none)."""
+    if len(raw) < 4:
+        return []
+    even, odd = raw[0::2].count(0), raw[1::2].count(0)
+    candidates = []
+    if len(raw) % 4 == 0 and even + odd >= len(raw) // 2:
+        candidates += ["utf-32-le", "utf-32-be"]
+    if odd >= len(raw) // 8 and odd > 2 * even:
+        candidates.append("utf-16-le")
+    if even >= len(raw) // 8 and even > 2 * odd:
+        candidates.append("utf-16-be")
+    return candidates
+
+
+def _placeholder(encoding: str) -> Callable[[re.Match[bytes]], bytes]:
+    email, digits = "[email]".encode(encoding), "[digits]".encode(encoding)
+    ats = ("@".encode(encoding), "\uff20".encode(encoding))
+    return lambda match: email if any(at in match.group() for at in ats) else digits
+
+
+def _mask_wide_views(raw: bytes) -> bytes:
+    for encoding, pattern in _WIDE_VIEWS:
+        raw = pattern.sub(_placeholder(encoding), raw)
+    return raw
+
+
+def _mask_ascii_view(raw: bytes, *, aggressive: bool) -> bytes:
+    """Masks what shows as ASCII/UTF-8 in bytes that are not (all) UTF-8: the invalid bytes
+    are kept as they are (surrogateescape), the rest masked as text, then (``aggressive``)
+    every 7+ digit run and ``@`` token."""
+    text = raw.decode("utf-8", "surrogateescape")
+    masked = mask_pii(text)
+    if aggressive:
+        masked = _AGGR_TEXT.sub(lambda m: "[email]" if "@" in m.group() else "[digits]", masked)
+    return raw if masked == text else masked.encode("utf-8", "surrogateescape")
+
+
+def mask_pii_bytes(
+    raw: bytes,
+    *,
+    undecodable: Literal["mask_digits", "drop"] = "mask_digits",
+    truncated: bool = False,
+) -> bytes | None:
+    """The bytes with PII masked in their own encoding, re-encoded in it.
+
+    Tried in turn: a BOM (UTF-8/16/32), UTF-32/16 when NUL bytes say so, then UTF-8; the text
+    is masked like an event's (JSON ``\\u`` escapes included) and encoded back, so bytes
+    without PII come back unchanged. A UTF-16/32 decoding is also checked in the ASCII view
+    (a UTF-8 record that merely starts with ``FF FE`` decodes as UTF-16 garbage). Bytes none
+    of these decode are masked aggressively in the ASCII, UTF-16 and UTF-32 views
+    (``undecodable="mask_digits"``), or give None (``"drop"``: keep nothing rather than what
+    masking cannot vouch for). ``truncated``: the bytes are a prefix of the record, so a last
+    character may be cut, and a number or address cut in half at the end is masked as
+    ``[truncated]``."""
+    for bom, encoding in _BOMS:
+        if raw.startswith(bom):
+            text = _decode(raw[len(bom) :], encoding, truncated=truncated)
+            if text is not None:
+                masked = _mask_decoded(text, truncated=truncated)
+                out = raw if masked == text else bom + masked.encode(encoding)
+                return out if encoding == "utf-8" else _mask_ascii_view(out, aggressive=False)
+            break
+    for encoding in _nul_heavy_encodings(raw):
+        text = _decode(raw, encoding, truncated=truncated)
+        if text is not None and "\x00" not in text:
+            masked = _mask_decoded(text, truncated=truncated)
+            out = raw if masked == text else masked.encode(encoding)
+            return _mask_ascii_view(out, aggressive=False)
+    text = _decode(raw, "utf-8", truncated=truncated)
+    if text is not None:
+        masked = _mask_decoded(text, truncated=truncated)
+        out = raw if masked == text else masked.encode("utf-8")
+        # Valid JSON has no NUL byte: a UTF-16/32 fragment in UTF-8 is masked in its view.
+        return _mask_wide_views(out) if b"\x00" in out else out
+    if undecodable == "drop":
+        return None
+    return _mask_wide_views(_mask_ascii_view(raw, aggressive=True))

@@ -1,0 +1,262 @@
+"""The processing chain as small pure steps: decode -> (score) -> build outputs.
+
+Each function does one job over plain data and imports nothing from Kafka or Faust, so the
+chain is unit-tested directly; ``stream/worker/`` wires the steps to topics.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from stream.core.codec import ValidationError, check_event_time_window, parse_event_time
+from stream.core.events import decode_input, edge_fields
+from stream.core.pii import TEXT_FIELDS, IdPolicy, mask_pii, mask_pii_bytes, protect_ids
+
+EventType = Literal["review", "chat", "transaction"]
+
+#: Logical (un-prefixed) input topic -> the event type it carries.
+EVENT_TYPE_OF_TOPIC: dict[str, EventType] = {
+    "reviews": "review",
+    "chats": "chat",
+    "transactions": "transaction",
+}
+
+#: Which fields of each event type say what the event is about.
+SUBJECT_FIELDS: dict[EventType, tuple[str, ...]] = {
+    "review": ("product_id", "brand"),
+    "chat": ("conversation_id", "sender_role", "product_id", "brand"),
+    "transaction": ("merchant_id",),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class RawRecord:
+    """A consumed Kafka record as plain data: where it came from and its original bytes."""
+
+    topic: str  # logical topic name, without the deployment prefix
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp_ms: int | None = None
+
+    def source(self) -> dict[str, Any]:
+        return {"topic": self.topic, "partition": self.partition, "offset": self.offset}
+
+
+@dataclass(frozen=True, slots=True)
+class ValidEvent:
+    """A decoded, schema-valid input event."""
+
+    record: RawRecord
+    event_type: EventType
+    data: dict[str, Any]
+    event_time_ms: int
+
+    @property
+    def member_id(self) -> str:
+        return self.data["member_id"]
+
+
+@dataclass(frozen=True, slots=True)
+class InvalidEvent:
+    """An input that failed decoding or validation, or an event that failed in a stage
+    (``stage`` set); becomes a dead letter."""
+
+    record: RawRecord
+    error: ValidationError
+    stage: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EdgeLimits:
+    """What may pass the edge. Whatever passes must be processable end to end, so every bound
+    is checked here and the rest is dead-lettered with a precise reason."""
+
+    max_event_bytes: int = 65536
+    max_key_bytes: int = 1024
+    #: Event time may be at most this far ahead of the wall clock (None: no bound).
+    max_future_ms: int | None = 3_600_000
+    #: ... and at most this far behind it (None: no bound, so backtests of old data work).
+    max_past_ms: int | None = None
+    #: Original key/value bytes kept in a dead letter; above it, a prefix plus size and sha256.
+    max_dead_letter_bytes: int = 65536
+
+
+def known_fields(topic: str) -> frozenset[str]:
+    """The top-level fields the worker reads (the input record's, ``stream/core/events.py``);
+    ``label`` (backtests read it from the input) and unknown extras are not carried past the
+    edge, so nothing unbounded (a value nested 300 levels deep) or unmasked travels on."""
+    return edge_fields(topic)
+
+
+def decode_record(
+    record: RawRecord,
+    *,
+    limits: EdgeLimits = EdgeLimits(),
+    now_ms: int | None = None,
+    email_shaped_ids: IdPolicy = "hash",
+) -> ValidEvent | InvalidEvent:
+    """Step 1: bytes -> ``ValidEvent`` with PII masked, or ``InvalidEvent`` carrying the reason.
+
+    ``now_ms`` is the wall clock the event time is checked against (None: not checked).
+    ``email_shaped_ids``: an id that is an e-mail address is hashed (``"hash"``) or the event
+    dead-lettered as a ``schema_violation`` (``"reject"``); see ``stream.core.pii.protect_ids``."""
+    if email_shaped_ids not in ("hash", "reject"):  # configuration, not a bad record
+        raise ValueError(f"email_shaped_ids must be 'hash' or 'reject', not {email_shaped_ids!r}")
+    try:
+        if record.key is not None and len(record.key) > limits.max_key_bytes:
+            raise ValidationError(
+                "oversized_key", f"key of {len(record.key)} bytes > limit {limits.max_key_bytes}"
+            )
+        # typed and validated in one pass, only the known fields (see stream/core/events.py)
+        data = decode_input(record.value, record.topic, max_bytes=limits.max_event_bytes)
+        event_time_ms = parse_event_time(data["event_time"])  # the only parse: carried on
+        if now_ms is not None:
+            check_event_time_window(
+                event_time_ms,
+                now_ms,
+                max_future_ms=limits.max_future_ms,
+                max_past_ms=limits.max_past_ms,
+            )
+        event_type = EVENT_TYPE_OF_TOPIC[record.topic]
+        data = protect_ids(event_type, data, email_shaped_ids)
+    except ValidationError as error:
+        return InvalidEvent(record, error)
+    try:
+        masked = mask_text_fields(event_type, data)
+    except Exception as exc:  # the edge stays total: nothing unmasked passes, nothing crashes
+        # Only the exception's type: its message may quote the very text it failed to mask.
+        detail = f"edge: masking PII failed: {type(exc).__name__}"
+        return InvalidEvent(record, ValidationError("processing_error", detail), "edge")
+    return ValidEvent(record, event_type, masked, event_time_ms)
+
+
+def mask_text_fields(event_type: EventType, data: dict[str, Any]) -> dict[str, Any]:
+    """Every free-text field (``stream.core.pii.TEXT_FIELDS``: text, brand, title) with card
+    numbers, e-mails and phone numbers masked (see ``stream/core/pii.py``)."""
+    masked = {f: mask_pii(data[f]) for f in TEXT_FIELDS[event_type] if isinstance(data.get(f), str)}
+    return {**data, **masked}
+
+
+def text_to_score(event: ValidEvent) -> str | None:
+    """The text the model must score, or None for events without text (transactions)."""
+    if event.event_type in ("review", "chat"):
+        return event.data["text"]
+    return None
+
+
+def rfc3339_from_ms(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat().replace("+00:00", "Z")
+
+
+def utc_now() -> str:
+    return datetime.now(tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def dead_letter(
+    invalid: InvalidEvent,
+    *,
+    failed_at: str,
+    max_original_bytes: int = 65536,
+    raw_dead_letters: Literal["masked", "drop"] = "masked",
+) -> dict[str, Any]:
+    """Dead-letter record: reason, detail, source position and the original bytes (base64),
+    with card numbers, e-mails and phone numbers masked in both (the bytes decoded in their
+    own encoding first, see ``stream.core.pii.mask_pii_bytes``).
+
+    Originals above ``max_original_bytes`` keep a prefix plus their size and sha256, so the
+    dead letter stays under the producer's request limit and the record stays identifiable
+    (an 800 kB value gave a 1.07 MB dead letter the producer refused: a crash loop).
+    Bytes that decode to no text are masked aggressively (``raw_dead_letters="masked"``) or
+    not kept (``"drop"``: ``original_*_b64`` is null, ``original_*_dropped`` gives size and
+    sha256)."""
+    record = invalid.record
+    body: dict[str, Any] = {
+        "reason": invalid.error.reason,
+        "detail": mask_pii(invalid.error.detail[:2000]),
+        "source": record.source(),
+    }
+    for name, raw in (("key", record.key), ("value", record.value)):
+        if raw is None:
+            body[f"original_{name}_b64"] = None
+            continue
+        kept = raw[:max_original_bytes]
+        masked = mask_pii_bytes(
+            kept,
+            undecodable="drop" if raw_dead_letters == "drop" else "mask_digits",
+            truncated=len(kept) < len(raw),
+        )
+        if masked is None:
+            body[f"original_{name}_b64"] = None
+            body[f"original_{name}_dropped"] = {
+                "bytes": len(raw),
+                "sha256": hashlib.sha256(raw).hexdigest(),
+                "why": "not text in any encoding tried, so masking cannot be vouched for",
+            }
+            continue
+        body[f"original_{name}_b64"] = base64.b64encode(masked).decode("ascii")
+        if len(kept) < len(raw):
+            body[f"original_{name}_truncated"] = {
+                "bytes": len(raw),
+                "sha256": hashlib.sha256(raw).hexdigest(),
+            }
+    body["original_timestamp_ms"] = record.timestamp_ms
+    body["failed_at"] = failed_at
+    if invalid.stage is not None:
+        body["stage"] = invalid.stage
+    return body
+
+
+def processing_error(record: RawRecord, stage: str, exc: BaseException) -> InvalidEvent:
+    """An event that passed the edge but failed inside a stage: dead-lettered, not retried."""
+    detail = f"{stage}: {type(exc).__name__}: {exc}"
+    return InvalidEvent(record, ValidationError("processing_error", detail[:2000]), stage)
+
+
+def dead_letter_key(record: RawRecord) -> bytes:
+    """Deterministic key: a redelivered bad record overwrites rather than duplicates."""
+    return f"{record.topic}:{record.partition}:{record.offset}".encode()
+
+
+def member_event(
+    event: ValidEvent, scores: Mapping[str, float] | None, model_version: str | None
+) -> dict[str, Any]:
+    """Step 3: a valid event plus its text scores, bound for the member-partitioned stage."""
+    return {
+        "event_type": event.event_type,
+        "event": event.data,
+        "event_time_ms": event.event_time_ms,
+        "scores": dict(scores) if scores is not None else {},
+        "model_version": model_version,
+        "source": event.record.source(),
+        # the input record's timestamp, for the end-to-end latency metric (not published)
+        "input_timestamp_ms": event.record.timestamp_ms,
+    }
+
+
+def subject_of(event_type: EventType, data: Mapping[str, Any]) -> dict[str, str]:
+    return {f: str(data[f]) for f in SUBJECT_FIELDS[event_type] if f in data}
+
+
+def scored_event(member_evt: Mapping[str, Any]) -> dict[str, Any]:
+    """The public scored-event record (no raw text: consumers join on event_id if they need it).
+    Transactions also carry their fraud assessment (score, reasons, rules fired)."""
+    data = member_evt["event"]
+    extra = {"fraud": member_evt["fraud"]} if member_evt.get("fraud") else {}
+    return {
+        **extra,
+        "event_id": data["event_id"],
+        "member_id": data["member_id"],
+        "event_time": data["event_time"],
+        "event_type": member_evt["event_type"],
+        "subject": subject_of(member_evt["event_type"], data),
+        "scores": member_evt["scores"],
+        "model_version": member_evt["model_version"],
+        "source": member_evt["source"],
+    }

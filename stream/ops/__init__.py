@@ -1,0 +1,2 @@
+"""Operations: the CLI, the embedded broker, topic administration, the worker runner, the live
+view, demo traffic and the monitoring configuration."""

@@ -1,0 +1,432 @@
+"""The riskstream Grafana dashboard, built from code with grafana-foundation-sdk.
+
+    python -m stream.ops.monitoring.dashboard \
+        > stream/ops/monitoring/grafana/dashboards/riskstream.json
+
+Grafana provisions the committed JSON (``grafana/provisioning/dashboards/riskstream.yml``);
+``tests/stream/test_monitoring.py`` fails when it differs from this module's output, so edit
+here and regenerate. Every panel queries the provisioned Prometheus datasource
+(``DATASOURCE_UID``) and only series in ``WORKER_METRICS``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from grafana_foundation_sdk.builders import common as common_builder
+from grafana_foundation_sdk.builders import dashboard as dash
+from grafana_foundation_sdk.builders import prometheus, stat, table, timeseries
+from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.models import common
+from grafana_foundation_sdk.models import dashboard as model
+from grafana_foundation_sdk.models.prometheus import PromQueryFormat
+
+from stream.ops.monitoring import DATASOURCE_UID, JOB
+
+UID = "riskstream-worker"
+TITLE = "riskstream worker"
+DATASOURCE = model.DataSourceRef(type_val="prometheus", uid=DATASOURCE_UID)
+# Every selector: the worker job, narrowed by the dashboard's instance variable.
+SEL = f'job="{JOB}", instance=~"$instance"'
+RATE = "$__rate_interval"
+
+
+def _query(expr: str, legend: str = "", ref: str = "A", *, instant: bool = False):
+    q = prometheus.Dataquery().expr(expr).ref_id(ref).datasource(DATASOURCE)
+    if legend:
+        q = q.legend_format(legend)
+    if instant:
+        q = q.instant().format(PromQueryFormat.TABLE)
+    return q
+
+
+def _refs(queries: list[tuple[str, str]]):
+    return [_query(expr, legend, chr(ord("A") + i)) for i, (expr, legend) in enumerate(queries)]
+
+
+def _legend():
+    return (
+        common_builder.VizLegendOptions()
+        .display_mode(common.LegendDisplayMode.TABLE)
+        .placement(common.LegendPlacement.BOTTOM)
+        .show_legend(True)
+        .calcs(["mean", "max", "lastNotNull"])
+    )
+
+
+def _timeseries(title: str, description: str, queries: list[tuple[str, str]], unit: str, w=12):
+    panel = (
+        timeseries.Panel()
+        .title(title)
+        .description(description)
+        .datasource(DATASOURCE)
+        .unit(unit)
+        .min(0)
+        .height(8)
+        .span(w)
+        .line_width(1)
+        .fill_opacity(10)
+        .legend(_legend())
+    )
+    for q in _refs(queries):
+        panel = panel.with_target(q)
+    return panel
+
+
+def _thresholds(*steps: tuple[float | None, str]):
+    return (
+        dash.ThresholdsConfig()
+        .mode(model.ThresholdsMode.ABSOLUTE)
+        .steps([model.Threshold(value=v, color=c) for v, c in steps])
+    )
+
+
+def _stat(title: str, description: str, expr: str, unit: str, thresholds, legend="", w=4):
+    return (
+        stat.Panel()
+        .title(title)
+        .description(description)
+        .datasource(DATASOURCE)
+        .with_target(_query(expr, legend))
+        .unit(unit)
+        .height(4)
+        .span(w)
+        .graph_mode(common.BigValueGraphMode.AREA)
+        .color_mode(common.BigValueColorMode.VALUE)
+        .reduce_options(common_builder.ReduceDataOptions().calcs(["lastNotNull"]))
+        .thresholds(thresholds)
+    )
+
+
+def _ready_panel():
+    mapping = model.ValueMap(
+        options={
+            "0": model.ValueMappingResult(text="not ready", color="red", index=0),
+            "1": model.ValueMappingResult(text="ready", color="green", index=1),
+        }
+    )
+    return (
+        stat.Panel()
+        .title("Ready")
+        .description(
+            "riskstream_worker_ready per worker: model loaded, partitions assigned, table "
+            "recovery done."
+        )
+        .datasource(DATASOURCE)
+        .with_target(
+            _query(f"max by (instance) (riskstream_worker_ready{{{SEL}}})", "{{instance}}")
+        )
+        .mappings([mapping])
+        .height(4)
+        .span(4)
+        .graph_mode(common.BigValueGraphMode.NONE)
+        .color_mode(common.BigValueColorMode.BACKGROUND)
+        .text_mode(common.BigValueTextMode.VALUE_AND_NAME)
+        .reduce_options(common_builder.ReduceDataOptions().calcs(["lastNotNull"]))
+        .thresholds(_thresholds((None, "red"), (1, "green")))
+    )
+
+
+def _model_table():
+    organize = model.DataTransformerConfig(
+        id_val="organize",
+        options={
+            "excludeByName": {"Time": True, "Value": True},
+            "indexByName": {"instance": 0, "backend": 1, "precision": 2, "version": 3},
+        },
+    )
+    return (
+        table.Panel()
+        .title("Model")
+        .description("riskstream_model_info: the backend, precision and model version per worker.")
+        .datasource(DATASOURCE)
+        .with_target(
+            _query(
+                f"max by (instance, backend, precision, version) (riskstream_model_info{{{SEL}}})",
+                instant=True,
+            )
+        )
+        .with_transformation(organize)
+        .height(8)
+        .span(12)
+    )
+
+
+def _quantiles(metric: str, what: str) -> list[tuple[str, str]]:
+    return [
+        (
+            f"histogram_quantile({q}, sum by (le) (rate({metric}_bucket{{{SEL}}}[{RATE}])))",
+            f"{what} p{round(q * 100)}",
+        )
+        for q in (0.5, 0.99)
+    ]
+
+
+def build() -> model.Dashboard:
+    instance = (
+        dash.QueryVariable("instance")
+        .label("worker")
+        .datasource(DATASOURCE)
+        .query(f'label_values(up{{job="{JOB}"}}, instance)')
+        .refresh(model.VariableRefresh.ON_TIME_RANGE_CHANGED)
+        .sort(model.VariableSort.ALPHABETICAL_ASC)
+        .multi(True)
+        .include_all(True)
+        .all_value(".*")
+        .current(model.VariableOption(selected=True, text="All", value="$__all"))
+    )
+    consumed = f"sum(rate(riskstream_stream_events_consumed_total{{{SEL}}}[{RATE}]))"
+    scored = f"sum(rate(riskstream_stream_scored_events_total{{{SEL}}}[{RATE}]))"
+    lag = f"max by (topic, partition) (riskstream_stream_consumer_lag{{{SEL}}})"
+    green = _thresholds((None, "green"))
+    builder = (
+        dash.Dashboard(TITLE)
+        .uid(UID)
+        .description(
+            "Throughput, lag, latency, model batching, errors and alerts of the riskstream "
+            "workers. Generated by stream/ops/monitoring/dashboard.py: do not edit in Grafana."
+        )
+        .tags(["riskstream"])
+        .readonly()
+        .refresh("30s")
+        .time("now-1h", "now")
+        .timezone("browser")
+        .tooltip(model.DashboardCursorSync.CROSSHAIR)
+        .with_variable(instance)
+        # Overview
+        .with_row(dash.Row("Overview"))
+        .with_panel(
+            _stat(
+                "Workers up",
+                "Worker targets Prometheus scrapes successfully (up).",
+                f"sum(up{{{SEL}}})",
+                "none",
+                _thresholds((None, "red"), (1, "green")),
+            )
+        )
+        .with_panel(_ready_panel())
+        .with_panel(_stat("In", "Input records consumed per second.", consumed, "reqps", green))
+        .with_panel(_stat("Out", "Scored events published per second.", scored, "reqps", green))
+        .with_panel(
+            _stat(
+                "Consumer lag",
+                "Records behind the end of the input topics, all partitions.",
+                f"sum({lag})",
+                "short",
+                _thresholds((None, "green"), (1000, "orange"), (10000, "red")),
+            )
+        )
+        .with_panel(
+            _stat(
+                "Restarts",
+                "Worker restarts in the time range (changes of process_start_time_seconds).",
+                f"sum(changes(process_start_time_seconds{{{SEL}}}[$__range]))",
+                "none",
+                _thresholds((None, "green"), (1, "orange"), (3, "red")),
+            )
+        )
+        # Throughput and lag
+        .with_row(dash.Row("Throughput and lag"))
+        .with_panel(
+            _timeseries(
+                "Throughput in / out",
+                "Input records consumed per second, per input topic and in all, against scored "
+                "events published per second.",
+                [
+                    (
+                        "sum by (topic) "
+                        f"(rate(riskstream_stream_events_consumed_total{{{SEL}}}[{RATE}]))",
+                        "in: {{topic}}",
+                    ),
+                    (consumed, "in: all"),
+                    (scored, "out: scored events"),
+                ],
+                "reqps",
+            )
+        )
+        .with_panel(
+            _timeseries(
+                "Consumer lag",
+                "Records behind the end of each input partition (riskstream_stream_consumer_lag) "
+                "and their sum. A partition's lag is reported by the worker that owns it.",
+                [(f"sum({lag})", "all partitions"), (lag, "{{topic}}/{{partition}}")],
+                "short",
+            )
+        )
+        # Latency
+        .with_row(dash.Row("Latency"))
+        .with_panel(
+            _timeseries(
+                "End-to-end latency",
+                "Input record timestamp to scored event produced, p50 and p99 over all workers.",
+                _quantiles("riskstream_stream_e2e_latency_seconds", "e2e"),
+                "s",
+            )
+        )
+        .with_panel(
+            _timeseries(
+                "In flight",
+                "Events admitted but not yet published, per worker (bounded by backpressure).",
+                [(f"sum by (instance) (riskstream_stream_in_flight{{{SEL}}})", "{{instance}}")],
+                "short",
+            )
+        )
+        # Model
+        .with_row(dash.Row("Model"))
+        .with_panel(
+            _timeseries(
+                "Batch size",
+                "Texts per model batch: mean and p99 over all workers, against the largest "
+                "batch the backend takes.",
+                [
+                    (
+                        f"sum(rate(riskstream_model_batch_size_sum{{{SEL}}}[{RATE}])) / "
+                        f"sum(rate(riskstream_model_batch_size_count{{{SEL}}}[{RATE}]))",
+                        "mean",
+                    ),
+                    (
+                        "histogram_quantile(0.99, sum by (le) "
+                        f"(rate(riskstream_model_batch_size_bucket{{{SEL}}}[{RATE}])))",
+                        "p99",
+                    ),
+                    (f"max(riskstream_model_max_batch_size{{{SEL}}})", "max batch size"),
+                ],
+                "short",
+                w=8,
+            )
+        )
+        .with_panel(
+            _timeseries(
+                "Batch fill",
+                "Mean batch size / max batch size, per worker: near 100 % the model is the "
+                "bottleneck; low fill at high lag points elsewhere.",
+                [
+                    (
+                        "sum by (instance) "
+                        f"(rate(riskstream_model_batch_size_sum{{{SEL}}}[{RATE}]))"
+                        " / sum by (instance) "
+                        f"(rate(riskstream_model_batch_size_count{{{SEL}}}[{RATE}]))"
+                        " / max by (instance) "
+                        f"(riskstream_model_max_batch_size{{{SEL}}})",
+                        "{{instance}}",
+                    )
+                ],
+                "percentunit",
+                w=8,
+            ).max(1)
+        )
+        .with_panel(
+            _timeseries(
+                "Inference time per batch",
+                "Tokenise + inference per batch (riskstream_model_batch_latency_seconds), p50 "
+                "and p99 over all workers.",
+                _quantiles("riskstream_model_batch_latency_seconds", "batch"),
+                "s",
+                w=8,
+            )
+        )
+        .with_panel(_model_table())
+        .with_panel(
+            _timeseries(
+                "Rebalances",
+                "Consumer group rebalances per worker, in each interval.",
+                [
+                    (
+                        "sum by (instance) "
+                        f"(increase(riskstream_worker_rebalances_total{{{SEL}}}[{RATE}]))",
+                        "{{instance}}",
+                    )
+                ],
+                "short",
+            )
+        )
+        # Errors and alerts
+        .with_row(dash.Row("Errors and alerts"))
+        .with_panel(
+            _timeseries(
+                "Alerts by type",
+                "Alerts published per second, by alert type.",
+                [
+                    (
+                        "sum by (alert_type) "
+                        f"(rate(riskstream_stream_alerts_total{{{SEL}}}[{RATE}]))",
+                        "{{alert_type}}",
+                    )
+                ],
+                "reqps",
+                w=8,
+            )
+        )
+        .with_panel(
+            _timeseries(
+                "Dead letters by reason",
+                "Records sent to the dead-letter topic per second, by reason.",
+                [
+                    (
+                        "sum by (reason) "
+                        f"(rate(riskstream_stream_dead_letters_total{{{SEL}}}[{RATE}]))",
+                        "{{reason}}",
+                    )
+                ],
+                "reqps",
+                w=8,
+            )
+        )
+        .with_panel(
+            _timeseries(
+                "Processing errors by stage",
+                "Events that failed inside a stage (dead-lettered as processing_error) per "
+                "second, by stage.",
+                [
+                    (
+                        "sum by (stage) "
+                        f"(rate(riskstream_stream_processing_errors_total{{{SEL}}}[{RATE}]))",
+                        "{{stage}}",
+                    )
+                ],
+                "reqps",
+                w=8,
+            )
+        )
+        .with_panel(
+            _timeseries(
+                "Worker restarts",
+                "Restarts per worker in each interval (changes of process_start_time_seconds).",
+                [
+                    (
+                        f"sum by (instance) (changes(process_start_time_seconds{{{SEL}}}[{RATE}]))",
+                        "{{instance}}",
+                    )
+                ],
+                "short",
+            )
+        )
+        .with_panel(
+            _timeseries(
+                "Workers up",
+                "Scrape success per worker (1 up, 0 down).",
+                [(f"max by (instance) (up{{{SEL}}})", "{{instance}}")],
+                "short",
+            )
+        )
+    )
+    built = builder.build()
+    # Unique panel ids (the builder leaves them unset, rows at 0): Grafana links and
+    # "view panel" URLs use them.
+    for number, panel in enumerate(built.panels or [], start=1):
+        panel.id_val = number
+    return built
+
+
+def render() -> str:
+    """The dashboard as Grafana JSON, byte-stable (sorted keys, trailing newline)."""
+    return json.dumps(build(), cls=JSONEncoder, indent=2, sort_keys=True) + "\n"
+
+
+def main() -> None:
+    sys.stdout.write(render())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,123 @@
+"""Every metric the worker exports, in one place (Prometheus, served at the worker's /metrics).
+
+Names follow ``riskstream_<component>_<metric>``; the live terminal view and the benchmark
+harness read the same page.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+EVENTS_CONSUMED = Counter(
+    "riskstream_stream_events_consumed", "Input records consumed, per logical topic.", ["topic"]
+)
+DEAD_LETTERS = Counter(
+    "riskstream_stream_dead_letters", "Input records sent to the dead-letter topic.", ["reason"]
+)
+SCORED_EVENTS = Counter(
+    "riskstream_stream_scored_events", "Records published to scored-events.", ["event_type"]
+)
+ALERTS = Counter("riskstream_stream_alerts", "Alerts published.", ["alert_type"])
+ALERTS_SUPPRESSED = Counter(
+    "riskstream_stream_alerts_suppressed", "Alerts held back by the per-subject rate limit."
+)
+MEMBER_EVENTS_DONE = Counter(
+    "riskstream_stream_member_events_processed",
+    "Member-stage events whose outputs were all handed to the producer.",
+)
+MEMBER_STAGE_FUSED = Counter(
+    "riskstream_stream_member_stage_fused",
+    "Input events that went through the member stage in the edge, without the member-events "
+    "hop (already on their member's partition).",
+)
+SUBJECT_EVENTS_DONE = Counter(
+    "riskstream_stream_subject_events_processed",
+    "Surge-stage events whose outputs were all handed to the producer.",
+)
+SURGE_HELD = Gauge(
+    "riskstream_surge_held_subjects",
+    "Subjects whose mentions are held for event-time ordering (0 when all are folded).",
+)
+PROCESSING_ERRORS = Counter(
+    "riskstream_stream_processing_errors",
+    "Events that failed inside a stage and were dead-lettered (processing_error).",
+    ["stage"],
+)
+REDELIVERIES_RECOMPUTED = Counter(
+    "riskstream_stream_redeliveries_recomputed",
+    "Redelivered events older than the state remembers, re-scored against the current state.",
+)
+MEMBERS_EXPIRED = Counter(
+    "riskstream_stream_members_expired",
+    "Members dropped from the table after RISKSTREAM_MEMBER_TTL_DAYS without an event.",
+)
+PROFILES_PUBLISHED = Counter("riskstream_stream_profiles_published", "Profiles published.")
+DUPLICATES_SKIPPED = Counter(
+    "riskstream_stream_duplicates_skipped", "Redelivered events the member state already held."
+)
+BATCH_SIZE = Histogram(
+    "riskstream_model_batch_size",
+    "Texts per model batch.",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
+)
+BATCH_LATENCY = Histogram(
+    "riskstream_model_batch_latency_seconds",
+    "Tokenise + inference time per batch.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
+MODEL_LOAD_SECONDS = Gauge("riskstream_model_load_seconds", "Time to load the model backend.")
+MODEL_INFO = Gauge(
+    "riskstream_model_info",
+    "Loaded model (value 1): backend, build (weight hash) and numeric precision.",
+    ["backend", "version", "precision"],
+)
+MODEL_MAX_BATCH_SIZE = Gauge(
+    "riskstream_model_max_batch_size", "The micro-batcher's size limit (batch fill = size / it)."
+)
+CONSUMER_LAG = Gauge(
+    "riskstream_stream_consumer_lag",
+    "Records between this worker's position and the partition's end, per consumed partition "
+    "(read at scrape time from the ledger and the last fetch's high-water mark).",
+    ["topic", "partition"],
+)
+E2E_LATENCY = Histogram(
+    "riskstream_stream_e2e_latency_seconds",
+    "Input record timestamp -> its scored event handed to the producer.",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0),
+)
+IN_FLIGHT = Gauge(
+    "riskstream_stream_in_flight", "Events admitted by the edge and not yet published."
+)
+REBALANCES = Counter("riskstream_worker_rebalances", "Partition assignments this worker received.")
+READY = Gauge(
+    "riskstream_worker_ready",
+    "1 when the model is loaded, partitions are assigned and table recovery is done.",
+)
+
+
+def observe_batch(size: int, seconds: float) -> None:
+    BATCH_SIZE.observe(size)
+    BATCH_LATENCY.observe(seconds)
+
+
+def _initialise_label_series() -> None:
+    """Every known label value starts at 0, so dashboards and alert rules see a series (a rate
+    of 0) before the first event of its kind, not a missing one."""
+    from typing import get_args
+
+    from stream.core.codec import DeadLetterReason
+    from stream.topics import INPUT_TOPICS
+
+    for topic in INPUT_TOPICS:
+        EVENTS_CONSUMED.labels(topic)
+    for event_type in ("review", "chat", "transaction"):
+        SCORED_EVENTS.labels(event_type)
+    for reason in get_args(DeadLetterReason):
+        DEAD_LETTERS.labels(reason)
+    for stage in ("edge", "member", "surge", "surge_flush"):
+        PROCESSING_ERRORS.labels(stage)
+    for alert_type in ("negative_review", "scam_chat", "fraud_risk", "opinion_surge"):
+        ALERTS.labels(alert_type)
+
+
+_initialise_label_series()
