@@ -43,7 +43,8 @@ def test_tiny_run_reports_both_apps(tmp_path: Path) -> None:
         [
             sys.executable,
             str(ROOT / "bench" / "worker_cost.py"),
-            *("--events", str(EVENTS), "--runs", "1", "--settle-seconds", "1"),
+            # held surge mentions fold 2 s after they arrive: wait for those writes
+            *("--events", str(EVENTS), "--runs", "1", "--settle-seconds", "4"),
             *("--json", str(out), "--run-dir", str(tmp_path / "run")),
         ],
         cwd=ROOT,
