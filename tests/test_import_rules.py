@@ -13,6 +13,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -47,11 +48,13 @@ TORCH_SERVING = (
 )
 
 
-def run_python(code: str) -> dict:
-    """Run ``code`` in a fresh interpreter at the repo root; it prints one JSON object last."""
+def run_python(code: str, env: dict[str, str] | None = None) -> Any:
+    """Run ``code`` in a fresh interpreter at the repo root (with ``env`` instead of this
+    process's environment, if given); it prints one JSON value last."""
     result = subprocess.run(
         [sys.executable, "-c", code],
         cwd=ROOT,
+        env=env,
         capture_output=True,
         text=True,
         timeout=240,

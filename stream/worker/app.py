@@ -125,7 +125,7 @@ class Worker:
         metrics.CONSUMER_LAG.clear()
         total = 0
         for (topic, partition), position in self.ledger.positions().items():
-            if topic.endswith("-changelog"):
+            if _is_changelog(topic):
                 continue  # table changelogs are read by recovery, not consumed
             high = self.app.consumer.highwater(TP(topic, partition))
             if high is not None:
@@ -141,7 +141,7 @@ class Worker:
         return {
             tp
             for tp in self.app.consumer.assignment()
-            if not tp.topic.endswith("-changelog") and (tp.topic, tp.partition) not in known
+            if not _is_changelog(tp.topic) and (tp.topic, tp.partition) not in known
         }
 
     async def resync_delivery(self, why: str) -> None:
@@ -154,7 +154,7 @@ class Worker:
         logger.warning("%s: seeking to the committed offsets and resuming fetches", why)
         consumer = app.consumer
         consumer.resume_partitions(
-            {tp for tp in consumer.assignment() if not tp.topic.endswith("-changelog")}
+            {tp for tp in consumer.assignment() if not _is_changelog(tp.topic)}
         )
         await consumer.perform_seek()
         app.flow_control.resume()
@@ -200,6 +200,11 @@ class Worker:
             why = dog.resync_due(seen)
             if why is not None:
                 await self.resync_delivery(why)
+
+
+def _is_changelog(topic: str) -> bool:
+    """A table's changelog: read by recovery, never consumed by an agent."""
+    return topic.endswith("-changelog")
 
 
 def _optional(**options: float | None) -> dict[str, float]:

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import subprocess
-import sys
 from pathlib import Path
 
 import orjson
@@ -24,6 +22,7 @@ from stream.topics import ALERTS, DEAD_LETTER, MEMBER_EVENTS, SUBJECT_EVENTS
 from stream.worker.batcher import MicroBatcher
 from stream.worker.stages import SURGE_TICK, MemberExpiry, Stages
 from tests.fakes import FakeModelHandler
+from tests.test_import_rules import run_python
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -345,18 +344,11 @@ def imported_after(code: str) -> set[str]:
     """Heavy modules in sys.modules after running ``code`` in a fresh interpreter whose
     settings would fail to load (so a module reading them at import fails the test)."""
     heavy = ("torch", "onnxruntime", "transformers", "pandas", "pyarrow", "matplotlib")
-    script = f"import sys\n{code}\nprint(sorted(set({heavy!r}) & set(sys.modules)))"
-    env = {"PATH": "/usr/bin:/bin", "RISKSTREAM_BACKEND": "not-a-backend"}
-    out = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    script = (
+        f"import json, sys\n{code}\nprint(json.dumps(sorted(set({heavy!r}) & set(sys.modules))))"
     )
-    assert out.returncode == 0, out.stderr
-    return set(orjson.loads(out.stdout.strip().splitlines()[-1].replace("'", '"')))
+    env = {"PATH": "/usr/bin:/bin", "RISKSTREAM_BACKEND": "not-a-backend"}
+    return set(run_python(script, env))
 
 
 def test_importing_any_stream_module_loads_no_model() -> None:
