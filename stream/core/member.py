@@ -1,11 +1,14 @@
 """The member stage as one pure function: (state before, scored event) -> (state after, outputs).
 
-A redelivered event (at-least-once: the state may already hold it after a crash) must give the
-same outputs as its first delivery. Its fraud score and reasons depend on the state *before*
-it, which is gone, and its text scores may come from a second model batch; so the state keeps
-what its last ``RECENT_OUTPUTS`` events were published with, and a redelivery re-publishes
-exactly that. Measured before: 494 of 5,000 redelivered events were scored differently from
-their first copy after five SIGKILLs (e.g. fraud_risk 0.0189, then 0.0158).
+A redelivered event (at-least-once: the state may already hold it after a crash) must change
+nothing and give the same outputs as its first delivery. Its fraud score and reasons depend on
+the state *before* it, which is gone, and its text scores may come from a second model batch; so
+the state keeps what its last ``RECENT_OUTPUTS`` events were published with, keyed by event id.
+That one map is both the de-duplication set and the replay record: an event the state knows it
+applied is always re-published exactly. Measured before: 494 of 5,000 redelivered events were
+scored differently from their first copy after five SIGKILLs (e.g. fraud_risk 0.0189, then
+0.0158); then, with ids remembered for 64 events but outputs for only 16, CI still saw 2 (a
+redelivery 17-64 events back was re-scored against a state that already knew its merchant).
 
 The Faust shell (``stream/worker/stages.py``) reads the table, calls :func:`member_step`, writes the
 table and sends the outputs; it has no logic of its own.
@@ -21,7 +24,13 @@ import orjson
 
 from stream.core.codec import encode
 from stream.core.fraud import ModelOutput, assess_transaction_event
-from stream.core.profiles import apply_member_event, mark_published, public_profile, should_publish
+from stream.core.profiles import (
+    apply_member_event,
+    empty_state,
+    mark_published,
+    public_profile,
+    should_publish,
+)
 from stream.core.rules import AlertThresholds, evaluate_rules, rate_limit
 from stream.core.steps import scored_event
 from stream.core.surge import subject_events, subject_key
@@ -29,7 +38,7 @@ from stream.core.surge import subject_events, subject_key
 #: Events whose published scores a member's state remembers for exact redelivery. A crash
 #: redelivers what came after the last commit (Faust commits every 2.8 s): far fewer than
 #: this per member. Older redeliveries, if any, are re-scored (``recomputed`` counts them).
-RECENT_OUTPUTS = 16
+RECENT_OUTPUTS = 64
 
 FraudScorer = Callable[[Mapping[str, Any]], ModelOutput | None]
 
@@ -53,48 +62,64 @@ class MemberOutcome:
     alert_types: list[str] = field(default_factory=list)
     suppressed_alerts: int = 0
     redelivered: bool = False
-    #: A redelivery too old to be remembered: re-scored against the current state.
-    recomputed: bool = False
     profile_published: bool = False
 
 
-def _remembered(state: Mapping[str, Any] | None, event_id: str) -> dict[str, Any] | None:
+def _remembered(state: Mapping[str, Any] | None, event_id: str) -> list | dict | None:
     return ((state or {}).get("recent_outputs") or {}).get(event_id)
 
 
-#: Text score keys, stored as a list in this order (the keys cost more bytes than the values).
+#: Text score keys and fraud block keys, stored as lists in this order (in a member's state the
+#: keys would cost more bytes than the values).
 TEXT_SCORES = ("sentiment_negative", "sentiment_polarity", "scam_risk")
+FRAUD_FIELDS = ("score", "model_probability", "rules_fired", "reasons", "model_version")
 
 
-def _as_first_published(member_evt: Mapping[str, Any], first: Mapping[str, Any]) -> dict:
+def _from_dict_entry(entry: Mapping[str, Any]) -> list:
+    """An entry written before the compact form: ``{"f": block, "v": ..}`` or ``{"s": ..}``."""
+    version = entry.get("v")
+    if "f" in entry:
+        return ["f", *(entry["f"][k] for k in FRAUD_FIELDS), version]
+    if isinstance(entry["s"], list):
+        return ["t", *entry["s"], version]
+    return ["s", entry["s"], version]
+
+
+def _as_first_published(member_evt: Mapping[str, Any], first: list | Mapping[str, Any]) -> dict:
     """The event with the scores (and fraud assessment) its first delivery was published with."""
+    if isinstance(first, Mapping):
+        first = _from_dict_entry(first)
     restored = dict(member_evt)
-    if "f" in first:  # a transaction: its fraud block carries its score
-        restored["scores"] = {**member_evt["scores"], "fraud_risk": first["f"]["score"]}
-        restored["fraud"] = first["f"]
+    tag = first[0]
+    if tag == "f":  # a transaction: its fraud block carries its score
+        fraud = dict(zip(FRAUD_FIELDS, first[1:6], strict=True))
+        restored["scores"] = {**member_evt["scores"], "fraud_risk": fraud["score"]}
+        restored["fraud"] = fraud
+    elif tag == "t":
+        restored["scores"] = dict(zip(TEXT_SCORES, first[1:4], strict=True))
     else:
-        scores = first["s"]
-        restored["scores"] = (
-            dict(zip(TEXT_SCORES, scores, strict=True)) if isinstance(scores, list) else scores
-        )
-    restored["model_version"] = first.get("v")
+        restored["scores"] = dict(first[1])
+    restored["model_version"] = first[-1]
     return restored
 
 
-def _remember(state: Mapping[str, Any], member_evt: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """The event's published scores in a compact form (about 60 bytes for a text, the fraud
-    block for a transaction), keeping the newest ``RECENT_OUTPUTS``."""
-    outputs = dict(state.get("recent_outputs") or {})
-    scores = member_evt["scores"]
+def _compact(member_evt: Mapping[str, Any]) -> list:
+    """What an event was published with, as a tagged list: ``["f", *fraud block, version]``
+    for a scored transaction, ``["t", negative, polarity, scam, version]`` for a text,
+    ``["s", scores, version]`` otherwise."""
+    scores, version = member_evt["scores"], member_evt.get("model_version")
     if member_evt.get("fraud"):
-        entry: dict[str, Any] = {"f": member_evt["fraud"]}
-    elif set(scores) == set(TEXT_SCORES):
-        entry = {"s": [scores[k] for k in TEXT_SCORES]}
-    else:
-        entry = {"s": dict(scores)}
-    if member_evt.get("model_version") is not None:
-        entry["v"] = member_evt["model_version"]
-    outputs[member_evt["event"]["event_id"]] = entry
+        return ["f", *(member_evt["fraud"][k] for k in FRAUD_FIELDS), version]
+    if set(scores) == set(TEXT_SCORES):
+        return ["t", *(scores[k] for k in TEXT_SCORES), version]
+    return ["s", dict(scores), version]
+
+
+def _remember(state: Mapping[str, Any], member_evt: Mapping[str, Any]) -> dict[str, list]:
+    """Add the event's published scores (about 50 bytes for a text, 200 for a transaction),
+    keeping the newest ``RECENT_OUTPUTS``."""
+    outputs = dict(state.get("recent_outputs") or {})
+    outputs[member_evt["event"]["event_id"]] = _compact(member_evt)
     return dict(list(outputs.items())[-RECENT_OUTPUTS:])
 
 
@@ -110,15 +135,20 @@ def member_step(
     surge mentions. Outputs are keyed, so a redelivery overwrites rather than duplicates."""
     event_id = member_evt["event"]["event_id"]
     first = _remembered(previous, event_id)
+    # states written before the outputs map was the de-duplication set listed ids only
+    legacy = first is None and event_id in (previous or {}).get("recent_event_ids", ())
+    changed = first is None and not legacy
     if first is not None:
         evt = _as_first_published(member_evt, first)
     elif member_evt["event_type"] == "transaction":
         evt = assess_transaction_event(previous, member_evt, fraud_scorer(member_evt["event"]))
     else:
         evt = dict(member_evt)
-    state, changed = apply_member_event(
-        previous, evt, negative_threshold=thresholds.negative_review
-    )
+    if changed:
+        state = apply_member_event(previous, evt, negative_threshold=thresholds.negative_review)
+        state.pop("recent_event_ids", None)
+    else:
+        state = {**empty_state(member_evt["event"]["member_id"]), **(previous or {})}
     event_ms = evt["event_time_ms"]
     alerts, alert_log, suppressed = rate_limit(
         state.get("alert_log", {}),
@@ -135,12 +165,7 @@ def member_step(
         if publish:
             new_state = mark_published(new_state, event_ms)
     key = evt["event"]["member_id"].encode()
-    outcome = MemberOutcome(
-        new_state,
-        suppressed_alerts=suppressed,
-        redelivered=not changed,
-        recomputed=not changed and first is None,
-    )
+    outcome = MemberOutcome(new_state, suppressed_alerts=suppressed, redelivered=not changed)
     outcome.outputs.append(Output("scored-events", key, encode(scored_event(evt), "scored-events")))
     for alert in alerts:
         outcome.outputs.append(

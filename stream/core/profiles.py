@@ -1,8 +1,8 @@
 """Member state: a pure update function over plain dicts, stored in the ``member_to_profile`` table.
 
-The table value is the *state* (profile plus a short list of recently applied event ids); the
-published profile is derived from it. Remembering recent ids makes the update idempotent under
-at-least-once redelivery: replaying an event the state already holds changes nothing.
+The table value is the *state*; the published profile is derived from it. The fold here applies
+every event it is given: recognising a redelivered event (at-least-once) is the member stage's
+job (``stream.core.member``), which remembers the ids and outputs of a member's recent events.
 """
 
 from __future__ import annotations
@@ -14,8 +14,6 @@ from typing import Any
 from stream.core.fraud import DAY_MS, recent_scam_risk, welford_std, welford_update
 from stream.core.steps import rfc3339_from_ms
 
-#: How many applied event ids a member's state remembers for de-duplication.
-RECENT_EVENT_IDS = 64
 #: Weight of the newest text in the rolling sentiment (EWMA).
 SENTIMENT_ALPHA = 0.2
 #: Transaction times kept for velocity (only the last 24 h matter) and known values kept.
@@ -45,7 +43,6 @@ def empty_state(member_id: str) -> dict[str, Any]:
         "last_seen_ms": None,
         "last_event_id": None,
         "model_version": None,
-        "recent_event_ids": [],
         "spend": {},
         "txn_times_ms": [],
         "devices": [],
@@ -82,12 +79,10 @@ def apply_member_event(
     member_evt: Mapping[str, Any],
     *,
     negative_threshold: float,
-) -> tuple[dict[str, Any], bool]:
-    """Fold one scored event into the member's state -> (new state, whether it changed)."""
+) -> dict[str, Any]:
+    """Fold one scored event into the member's state."""
     data = member_evt["event"]
     current = {**empty_state(data["member_id"]), **(state or {})}  # old states gain new fields
-    if data["event_id"] in current["recent_event_ids"]:
-        return current, False
 
     kind = member_evt["event_type"]
     scores = member_evt["scores"]
@@ -100,7 +95,6 @@ def apply_member_event(
         "first_seen_ms": min(t for t in (current["first_seen_ms"], event_ms) if t is not None),
         "last_seen_ms": max(t for t in (current["last_seen_ms"], event_ms) if t is not None),
         "last_event_id": data["event_id"],
-        "recent_event_ids": [*current["recent_event_ids"], data["event_id"]][-RECENT_EVENT_IDS:],
     }
     if scores and is_member_authored_text(member_evt):
         updated["sentiment_ewma"] = round(
@@ -125,7 +119,7 @@ def apply_member_event(
         updated["quality_mentions"] = current["quality_mentions"] + bool(QUALITY_WORDS.search(text))
     if kind == "transaction":
         updated.update(_fold_transaction(current, data, event_ms, scores))
-    return updated, True
+    return updated
 
 
 def _fold_transaction(

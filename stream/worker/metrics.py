@@ -43,10 +43,6 @@ PROCESSING_ERRORS = Counter(
     "Events that failed inside a stage and were dead-lettered (processing_error).",
     ["stage"],
 )
-REDELIVERIES_RECOMPUTED = Counter(
-    "riskstream_stream_redeliveries_recomputed",
-    "Redelivered events older than the state remembers, re-scored against the current state.",
-)
 MEMBERS_EXPIRED = Counter(
     "riskstream_stream_members_expired",
     "Members dropped from the table after RISKSTREAM_MEMBER_TTL_DAYS without an event.",

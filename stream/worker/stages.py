@@ -327,8 +327,6 @@ class Stages:
             self.expiry.saw(record.partition, evt["event_time_ms"])
         if outcome.redelivered:
             metrics.DUPLICATES_SKIPPED.inc()
-        if outcome.recomputed:
-            metrics.REDELIVERIES_RECOMPUTED.inc()
         metrics.ALERTS_SUPPRESSED.inc(outcome.suppressed_alerts)
         await self.send_all(outcome.outputs, mentions)
         metrics.SCORED_EVENTS.labels(evt["event_type"]).inc()
