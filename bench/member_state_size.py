@@ -1,0 +1,65 @@
+"""Member state bytes over demo traffic: the member stage alone (``member_step``), seeded fake
+text scores and a fake fraud model with one reason, 150 members, 20,000 events.
+
+    .venv/bin/python bench/member_state_size.py
+
+Reports the JSON size of the state written per member event (medians over the second half,
+when most members' recent-event horizon is full) and of its ``recent_outputs`` part.
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+
+import orjson
+
+from stream.core import member
+from stream.core.rules import AlertThresholds
+from stream.core.steps import RawRecord, ValidEvent, decode_record, member_event
+from stream.ops.simulate import DemoCorpus, DemoTraffic
+
+THRESHOLDS = AlertThresholds(negative_review=0.85, scam_chat=0.9, fraud_risk=0.15)
+
+
+def fake_scores(rng: random.Random) -> dict[str, float]:
+    return {
+        "sentiment_negative": round(rng.random(), 6),
+        "sentiment_polarity": round(rng.uniform(-1, 1), 6),
+        "scam_risk": round(rng.random(), 6),
+    }
+
+
+def main(events: int = 20_000, members: int = 150) -> None:
+    rng = random.Random(1)
+    traffic = DemoTraffic(DemoCorpus.load(), seed=3, members=members, malformed_ratio=0.0)
+    states: dict[str, dict] = {}
+    sizes: list[int] = []
+    for offset in range(events):
+        record = traffic.next_record()
+        event = decode_record(RawRecord(record.topic, 0, offset, record.key, record.value))
+        if not isinstance(event, ValidEvent):
+            continue
+        text = event.event_type != "transaction"
+        evt = member_event(event, fake_scores(rng) if text else None, "bert-v1" if text else None)
+        outcome = member.member_step(
+            states.get(event.member_id),
+            evt,
+            thresholds=THRESHOLDS,
+            profile_throttle_ms=0,
+            fraud_scorer=lambda _txn: (0.01, [("amount_z", 1.0, 0.2)], "fraud-v1"),
+        )
+        if outcome.state is not None:
+            states[event.member_id] = outcome.state
+            sizes.append(len(orjson.dumps(outcome.state)))
+    tail = sorted(sizes[len(sizes) // 2 :])
+    recent = [len(orjson.dumps(s.get("recent_outputs"))) for s in states.values()]
+    print(
+        f"RECENT_OUTPUTS={member.RECENT_OUTPUTS}: state bytes per write median "
+        f"{statistics.median(tail):.0f}, p99 {tail[int(len(tail) * 0.99)]}, max {tail[-1]}; "
+        f"recent_outputs median {statistics.median(recent):.0f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
