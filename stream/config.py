@@ -74,6 +74,19 @@ class Settings(BaseSettings):
         description="Serve this build from the model cache (e.g. a baseline, for a backtest "
         "--compare); default: the current student.",
     )
+    shadow_backend: (
+        Literal["torch-cpu", "onnx-cpu", "onnx-cpu-int8", "torch-cuda", "tensorrt", "stub"] | None
+    ) = Field(
+        None,
+        description="Shadow scoring: a challenger scores the same texts on this backend, off the "
+        "critical path, published to shadow-scores with agreement metrics; unset (and no "
+        "RISKSTREAM_SHADOW_MODEL_VERSION): off. On CPU it shares the cores with the champion.",
+    )
+    shadow_model_version: str | None = Field(
+        None,
+        description="The challenger's build from the model cache; unset: the champion's build "
+        "(then RISKSTREAM_SHADOW_BACKEND compares backends, e.g. onnx-cpu-int8).",
+    )
     max_batch_size: int | None = Field(
         None, ge=1, description="Micro-batch size limit; unset: the backend's own."
     )
@@ -188,6 +201,21 @@ class Settings(BaseSettings):
             max_future_ms=ms(self.event_time_max_future_s),
             max_past_ms=ms(self.event_time_max_past_s),
             max_dead_letter_bytes=self.max_dead_letter_bytes,
+        )
+
+    @property
+    def shadow_enabled(self) -> bool:
+        return self.shadow_backend is not None or self.shadow_model_version is not None
+
+    def challenger(self) -> Settings:
+        """These settings with the challenger's backend and build in the champion's place."""
+        return self.model_copy(
+            update={
+                "backend": self.shadow_backend or self.backend,
+                "model_version": self.shadow_model_version or self.model_version,
+                "shadow_backend": None,
+                "shadow_model_version": None,
+            }
         )
 
     def thresholds(self) -> AlertThresholds:

@@ -19,7 +19,15 @@ SCORED_EVENTS = "scored-events"
 ALERTS = "alerts"
 MEMBER_PROFILES = "member-profiles"
 DEAD_LETTER = "dead-letter"
-OUTPUT_TOPICS: tuple[str, ...] = (SCORED_EVENTS, ALERTS, MEMBER_PROFILES, DEAD_LETTER)
+#: A challenger build's scores beside the champion's (shadow scoring; empty when it is off).
+SHADOW_SCORES = "shadow-scores"
+OUTPUT_TOPICS: tuple[str, ...] = (
+    SCORED_EVENTS,
+    ALERTS,
+    MEMBER_PROFILES,
+    DEAD_LETTER,
+    SHADOW_SCORES,
+)
 
 #: Tables (Faust names their changelogs ``<app id>-<table>-changelog``).
 MEMBER_TABLE = "member-to-profile"

@@ -37,6 +37,7 @@ TOPICS = (
     "alerts",
     "member-profiles",
     "dead-letter",
+    "shadow-scores",
     "riskstream-member-events",
     "riskstream-subject-events",
 )

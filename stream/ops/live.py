@@ -17,6 +17,8 @@ class MetricsSnapshot:
     at: float
     totals: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     by_label: dict[tuple[str, str], float] = field(default_factory=lambda: defaultdict(float))
+    #: Shadow scoring: (head, decision) -> [agreeing, compared] texts.
+    shadow_decisions: dict[tuple[str, str], list[float]] = field(default_factory=dict)
 
     def get(self, name: str) -> float:
         return self.totals.get(name, 0.0)
@@ -33,7 +35,30 @@ def parse_metrics(text: str, at: float) -> MetricsSnapshot:
             if len(sample.labels) == 1:
                 (label,) = sample.labels.values()
                 snapshot.by_label[(sample.name, label)] += sample.value
+            if sample.name == SHADOW_DECISIONS:
+                key = (sample.labels["head"], sample.labels["decision"])
+                counts = snapshot.shadow_decisions.setdefault(key, [0.0, 0.0])
+                counts[0] += sample.value if sample.labels["agree"] == "true" else 0.0
+                counts[1] += sample.value
     return snapshot
+
+
+def shadow_summary(snapshot: MetricsSnapshot) -> dict | None:
+    """Shadow scoring's figures: texts compared and skipped, and the agreement per head and
+    decision (``"sentiment_negative alert": 0.97``); None when no shadow ran."""
+    compared = snapshot.get(SHADOW_SCORED)
+    skipped = snapshot.labelled(SHADOW_DROPPED)
+    if not compared and not skipped:
+        return None
+    return {
+        "compared": compared,
+        "skipped": skipped,
+        "agreement": {
+            f"{head} {decision}": round(agree / total, 4)
+            for (head, decision), (agree, total) in sorted(snapshot.shadow_decisions.items())
+            if total
+        },
+    }
 
 
 def scrape(url: str, at: float, timeout_s: float = 2.0) -> MetricsSnapshot | None:
@@ -52,6 +77,9 @@ PROFILES = "riskstream_stream_profiles_published_total"
 MEMBER_DONE = "riskstream_stream_member_events_processed_total"
 SUBJECT_DONE = "riskstream_stream_subject_events_processed_total"
 SURGE_HELD = "riskstream_surge_held_subjects"
+SHADOW_SCORED = "riskstream_shadow_scored_total"
+SHADOW_DROPPED = "riskstream_shadow_dropped_total"
+SHADOW_DECISIONS = "riskstream_shadow_decisions_total"
 BATCH_SUM = "riskstream_model_batch_size_sum"
 BATCH_COUNT = "riskstream_model_batch_size_count"
 LATENCY_SUM = "riskstream_model_batch_latency_seconds_sum"

@@ -274,6 +274,7 @@ def summarize(
         "malformed_produced": stats.malformed,
         "consumed": consumed,
         "scored_events": last.get(live.SCORED) if last else 0,
+        "scored_by_type": last.labelled(live.SCORED) if last else {},
         "dead_letters": last.labelled(live.DEAD) if last else {},
         "alerts": last.labelled(live.ALERTS) if last else {},
         "profiles_published": last.get(live.PROFILES) if last else 0,
@@ -281,5 +282,6 @@ def summarize(
         "mean_batch_size": round(live.mean_batch(last), 2) if last else None,
         "peak_worker_rss_mib": round(max((s.get(live.RSS) for s in history), default=0) / 2**20),
         "worker_restarts": worker.restarts,
+        "shadow": live.shadow_summary(last) if last else None,
         "run_dir": str(options.run_dir),
     }

@@ -45,6 +45,7 @@ from stream.topics import (
     SURGE_TABLE,
 )
 from stream.worker import faust_fixes, metrics
+from stream.worker.shadow import ShadowScoring
 from stream.worker.stages import SURGE_TICK, FraudScorerT, Stages
 
 logger = logging.getLogger("riskstream.worker")
@@ -257,7 +258,7 @@ def build_app(
     """The worker: topics, tables, agents, tasks and pages registered on a new Faust app."""
     from prometheus_client import generate_latest
 
-    from stream.worker.scoring import make_batcher
+    from stream.worker.scoring import make_batcher, model_precision
 
     ledger = faust_fixes.apply(
         fetch_max_wait_ms=settings.fetch_max_wait_ms, ledger=DeliveryLedger()
@@ -296,6 +297,16 @@ def build_app(
 
     handler = handler_factory(settings)
     batcher = make_batcher(settings, handler)
+    shadow, shadow_handler = None, None
+    if settings.shadow_enabled:  # a challenger build beside the champion, off the critical path
+        challenger = settings.challenger()
+        shadow_handler = handler_factory(challenger)
+        shadow = ShadowScoring(
+            make_batcher(challenger, shadow_handler),
+            send,
+            settings.thresholds(),
+            precisions=(model_precision(handler), model_precision(shadow_handler)),
+        )
     stages = Stages(
         settings,
         handler=handler,
@@ -304,6 +315,7 @@ def build_app(
         member_table=member_table,
         surge_table=surge_table,
         send=send,
+        shadow=shadow,
     )
     stages.within_event = _within_event
     stages.partitions_of = lambda logical: app.consumer.topic_partitions(settings.topic(logical))
@@ -372,6 +384,10 @@ def build_app(
         ).set(1)
         metrics.MODEL_MAX_BATCH_SIZE.set(batcher.max_batch_size)
         logger.info("model %s loaded in %.2fs", handler.model_version, batcher.model_load_seconds)
+        if shadow is not None and await shadow.start():
+            metrics.SHADOW_MODEL_INFO.labels(
+                type(shadow_handler).__name__, shadow.version, model_precision(shadow_handler)
+            ).set(1)
 
     @app.task
     async def watch() -> None:
@@ -432,15 +448,3 @@ def _within_event(event: EventT) -> Iterator[None]:
         yield
     finally:
         _current_event.reset(token)
-
-
-def model_precision(handler: ModelHandler[Any]) -> str:
-    """fp32, int8, fp16...: what the backend computes in (a label of ``riskstream_model_info``)."""
-    for name in ("precision", "_precision"):
-        value = getattr(handler, name, None)
-        if isinstance(value, str):
-            return value
-    dtype = getattr(handler, "_dtype", None)
-    if dtype is not None:
-        return {"torch.float16": "fp16", "torch.bfloat16": "bf16"}.get(str(dtype), "fp32")
-    return "fp32"

@@ -84,6 +84,32 @@ E2E_LATENCY = Histogram(
 IN_FLIGHT = Gauge(
     "riskstream_stream_in_flight", "Events admitted by the edge and not yet published."
 )
+SHADOW_MODEL_INFO = Gauge(
+    "riskstream_shadow_model_info",
+    "The shadow challenger (value 1): backend, build and precision; absent when shadow is off.",
+    ["backend", "version", "precision"],
+)
+SHADOW_SCORED = Counter(
+    "riskstream_shadow_scored", "Texts the challenger scored and compared with the champion."
+)
+SHADOW_DROPPED = Counter(
+    "riskstream_shadow_dropped",
+    "Texts the challenger did not score: behind (its queue full: it never holds the champion "
+    "back), loading, or error.",
+    ["reason"],
+)
+SHADOW_DECISIONS = Counter(
+    "riskstream_shadow_decisions",
+    "Compared texts per head and decision (label: P >= 0.5; alert: the alert threshold), by "
+    'whether champion and challenger agreed. Agreement = agree="true" / all.',
+    ["head", "decision", "agree"],
+)
+SHADOW_ABS_DIFF = Histogram(
+    "riskstream_shadow_score_abs_diff",
+    "|champion - challenger| per head.",
+    ["head"],
+    buckets=(0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0),
+)
 REBALANCES = Counter("riskstream_worker_rebalances", "Partition assignments this worker received.")
 READY = Gauge(
     "riskstream_worker_ready",
@@ -114,6 +140,8 @@ def _initialise_label_series() -> None:
         PROCESSING_ERRORS.labels(stage)
     for alert_type in ("negative_review", "scam_chat", "fraud_risk", "opinion_surge"):
         ALERTS.labels(alert_type)
+    for reason in ("behind", "loading", "error"):
+        SHADOW_DROPPED.labels(reason)
 
 
 _initialise_label_series()

@@ -50,3 +50,15 @@ class FraudScorer:
             return None  # no upstream vector: rules alone score it
         rows = model_inputs(vectors_of([vector]), np.array([txn["amount"]], dtype=np.float64))
         return float(self._model.predict(rows)[0]), self._model.explain(rows)[0], self.version
+
+
+def model_precision(handler: ModelHandler[Any]) -> str:
+    """fp32, int8, fp16...: what the backend computes in (a label of ``riskstream_model_info``)."""
+    for name in ("precision", "_precision"):
+        value = getattr(handler, name, None)
+        if isinstance(value, str):
+            return value
+    dtype = getattr(handler, "_dtype", None)
+    if dtype is not None:
+        return {"torch.float16": "fp16", "torch.bfloat16": "bf16"}.get(str(dtype), "fp32")
+    return "fp32"

@@ -54,6 +54,7 @@ from stream.core.surge import REORDER, flush_due, flush_pending, hold_mention
 from stream.topics import ALERTS, DEAD_LETTER, MEMBER_EVENTS, SUBJECT_EVENTS
 from stream.worker import metrics
 from stream.worker.batcher import MicroBatcher
+from stream.worker.shadow import ShadowScoring
 
 logger = logging.getLogger("riskstream.worker")
 
@@ -140,6 +141,7 @@ class Stages:
         surge_table: MutableMapping[str, Any],
         send: Send,
         fraud_scorer: FraudScorerT | None = None,
+        shadow: ShadowScoring | None = None,
     ) -> None:
         self.settings = settings
         self.handler = handler
@@ -148,6 +150,8 @@ class Stages:
         self.member_table = member_table
         self.surge_table = surge_table
         self.send = send
+        #: A challenger build compared on the same texts (``RISKSTREAM_SHADOW_*``), or None.
+        self.shadow = shadow
         #: Loaded in the startup task (``load_models``); the member stage waits for it.
         self.fraud_scorer = fraud_scorer
         self.models_ready = asyncio.Event()
@@ -245,6 +249,8 @@ class Stages:
         # a model failure fails the whole batch: not about this event, so it is fatal
         scores = (await item.scores).as_dict() if item.scores is not None else None
         version = self.handler.model_version if scores else None
+        if self.shadow is not None and scores is not None:
+            self.shadow.offer(item.decoded, scores, version)
         try:
             evt = member_event(item.decoded, scores, version)
             fused = self.on_its_member_partition(item.decoded)

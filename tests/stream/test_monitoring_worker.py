@@ -1,5 +1,7 @@
 """A real Prometheus scrapes a real worker on the embedded broker: every query of the dashboard
-and every alert rule returns data, and the worker's /healthz and /readyz answer."""
+and every alert rule returns data, and the worker's /healthz and /readyz answer. The worker runs
+with shadow scoring (the INT8 export as challenger of the fp32 champion), as ``riskstream run``
+does with ``RISKSTREAM_SHADOW_BACKEND`` set."""
 
 from __future__ import annotations
 
@@ -36,7 +38,7 @@ def get(url: str) -> tuple[int, dict]:
 async def test_prometheus_scrapes_every_queried_metric_from_a_real_worker(
     kafka_broker, make_worker, topic_prefix, tmp_path
 ) -> None:
-    worker = await make_worker()
+    worker = await make_worker(RISKSTREAM_SHADOW_BACKEND="onnx-cpu-int8")
     port = int(worker.env["RISKSTREAM_WEB_PORT"])
     base_url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
@@ -59,11 +61,25 @@ async def test_prometheus_scrapes_every_queried_metric_from_a_real_worker(
     await produce(
         kafka_broker.bootstrap, [(topic_prefix + r.topic, r.key, r.value) for r in records]
     )
-    scored = topic_prefix + "scored-events"
+    scored, shadow = topic_prefix + "scored-events", topic_prefix + "shadow-scores"
     valid = sum(r.malformed is None for r in records)
-    await collect(
-        kafka_broker.bootstrap, [scored], lambda f: len(f[scored]) >= valid, timeout_s=120
+    texts = sum(r.malformed is None and r.topic != "transactions" for r in records)
+    found = await collect(
+        kafka_broker.bootstrap,
+        [scored, shadow],
+        lambda f: len(f[scored]) >= valid and len(f[shadow]) >= texts // 2,
+        timeout_s=120,
     )
+    champion = {
+        e["event_id"]: e
+        for e in (json.loads(m.value) for m in found[scored])
+        if e["event_type"] != "transaction"
+    }
+    for message in found[shadow]:
+        record = json.loads(message.value)
+        assert record["champion"]["scores"] == champion[record["event_id"]]["scores"]
+        assert record["challenger"]["precision"] == "int8", record
+        assert record["challenger"]["model_version"] == record["champion"]["model_version"]
 
     with prometheus_scraping([f"127.0.0.1:{port}"], tmp_path) as prometheus:
         deadline = time.monotonic() + 60
@@ -86,5 +102,16 @@ async def test_prometheus_scrapes_every_queried_metric_from_a_real_worker(
                     assert _query(prometheus, name), (rule["name"], name)
         info = _query(prometheus, "riskstream_model_info")
         assert info[0]["metric"]["precision"] == "fp32"
+        challenger = _query(prometheus, "riskstream_shadow_model_info")
+        assert challenger[0]["metric"]["precision"] == "int8"
+        agreement = _query(
+            prometheus,
+            'sum by (head, decision) (riskstream_shadow_decisions_total{agree="true"}) / '
+            "sum by (head, decision) (riskstream_shadow_decisions_total)",
+        )
+        assert len(agreement) == 4 and all(0 <= float(a["value"][1]) <= 1 for a in agreement)
+        compared = float(_query(prometheus, "sum(riskstream_shadow_scored_total)")[0]["value"][1])
+        skipped = float(_query(prometheus, "sum(riskstream_shadow_dropped_total)")[0]["value"][1])
+        assert compared + skipped == texts and compared >= texts // 2
         lag = _query(prometheus, "riskstream_stream_consumer_lag")
         assert {m["metric"]["topic"] for m in lag} >= {"reviews", "chats", "transactions"}

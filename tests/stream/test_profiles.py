@@ -78,7 +78,8 @@ def test_input_state_is_not_mutated() -> None:
 def test_public_profile_is_schema_valid_and_has_no_bookkeeping() -> None:
     profile = public_profile(fold(mevt("a"), mevt("b", "transaction")))
     validate("member-profiles", profile)
-    assert not {"recent_outputs", "alert_log", "merchants", "devices", "txn_times_ms"} & set(profile)
+    bookkeeping = {"recent_outputs", "alert_log", "merchants", "devices", "txn_times_ms"}
+    assert not bookkeeping & set(profile)
 
 
 # --------------------------------------------------------------------------- issue 4 state

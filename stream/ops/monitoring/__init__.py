@@ -78,6 +78,21 @@ WORKER_METRICS: tuple[Metric, ...] = (
     Metric(
         "riskstream_model_info", "gauge", ("backend", "version", "precision"), "loaded model (1)"
     ),
+    Metric(
+        "riskstream_shadow_model_info",
+        "gauge",
+        ("backend", "version", "precision"),
+        "shadow challenger (1)",
+    ),
+    Metric("riskstream_shadow_scored_total", "counter", (), "texts the challenger compared"),
+    Metric("riskstream_shadow_dropped_total", "counter", ("reason",), "texts it skipped"),
+    Metric(
+        "riskstream_shadow_decisions_total",
+        "counter",
+        ("head", "decision", "agree"),
+        "champion vs challenger decisions",
+    ),
+    Metric("riskstream_shadow_score_abs_diff", "histogram", ("head",), "|champion - challenger|"),
     Metric("riskstream_worker_rebalances_total", "counter", (), "consumer group rebalances"),
     Metric("riskstream_worker_ready", "gauge", (), "model loaded, partitions assigned, recovered"),
     # prometheus_client's default process collector

@@ -341,6 +341,65 @@ def build() -> model.Dashboard:
                 "short",
             )
         )
+        # Shadow scoring (empty unless RISKSTREAM_SHADOW_BACKEND / _MODEL_VERSION is set)
+        .with_row(dash.Row("Shadow scoring"))
+        .with_panel(
+            _timeseries(
+                "Champion / challenger agreement",
+                "Share of compared texts on which the shadow challenger decides as the champion "
+                "does, per head: the label (P >= 0.5) and the alert (its threshold). Promote a "
+                "build when these hold near 100 % on live traffic.",
+                [
+                    (
+                        "sum by (head, decision) "
+                        f'(rate(riskstream_shadow_decisions_total{{{SEL},agree="true"}}[{RATE}]))'
+                        " / sum by (head, decision) "
+                        f"(rate(riskstream_shadow_decisions_total{{{SEL}}}[{RATE}]))",
+                        "{{head}} {{decision}}",
+                    )
+                ],
+                "percentunit",
+                w=8,
+            ).max(1)
+        )
+        .with_panel(
+            _timeseries(
+                "Champion - challenger score difference",
+                "|champion - challenger| per head (riskstream_shadow_score_abs_diff), p50 and p99.",
+                [
+                    (
+                        f"histogram_quantile({q}, sum by (le, head) "
+                        f"(rate(riskstream_shadow_score_abs_diff_bucket{{{SEL}}}[{RATE}])))",
+                        f"{{{{head}}}} p{round(q * 100)}",
+                    )
+                    for q in (0.5, 0.99)
+                ],
+                "short",
+                w=8,
+            )
+        )
+        .with_panel(
+            _timeseries(
+                "Shadow coverage",
+                "Texts the challenger compared per second, and those it skipped by reason "
+                "(behind: it cannot keep up and never holds the champion back), with the "
+                "build it runs (riskstream_shadow_model_info).",
+                [
+                    (f"sum(rate(riskstream_shadow_scored_total{{{SEL}}}[{RATE}]))", "compared"),
+                    (
+                        f"sum by (reason) (rate(riskstream_shadow_dropped_total{{{SEL}}}[{RATE}]))",
+                        "skipped: {{reason}}",
+                    ),
+                    (
+                        "count by (backend, version, precision) "
+                        f"(riskstream_shadow_model_info{{{SEL}}})",
+                        "challenger {{backend}} {{version}} {{precision}} (workers)",
+                    ),
+                ],
+                "short",
+                w=8,
+            )
+        )
         # Errors and alerts
         .with_row(dash.Row("Errors and alerts"))
         .with_panel(
