@@ -295,6 +295,10 @@ def build_app(
         delivery.add_done_callback(_stop_if_undelivered)  # type: ignore[attr-defined]
         return delivery
 
+    async def send_best_effort(topic: str, key: bytes | None, value: bytes) -> Any:
+        """For shadow comparisons: no delivery guarantee, so an undelivered one stops nothing."""
+        return await app.producer.send(names[topic], key, value, None, None, None)
+
     handler = handler_factory(settings)
     batcher = make_batcher(settings, handler)
     shadow, shadow_handler = None, None
@@ -303,7 +307,7 @@ def build_app(
         shadow_handler = handler_factory(challenger)
         shadow = ShadowScoring(
             make_batcher(challenger, shadow_handler),
-            send,
+            send_best_effort,
             settings.thresholds(),
             precisions=(model_precision(handler), model_precision(shadow_handler)),
         )

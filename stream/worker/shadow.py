@@ -64,17 +64,23 @@ class ShadowScoring:
         return True
 
     def offer(self, event: ValidEvent, champion: dict[str, float], champion_version: str) -> None:
-        """Score ``event``'s text with the challenger too, if it can keep up; returns at once."""
-        text = text_to_score(event)
-        if text is None:
+        """Score ``event``'s text with the challenger too, if it can keep up; returns at once
+        and never raises (the champion's path calls it)."""
+        try:
+            text = text_to_score(event)
+            if text is None:
+                return
+            if self.failed or not self.batcher.loaded:
+                metrics.SHADOW_DROPPED.labels("error" if self.failed else "loading").inc()
+                return
+            if len(self._in_flight) >= self.batcher.max_pending:
+                metrics.SHADOW_DROPPED.labels("behind").inc()
+                return
+            task = asyncio.create_task(self._compare(event, text, champion, champion_version))
+        except Exception:
+            metrics.SHADOW_DROPPED.labels("error").inc()
+            logger.exception("shadow scoring could not take a text")
             return
-        if self.failed or not self.batcher.loaded:
-            metrics.SHADOW_DROPPED.labels("error" if self.failed else "loading").inc()
-            return
-        if len(self._in_flight) >= self.batcher.max_pending:
-            metrics.SHADOW_DROPPED.labels("behind").inc()
-            return
-        task = asyncio.create_task(self._compare(event, text, champion, champion_version))
         self._in_flight.add(task)
         task.add_done_callback(self._in_flight.discard)
 
@@ -105,7 +111,11 @@ class ShadowScoring:
             comparison,
         )
         key = event.data["event_id"].encode()
-        await self.send(SHADOW_SCORES, key, encode(record, SHADOW_SCORES))
+        try:
+            await self.send(SHADOW_SCORES, key, encode(record, SHADOW_SCORES))
+        except Exception:
+            metrics.SHADOW_DROPPED.labels("error").inc()
+            logger.exception("shadow scoring could not publish a comparison")
 
     async def stop(self) -> None:
         for task in list(self._in_flight):
