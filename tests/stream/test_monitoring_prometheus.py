@@ -103,6 +103,9 @@ LABEL_VALUES = {
     "backend": ["onnx-cpu"],
     "version": ["minilm-l6-heads-test"],
     "precision": ["int8"],
+    "head": ["sentiment_negative", "scam_risk"],
+    "decision": ["label", "alert"],
+    "agree": ["true", "false"],
 }
 
 
@@ -117,6 +120,8 @@ class FakeWorker:
         for m in WORKER_METRICS:
             if m.name.startswith("process_"):
                 continue
+            unknown = set(m.labels) - set(LABEL_VALUES)
+            assert not unknown, f"{m.name}: add values for labels {unknown} to LABEL_VALUES"
             if m.kind == "counter":
                 metric = Counter(
                     m.name.removesuffix("_total"), m.help, m.labels, registry=self.registry
