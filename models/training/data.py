@@ -23,7 +23,7 @@ import sys
 import tarfile
 import tempfile
 import zipfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -338,11 +338,14 @@ LOADERS: dict[str, Callable[[Split, Path | None], list[LabelledText]]] = {
 # --------------------------------------------------------------------------- portable dumps
 
 
-def all_datasets(cache_dir: Path | None = None) -> dict[str, list[LabelledText]]:
-    """Every source and split, keyed ``source/split``."""
+def all_datasets(
+    cache_dir: Path | None = None,
+    loaders: Mapping[str, Callable[[Split, Path | None], list[LabelledText]]] = LOADERS,
+) -> dict[str, list[LabelledText]]:
+    """Every source and split of ``loaders`` (default: the English sets), keyed ``source/split``."""
     return {
         f"{source}/{split}": loader(split, cache_dir)
-        for source, loader in LOADERS.items()
+        for source, loader in loaders.items()
         for split in SPLITS
     }
 

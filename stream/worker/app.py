@@ -390,7 +390,7 @@ def build_app(
         logger.info("model %s loaded in %.2fs", handler.model_version, batcher.model_load_seconds)
         if shadow is not None and await shadow.start():
             metrics.SHADOW_MODEL_INFO.labels(
-                type(shadow_handler).__name__, shadow.version, model_precision(shadow_handler)
+                type(shadow_handler).__name__, shadow.version, shadow.precisions[1]
             ).set(1)
 
     @app.task
