@@ -206,7 +206,7 @@ def main(before_rev: str, doc: Path, run_grid: bool, render_only: bool) -> None:
         evaluation.write_section(doc, TITLE, render(result))
         return
     started = time.perf_counter()
-    corpora = {d: evaluation.score_corpus(d, click.echo) for d in evaluation.SURGE_DOMAINS}
+    corpora = {d: evaluation.score_corpus(d, click.echo) for d in evaluation.TUNING_DOMAINS}
     points = grid(corpora) if run_grid else []
     chosen = choose(points) if points else None
     click.echo(f"chosen: {chosen and {k: chosen[k] for k in ('warmup_windows', 'max_tail_p')}}")

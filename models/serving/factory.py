@@ -134,6 +134,7 @@ def create_handler(
     max_batch_tokens: int | None = None,
     torch_compile: bool = False,
     require_cuda: bool = False,
+    chinese_model_version: str | None = None,
 ) -> ModelHandler:
     """A ready-to-load handler for ``backend`` serving ``model_version`` (default: the current
     student; any other build in the model cache, e.g. a baseline, for comparisons).
@@ -142,9 +143,25 @@ def create_handler(
     activation memory, whatever the texts' lengths (unset: the backend's default, 2,048 on CPU,
     16,384 on a GPU); it must be at least the model's 256-token ``max_length``. The stub backend
     ignores it. ``torch_compile`` and ``require_cuda`` apply to torch-cuda: compile the network,
-    and fail instead of falling back to the CPU. ``load_model()`` is the caller's job."""
+    and fail instead of falling back to the CPU. ``chinese_model_version``: a second build, on
+    the same backend, that scores Chinese text (a :class:`~models.serving.router.RoutedHandler`
+    in front of both); unset or equal to ``model_version``: one build scores everything.
+    ``load_model()`` is the caller's job."""
     from models.serving import artefacts
 
+    if chinese_model_version and chinese_model_version != model_version and backend != "stub":
+        from models.serving.router import RoutedHandler
+
+        def single(version: str | None) -> ModelHandler:
+            return create_handler(
+                backend,
+                version,
+                max_batch_tokens=max_batch_tokens,
+                torch_compile=torch_compile,
+                require_cuda=require_cuda,
+            )
+
+        return RoutedHandler(single(model_version), single(chinese_model_version))
     name, reason = resolve_backend(backend)
     path = artefacts.artefact_dir(model_version) if model_version else None
     options: dict[str, Any] = {}

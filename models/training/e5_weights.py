@@ -422,17 +422,50 @@ def prune_vocabulary(
     The encoder is copied unchanged; only the word-embedding rows are selected. The input
     model and tokenizer are not modified.
     """
+    kept_ids = kept_piece_ids(tokenizer, texts, prefixes=prefixes, also_keep=also_keep)
+    pruned_model, pruned_tokenizer = select_vocabulary(model, tokenizer, kept_ids)
+    return pruned_model, pruned_tokenizer, kept_ids
+
+
+def _unigram_spec(tokenizer: Tokenizer) -> dict[str, Any]:
     spec = json.loads(tokenizer.to_str())
+    if spec["model"].get("type") != "Unigram":
+        raise ValueError(f"expected a Unigram tokenizer, got {spec['model'].get('type')!r}")
+    return spec
+
+
+def kept_piece_ids(
+    tokenizer: Tokenizer,
+    texts: Iterable[str],
+    *,
+    prefixes: Sequence[str] = (QUERY_PREFIX, PASSAGE_PREFIX),
+    also_keep: Iterable[str] = (),
+) -> np.ndarray:
+    """The ascending old ids :func:`prune_vocabulary` keeps (see there for what and why)."""
+    spec = _unigram_spec(tokenizer)
     unigram = spec["model"]
-    if unigram.get("type") != "Unigram":
-        raise ValueError(f"expected a Unigram tokenizer, got {unigram.get('type')!r}")
     vocab = unigram["vocab"]
     specials = {token["id"] for token in spec["added_tokens"]} | {unigram["unk_id"]}
     lowest = int(np.argmin([score for _, score in vocab]))
     used = corpus_token_ids(tokenizer, texts, prefixes)
     wanted = set(also_keep)
     extra = {i for i, (piece, _) in enumerate(vocab) if piece in wanted}
-    kept_ids = np.array(sorted(used | specials | extra | {lowest}), dtype=np.int64)
+    return np.array(sorted(used | specials | extra | {lowest}), dtype=np.int64)
+
+
+def select_vocabulary(
+    model: BertModel, tokenizer: Tokenizer, kept_ids: np.ndarray
+) -> tuple[BertModel, Tokenizer]:
+    """A model and tokenizer with only the pieces ``kept_ids`` (ascending old ids), renumbered
+    in that order: new id ``i`` is old id ``kept_ids[i]``. Inputs are not modified."""
+    kept_ids = np.asarray(kept_ids, dtype=np.int64)
+    if kept_ids.ndim != 1 or np.any(np.diff(kept_ids) <= 0):
+        raise ValueError("kept_ids must be strictly ascending vocabulary ids")
+    spec = _unigram_spec(tokenizer)
+    unigram = spec["model"]
+    vocab = unigram["vocab"]
+    if kept_ids[0] < 0 or kept_ids[-1] >= len(vocab):
+        raise ValueError(f"kept_ids fall outside the {len(vocab)}-piece vocabulary")
     remap = {int(old): new for new, old in enumerate(kept_ids)}
 
     unigram["vocab"] = [vocab[i] for i in kept_ids]
@@ -452,7 +485,7 @@ def prune_vocabulary(
     state = {name: value.detach().clone() for name, value in model.state_dict().items()}
     word = "embeddings.word_embeddings.weight"
     state[word] = state[word][torch.from_numpy(kept_ids)].clone()
-    return _new_bert(config, state), pruned_tokenizer, kept_ids
+    return _new_bert(config, state), pruned_tokenizer
 
 
 def save_e5(model: BertModel, tokenizer: Tokenizer, folder: Path) -> Path:

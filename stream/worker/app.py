@@ -62,6 +62,7 @@ def _default_handler(settings: Settings) -> ModelHandler[Any]:
         max_batch_tokens=settings.max_batch_tokens,
         torch_compile=settings.torch_compile,
         require_cuda=settings.require_cuda,
+        chinese_model_version=settings.chinese_build(),
     )
 
 

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any
 
-from models.serving.base import ModelHandler, TextScores
+from models.serving.base import ModelHandler, PredictionResult
 
 #: Called after each batch with (batch size, inference seconds).
 BatchObserver = Callable[[int, float], None]
@@ -43,7 +43,7 @@ class MicroBatcher:
         self._executor = executor or ThreadPoolExecutor(1, thread_name_prefix="inference")
         self._on_batch = on_batch
         self._clock = clock
-        self._pending: deque[tuple[str, asyncio.Future[TextScores]]] = deque()
+        self._pending: deque[tuple[str, asyncio.Future[PredictionResult]]] = deque()
         self._room = asyncio.Semaphore(self.max_pending)
         self._wakeup = asyncio.Event()
         self._ready = asyncio.Event()
@@ -82,22 +82,23 @@ class MicroBatcher:
             if not future.done():
                 future.cancel()
 
-    async def submit(self, text: str) -> asyncio.Future[TextScores]:
-        """Queue one text; returns the future of its scores. Waits for the model to load and,
+    async def submit(self, text: str) -> asyncio.Future[PredictionResult]:
+        """Queue one text; returns the future of its result
+        (scores, and the build that scored it). Waits for the model to load and,
         past ``max_pending`` texts queued or in flight, for room (backpressure)."""
         await self._ready.wait()
         await self._room.acquire()
-        future: asyncio.Future[TextScores] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[PredictionResult] = asyncio.get_running_loop().create_future()
         self._pending.append((text, future))
         self._wakeup.set()
         return future
 
-    async def score(self, texts: Sequence[str]) -> list[TextScores]:
-        """Scores for ``texts`` in input order."""
+    async def score(self, texts: Sequence[str]) -> list[PredictionResult]:
+        """Results (scores and the build that made them) for ``texts``, in input order."""
         futures = [await self.submit(text) for text in texts]
         return list(await asyncio.gather(*futures))
 
-    async def _next_batch(self) -> list[tuple[str, asyncio.Future[TextScores]]]:
+    async def _next_batch(self) -> list[tuple[str, asyncio.Future[PredictionResult]]]:
         while not self._pending:
             self._wakeup.clear()
             await self._wakeup.wait()
@@ -134,7 +135,7 @@ class MicroBatcher:
             else:
                 for (_, future), result in zip(batch, results, strict=True):
                     if not future.done():
-                        future.set_result(result.inference)
+                        future.set_result(result)
                 if self._on_batch is not None:
                     self._on_batch(len(batch), self._clock() - started)
             finally:

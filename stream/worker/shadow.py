@@ -88,7 +88,7 @@ class ShadowScoring:
         self, event: ValidEvent, text: str, champion: dict[str, float], champion_version: str
     ) -> None:
         try:
-            challenger = (await self.batcher.score([text]))[0].as_dict()
+            challenger = (await self.batcher.score([text]))[0].inference.as_dict()
         except Exception:
             metrics.SHADOW_DROPPED.labels("error").inc()
             logger.exception("shadow challenger failed on a batch")

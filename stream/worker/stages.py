@@ -31,7 +31,7 @@ from typing import Any, Protocol
 import orjson
 from aiokafka.partitioner import murmur2
 
-from models.serving.base import ModelHandler, TextScores
+from models.serving.base import ModelHandler, PredictionResult
 from stream.config import Settings
 from stream.core.codec import encode
 from stream.core.delivery import Admission, DeliveryLedger
@@ -78,7 +78,7 @@ class InFlight:
     event: Any
     admission: Admission
     decoded: ValidEvent | InvalidEvent
-    scores: asyncio.Future[TextScores] | None
+    scores: asyncio.Future[PredictionResult] | None
 
 
 class MemberExpiry:
@@ -247,8 +247,9 @@ class Stages:
             await self.publish_dead_letter(item.decoded)
             return
         # a model failure fails the whole batch: not about this event, so it is fatal
-        scores = (await item.scores).as_dict() if item.scores is not None else None
-        version = self.handler.model_version if scores else None
+        result = await item.scores if item.scores is not None else None
+        scores = result.inference.as_dict() if result is not None else None
+        version = result.model_id if result is not None else None  # a router names the build
         if self.shadow is not None and scores is not None:
             self.shadow.offer(item.decoded, scores, version)
         try:

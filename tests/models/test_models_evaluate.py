@@ -62,7 +62,7 @@ def test_pad_batch_rounds_shapes_up_and_repeats_row_zero() -> None:
 
 
 def test_the_card_carries_the_chinese_section_of_the_committed_results() -> None:
-    """The Chinese figures in docs/model-card.md are the ones in eval-zh-baseline.json."""
+    """The Chinese figures in docs/model-card.md are the ones in eval-zh.json."""
     from models.training.evaluate import ZH_RESULTS_FILE, render_chinese
 
     zh = json.loads(ZH_RESULTS_FILE.read_text(encoding="utf-8"))

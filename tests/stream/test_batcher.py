@@ -19,7 +19,7 @@ async def test_results_come_back_in_input_order() -> None:
     batcher = await started(FakeModelHandler())
     texts = [f"text {i} {'awful' if i % 3 == 0 else 'ok'}" for i in range(20)]
     scores = await batcher.score(texts)
-    assert [s.sentiment_negative for s in scores] == [
+    assert [s.inference.sentiment_negative for s in scores] == [
         0.99 if i % 3 == 0 else 0.01 for i in range(20)
     ]
     await batcher.stop()
@@ -85,7 +85,7 @@ async def test_submit_returns_futures_that_resolve_per_text() -> None:
     batcher = await started(handler, max_batch_size=4, max_wait_s=0.01)
     futures = [await batcher.submit(t) for t in ("fine", "awful", "prize")]
     scores = await asyncio.gather(*futures)
-    assert [s.sentiment_negative for s in scores] == [0.01, 0.99, 0.01]
-    assert [s.scam_risk for s in scores] == [0.0, 0.0, 0.95]
+    assert [s.inference.sentiment_negative for s in scores] == [0.01, 0.99, 0.01]
+    assert [s.inference.scam_risk for s in scores] == [0.0, 0.0, 0.95]
     assert handler.batches == [["fine", "awful", "prize"]]
     await batcher.stop()

@@ -1,5 +1,7 @@
 """End to end against the real embedded broker and a real worker process with the real model."""
 
+# ruff: noqa: RUF001 (Chinese punctuation in the planted texts)
+
 from __future__ import annotations
 
 import base64
@@ -10,6 +12,7 @@ import orjson
 import pytest
 
 from models.serving import artefacts
+from models.serving.router import text_route
 from stream.ops.simulate import DemoCorpus, DemoTraffic
 from tests.kafka_io import collect, produce
 
@@ -22,6 +25,21 @@ NEGATIVE = (
 POSITIVE = (
     "Absolutely delicious! Fresh, great flavour and arrived quickly. My whole family loves "
     "it and I will definitely buy it again."
+)
+#: Chinese, scored by the multilingual build the router sends Chinese text to.
+NEGATIVE_ZH = "质量太差了，用了两天就坏了，客服也不理人，非常失望，要求退货！"
+POSITIVE_ZH = "非常好，物流很快，包装精美，五星好评，下次还会再买。"
+#: Different buyers' complaints about one product within 40 minutes (a Chinese surge).
+COMPLAINTS_ZH = (
+    "收到就是坏的，根本不能用，太失望了",
+    "质量很差，用了一天就坏了，要求退款",
+    "垃圾产品，千万别买，浪费钱",
+    "做工粗糙，和描述完全不符，差评",
+    "用了两次就坏了，客服还不理人",
+    "味道很难闻，质量太差了，退货",
+    "太差了，一分钱一分货，后悔买了",
+    "坏了，联系卖家也不处理，非常生气",
+    "包装破损，东西也是坏的，很不满意",
 )
 BAD_TIME = {
     "event_id": "bad-time",
@@ -162,11 +180,36 @@ def surge_burst(count: int = 9) -> list[tuple[str, bytes, bytes]]:
     ]
 
 
-def planted_review(event_id: str, text: str, rating: int) -> bytes:
+def zh_surge() -> list[tuple[str, bytes, bytes]]:
+    """A Chinese product's ordinary history a day before, then a burst of complaints."""
+    history = {
+        "event_id": "zh-surge-history",
+        "member_id": "m-zh-surge-0",
+        "event_time": "2026-11-22T09:00:00Z",
+        "product_id": "ZH-SURGE",
+        "brand": "zhbrand",
+        "rating": 5,
+        "text": POSITIVE_ZH,
+    }
+    burst = [
+        {
+            **history,
+            "event_id": f"zh-surge-{i}",
+            "member_id": f"m-zh-surge-{i}",
+            "event_time": f"2026-11-23T11:{5 * i:02d}:00Z",
+            "rating": 1,
+            "text": text,
+        }
+        for i, text in enumerate(COMPLAINTS_ZH)
+    ]
+    return [("reviews", e["member_id"].encode(), orjson.dumps(e)) for e in [history, *burst]]
+
+
+def planted_review(event_id: str, text: str, rating: int, member_id: str = "m-planted") -> bytes:
     return orjson.dumps(
         {
             "event_id": event_id,
-            "member_id": "m-planted",
+            "member_id": member_id,
             "event_time": "2026-11-23T10:00:00Z",
             "product_id": "B00PLANTED",
             "brand": "planted",
@@ -182,10 +225,21 @@ async def test_valid_events_are_scored_bad_ones_dead_lettered_alerts_and_profile
     traffic = DemoTraffic(DemoCorpus.load(), seed=11, members=40, malformed_ratio=0.0)
     demo = [traffic.next_record() for _ in range(300)]
     records = [(topic_prefix + topic, key, value) for topic, key, value in surge_history()]
+    records += [(topic_prefix + topic, key, value) for topic, key, value in zh_surge()[:1]]
     records += [(topic_prefix + r.topic, r.key, r.value) for r in demo]
     records += [
         (topic_prefix + "reviews", b"m-planted", planted_review("planted-neg", NEGATIVE, 1)),
         (topic_prefix + "reviews", b"m-planted", planted_review("planted-pos", POSITIVE, 5)),
+        (
+            topic_prefix + "reviews",
+            b"m-planted-zh",
+            planted_review("planted-zh-neg", NEGATIVE_ZH, 1, "m-planted-zh"),
+        ),
+        (
+            topic_prefix + "reviews",
+            b"m-planted-zh",
+            planted_review("planted-zh-pos", POSITIVE_ZH, 5, "m-planted-zh"),
+        ),
         (
             topic_prefix + "transactions",
             b"m-fraud",
@@ -199,12 +253,16 @@ async def test_valid_events_are_scored_bad_ones_dead_lettered_alerts_and_profile
     ]
     records += [(topic_prefix + topic, key, value) for topic, key, value in planted_pii()]
     records += [(topic_prefix + topic, key, value) for topic, key, value in surge_burst()]
+    records += [(topic_prefix + topic, key, value) for topic, key, value in zh_surge()[1:]]
     records += [(topic_prefix + topic, b"bad", value) for topic, value, _ in MALFORMED]
     planted_ids = {"planted-neg", "planted-pos", "tx-ok", "tx-fraud", "pii-review", "pii-chat"}
     planted_ids |= {f"surge-{i}" for i in range(9)} | {"surge-history"}
+    planted_ids |= {"planted-zh-neg", "planted-zh-pos", "zh-surge-history"}
+    planted_ids |= {f"zh-surge-{i}" for i in range(len(COMPLAINTS_ZH))}
     valid_ids = {orjson.loads(r.value)["event_id"] for r in demo} | planted_ids
     members = {orjson.loads(r.value)["member_id"] for r in demo} | {"m-planted", "m-fraud", "m-pii"}
-    members |= {f"m-surge-{i}" for i in range(9)}
+    members |= {f"m-surge-{i}" for i in range(9)} | {"m-planted-zh"}
+    members |= {f"m-zh-surge-{i}" for i in range(len(COMPLAINTS_ZH))}
 
     worker = await make_worker()
     await produce(kafka_broker.bootstrap, records)
@@ -234,7 +292,7 @@ async def test_valid_events_are_scored_bad_ones_dead_lettered_alerts_and_profile
                     b'"opinion_surge"' in m.value and subject in m.value
                     for m in found[out["alerts"]]
                 )
-                for subject in (b'"B00SURGE"', b'"surgebrand"')
+                for subject in (b'"B00SURGE"', b'"surgebrand"', b'"ZH-SURGE"')
             )
         )
 
@@ -245,11 +303,25 @@ async def test_valid_events_are_scored_bad_ones_dead_lettered_alerts_and_profile
 
     scored = [orjson.loads(m.value) for m in found[out["scored-events"]]]
     assert {s["event_id"] for s in scored} == valid_ids  # exactly the valid ones, by event_id
+    by_id = {}
+    for _, _, value in records:
+        try:
+            event = orjson.loads(value) if value else None
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(event, dict) and "event_id" in event:
+            by_id[event["event_id"]] = event.get("text", "")
     for message, body in zip(found[out["scored-events"]], scored, strict=True):
         assert message.key == body["member_id"].encode()
         if body["event_type"] != "transaction":
-            assert body["model_version"] == artefacts.model_version()
+            chinese = text_route(by_id[body["event_id"]]) == "multilingual"
+            assert body["model_version"] == (
+                artefacts.multilingual_version() if chinese else artefacts.model_version()
+            )
             assert 0.0 <= body["scores"]["sentiment_negative"] <= 1.0
+    assert any(  # the demo traffic has Chinese members
+        b["model_version"] == artefacts.multilingual_version() for b in scored
+    )
 
     dead = [orjson.loads(m.value) for m in found[out["dead-letter"]]]
     assert len(dead) == len(MALFORMED) + 1
@@ -275,6 +347,8 @@ async def test_valid_events_are_scored_bad_ones_dead_lettered_alerts_and_profile
     negative = [a for a in alerts if a["alert_type"] == "negative_review"]
     assert any(a["event_ids"] == ["planted-neg"] and a["severity"] == "high" for a in negative)
     assert not any("planted-pos" in a["event_ids"] for a in alerts)
+    assert any(a["event_ids"] == ["planted-zh-neg"] for a in negative)  # read in Chinese
+    assert not any("planted-zh-pos" in a["event_ids"] for a in alerts)
     assert all(m.key == orjson.loads(m.value)["alert_id"].encode() for m in found[out["alerts"]])
 
     profiles = {m.key.decode(): orjson.loads(m.value) for m in found[out["member-profiles"]]}
@@ -298,9 +372,11 @@ async def test_valid_events_are_scored_bad_ones_dead_lettered_alerts_and_profile
     assert len(product_surges) == 1  # nine negatives, one alert (cooldown)
     (surge,) = product_surges
     assert surge["window"]["negatives"] >= 6 and set(surge["event_ids"]) <= planted_ids
-    assert [a["subject"] for a in surges if a["subject"]["kind"] == "brand"] == [
-        {"kind": "brand", "id": "surgebrand"}
-    ]
+    brand_surges = [a["subject"]["id"] for a in surges if a["subject"]["kind"] == "brand"]
+    assert brand_surges.count("surgebrand") == 1 and set(brand_surges) <= {"surgebrand", "zhbrand"}
+    zh_surges = [a for a in surges if a["subject"] == {"kind": "product", "id": "ZH-SURGE"}]
+    assert len(zh_surges) == 1, surges  # a burst of Chinese complaints raises one surge
+    assert set(zh_surges[0]["event_ids"]) <= {f"zh-surge-{i}" for i in range(len(COMPLAINTS_ZH))}
 
     # no card number, e-mail or phone number in any output topic, dead letters included
     for topic, messages in found.items():

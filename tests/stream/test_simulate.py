@@ -77,3 +77,40 @@ def test_labelled_traffic_carries_the_corpus_ground_truth_and_still_validates() 
         )
         assert isinstance(decoded, ValidEvent)
     assert "label" not in orjson.loads(generate(1, malformed_ratio=0.0)[0].value)
+
+
+ZH_CORPUS = DemoCorpus(
+    reviews=CORPUS.reviews,
+    member_lines=CORPUS.member_lines,
+    scam_lines=CORPUS.scam_lines,
+    zh_reviews=[("zh-p000", "质量很差 要求退货", "negative"), ("zh-p001", "非常好", "positive")],
+    zh_member_lines=["什么时候发货"],
+    zh_scam_lines=["加我微信领取返现"],
+)
+
+
+def test_a_share_of_members_write_chinese_reviews_and_chats() -> None:
+    traffic = DemoTraffic(
+        ZH_CORPUS, seed=7, members=200, malformed_ratio=0.0, clock_ms=lambda: 1_795_428_000_000
+    )
+    by_member: dict[str, set[bool]] = {}
+    for _ in range(3000):
+        record = traffic.next_record()
+        event = orjson.loads(record.value)
+        if record.topic in ("reviews", "chats"):
+            chinese = event["text"] in {t for _, t, _ in ZH_CORPUS.zh_reviews} | {
+                *ZH_CORPUS.zh_member_lines,
+                *ZH_CORPUS.zh_scam_lines,
+            }
+            by_member.setdefault(event["member_id"], set()).add(chinese)
+    assert all(len(kinds) == 1 for kinds in by_member.values())  # a member keeps one language
+    share = sum(kinds == {True} for kinds in by_member.values()) / len(by_member)
+    assert 0.12 < share < 0.28, share
+
+
+def test_an_english_only_corpus_gives_english_traffic() -> None:
+    texts = {orjson.loads(r.value).get("text") for r in generate(500, malformed_ratio=0.0)}
+    assert texts - {None} <= {t for _, t, _ in CORPUS.reviews} | {
+        *CORPUS.member_lines,
+        *CORPUS.scam_lines,
+    }

@@ -33,7 +33,7 @@ from models.serving.batching import (
     text_scores,
 )
 from models.serving.encoder import pad_batch
-from models.serving.tokenizer import MAX_LENGTH, load_tokenizer, tokenize
+from models.serving.tokenizer import MAX_LENGTH, served_tokenizer, tokenize
 from models.serving.trt_engine import (
     DEFAULT_MAX_BATCH_SIZE,
     INPUT_NAMES,
@@ -208,7 +208,7 @@ class TensorRTHandler(ModelHandler[LoadedTensorRTEngine]):
             engine=engine,
             contexts=tuple(contexts),
             stream=stream,
-            tokenizer=load_tokenizer(),
+            tokenizer=served_tokenizer(self._path),
             model_version=self.model_version,
             engine_path=engine_path,
             buckets=self._buckets,

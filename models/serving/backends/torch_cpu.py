@@ -25,7 +25,7 @@ from models.serving.batching import (
     score_in_sub_batches,
 )
 from models.serving.encoder import EncoderWithHeads, load_network
-from models.serving.tokenizer import MAX_LENGTH, load_tokenizer
+from models.serving.tokenizer import MAX_LENGTH, served_tokenizer
 
 __all__ = [
     "LoadedTorchModel",
@@ -90,7 +90,7 @@ class TorchCpuHandler(ModelHandler[LoadedTorchModel]):
         """Encoder, tokenizer and trained heads; raises ``ModelNotBuiltError`` if not built."""
         artefacts.check_card(self._path)
         network = load_network(self._path)
-        model = LoadedTorchModel(network, load_tokenizer(), self.model_version)
+        model = LoadedTorchModel(network, served_tokenizer(self._path), self.model_version)
         self.run_inference(["warm-up"], model)
         log.info("loaded %s from %s", self.model_version, self._path)
         return model
