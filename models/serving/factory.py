@@ -22,6 +22,10 @@ def _torch_cpu(artefact_path: Path | None, **options: Any) -> ModelHandler:
     return TorchCpuHandler(artefact_path=artefact_path, **options)
 
 
+#: Backends whose sessions can stop spinning between runs (``OnnxCpuHandler(spin_wait=)``).
+_SPINNING_BACKENDS = ("onnx-cpu", "onnx-cpu-int8")
+
+
 def _onnx_cpu(artefact_path: Path | None, **options: Any) -> ModelHandler:
     from models.serving.backends.onnx_cpu import OnnxCpuHandler
 
@@ -135,6 +139,7 @@ def create_handler(
     torch_compile: bool = False,
     require_cuda: bool = False,
     chinese_model_version: str | None = None,
+    spin_wait: bool = True,
 ) -> ModelHandler:
     """A ready-to-load handler for ``backend`` serving ``model_version`` (default: the current
     student; any other build in the model cache, e.g. a baseline, for comparisons).
@@ -159,6 +164,7 @@ def create_handler(
                 max_batch_tokens=max_batch_tokens,
                 torch_compile=torch_compile,
                 require_cuda=require_cuda,
+                spin_wait=False,  # two sessions share the cores: an idle one must not spin
             )
 
         return RoutedHandler(single(model_version), single(chinese_model_version))
@@ -169,6 +175,8 @@ def create_handler(
         options["max_batch_tokens"] = max_batch_tokens
     if name == "torch-cuda":
         options.update(compile=torch_compile, require_cuda=require_cuda)
+    if name in _SPINNING_BACKENDS and not spin_wait:
+        options["spin_wait"] = False
     handler = BACKENDS[name](path, **options)
     log.info("model backend %s (%s), model_version=%s", name, reason, handler.model_version)
     return handler

