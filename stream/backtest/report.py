@@ -107,6 +107,17 @@ class InputFacts:
     label: Any
     product_id: str | None = None
     brand: str | None = None
+    #: "zh" or "en": the build the router sends the text to (None: no text).
+    language: str | None = None
+
+
+def text_language(text: Any) -> str | None:
+    """``"zh"`` for text the router sends to the multilingual build, ``"en"`` otherwise."""
+    from models.serving.router import text_route
+
+    if not isinstance(text, str):
+        return None
+    return "zh" if text_route(text) == "multilingual" else "en"
 
 
 def input_facts(record: ReplayRecord) -> InputFacts:
@@ -129,6 +140,7 @@ def input_facts(record: ReplayRecord) -> InputFacts:
         data.get("label"),
         str(data["product_id"]) if data.get("product_id") else None,
         str(data["brand"]) if data.get("brand") else None,
+        text_language(data.get("text")),
     )
 
 
@@ -326,6 +338,22 @@ def labelled_quality(
     return quality
 
 
+def quality_by_language(
+    facts: Sequence[InputFacts], outputs: ReplayOutputs, thresholds: Mapping[str, float]
+) -> dict[str, dict[str, Any]]:
+    """The text alerts' labelled quality per input language, where inputs mix languages."""
+    languages = sorted({f.language for f in facts if f.language is not None})
+    if len(languages) < 2:
+        return {}
+    by_language: dict[str, dict[str, Any]] = {}
+    for language in languages:
+        chosen = [f for f in facts if f.language == language]
+        for alert_type, (y, score, alerted) in labelled_arrays(chosen, outputs).items():
+            block = _binary_block(y, score, thresholds[alert_type], alerted)
+            by_language.setdefault(alert_type, {})[language] = block
+    return by_language
+
+
 def build_report(
     facts: Sequence[InputFacts],
     outputs: ReplayOutputs,
@@ -362,6 +390,7 @@ def build_report(
         "profiles": len(outputs.profiles),
         "model_versions": dict(model_versions),
         "labelled": labelled_quality(facts, outputs, thresholds),
+        "labelled_by_language": quality_by_language(facts, outputs, thresholds),
         "throughput": {
             "elapsed_s": round(elapsed_s, 2),
             "events_per_s": round(accounted / elapsed_s, 1) if elapsed_s > 0 else None,
@@ -465,6 +494,25 @@ def render_markdown(report: Mapping[str, Any]) -> list[str]:
             "always answering the majority label would score; the threshold columns use the "
             "alert threshold.",
         ]
+    by_language = report.get("labelled_by_language") or {}
+    if by_language:
+        lines += [
+            "",
+            "By input language (zh: text the router sends to the multilingual build):",
+            "",
+            "| alert type | language | labelled | positives | PR-AUC | accuracy @0.5 (majority) "
+            "| precision | recall |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for name, blocks in by_language.items():
+            for language, q in blocks.items():
+                t = q["at_threshold"]
+                lines.append(
+                    f"| {name} | {language} | {q['events']} | {q['positives']} | "
+                    f"{_fmt(q['pr_auc'])} | {_fmt(q.get('accuracy_at_0_5'))} "
+                    f"({_fmt(q.get('majority_accuracy'))}) | {_fmt(t['precision'])} | "
+                    f"{_fmt(t['recall'])} |"
+                )
     if "opinion_surge" in labelled:
         s = labelled["opinion_surge"]
         window = "/".join(str(m) for m in s.get("window_minutes", [])) or "-"

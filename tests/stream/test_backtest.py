@@ -220,3 +220,41 @@ def test_a_multi_year_replay_plots_fast_and_visibly(tmp_path) -> None:
     coloured = (pixels.max(axis=2) - pixels.min(axis=2)) > 0.2  # bars, not grey text/axes
     assert coloured.mean() > 0.05  # the bars cover a good part of the image
     assert alerts_over_time(ReplayOutputs(), tmp_path / "none.png") is None
+
+
+def test_text_alerts_are_also_judged_per_input_language() -> None:
+    def review(event_id: str, text: str, negative: bool) -> ReplayRecord:
+        body = {"event_id": event_id, "member_id": "m", "event_time": "2026-11-23T10:00:00Z",
+                "text": text, "label": {"negative": negative}}  # fmt: skip
+        return ReplayRecord("reviews", b"m", orjson.dumps(body))
+
+    inputs = [
+        ("e1", "stale and awful", True, 0.9),
+        ("e2", "lovely tea", False, 0.2),
+        ("z1", "质量很差 要求退货", True, 0.3),  # a Chinese negative the model missed
+        ("z2", "非常好 五星好评", False, 0.1),
+    ]
+    facts = [input_facts(review(i, text, negative)) for i, text, negative, _ in inputs]
+    assert [f.language for f in facts] == ["en", "en", "zh", "zh"]
+    outputs = ReplayOutputs()
+    for event_id, _, _, p in inputs:
+        outputs.scored.append({"event_id": event_id, "event_type": "review",
+                               "scores": {"sentiment_negative": p}})  # fmt: skip
+    report = build_report(
+        facts, outputs, thresholds=THRESHOLDS, status="complete", elapsed_s=1.0, meta={}
+    )
+    by_language = report["labelled_by_language"]["negative_review"]
+    assert by_language["en"]["accuracy_at_0_5"] == 1.0
+    assert by_language["zh"]["accuracy_at_0_5"] == 0.5
+    assert report["labelled"]["negative_review"]["accuracy_at_0_5"] == 0.75
+    assert "| negative_review | zh | 2 | 1 |" in "\n".join(render_markdown(report))
+
+
+def test_one_language_gives_no_language_table() -> None:
+    body = {"event_id": "e", "member_id": "m", "event_time": "2026-11-23T10:00:00Z",
+            "text": "fine", "label": {"negative": False}}  # fmt: skip
+    facts = [input_facts(ReplayRecord("reviews", b"m", orjson.dumps(body)))]
+    report = build_report(
+        facts, ReplayOutputs(), thresholds=THRESHOLDS, status="complete", elapsed_s=1.0, meta={}
+    )
+    assert report["labelled_by_language"] == {}
