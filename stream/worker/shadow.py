@@ -88,7 +88,8 @@ class ShadowScoring:
         self, event: ValidEvent, text: str, champion: dict[str, float], champion_version: str
     ) -> None:
         try:
-            challenger = (await self.batcher.score([text]))[0].inference.as_dict()
+            result = (await self.batcher.score([text]))[0]
+            challenger = result.inference.as_dict()
         except Exception:
             metrics.SHADOW_DROPPED.labels("error").inc()
             logger.exception("shadow challenger failed on a batch")
@@ -107,7 +108,7 @@ class ShadowScoring:
                 "source": event.record.source(),
             },
             (champion_version, self.precisions[0], champion),
-            (self.version, self.precisions[1], challenger),
+            (result.model_id, self.precisions[1], challenger),  # a router names the build
             comparison,
         )
         key = event.data["event_id"].encode()
