@@ -121,6 +121,14 @@ def load_student_into(network: EncoderWithHeads, weights: Path) -> EncoderWithHe
     be in it, so a file for another architecture fails here rather than scoring garbage.
     """
     state = {key: value.float() for key, value in load_file(str(weights)).items()}
+    return load_student_state(network, state, f"{weights} does not fit {ENCODER_PACKAGE}")
+
+
+def load_student_state(
+    network: EncoderWithHeads, state: dict[str, torch.Tensor], mismatch: str
+) -> EncoderWithHeads:
+    """Overwrite ``network``'s transformer layers and heads with ``state``, which must hold
+    exactly those tensors; else :class:`WeightsMismatchError` starting with ``mismatch``."""
     expected = {
         key
         for key in network.state_dict()
@@ -128,9 +136,7 @@ def load_student_into(network: EncoderWithHeads, weights: Path) -> EncoderWithHe
     }
     if set(state) != expected:
         missing, extra = sorted(expected - set(state)), sorted(set(state) - expected)
-        raise WeightsMismatchError(
-            f"{weights} does not fit {ENCODER_PACKAGE}: missing {missing[:3]}, extra {extra[:3]}"
-        )
+        raise WeightsMismatchError(f"{mismatch}: missing {missing[:3]}, extra {extra[:3]}")
     network.load_state_dict(state, strict=False)
     return network
 

