@@ -1,4 +1,4 @@
-"""``python -m models build|info|teacher|distil|dump-datasets|eval|eval-zh``."""
+"""``python -m models build|info|teacher|distil|dump-datasets|eval|eval-zh|eval-domains``."""
 
 from __future__ import annotations
 
@@ -270,6 +270,74 @@ def eval_zh_command(json_out: Path, backend: str, batch_size: int, no_student: b
     json_out.parent.mkdir(parents=True, exist_ok=True)
     json_out.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     console.print(f"wrote {json_out}")
+
+
+@cli.command("refit-heads")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Student file to write (default: models/distilled/student.safetensors, in place).",
+)
+def refit_heads_command(out: Path | None) -> None:
+    """Refit the English student's heads on five sentiment domains plus SMS (about 2 min);
+    the layers stay as distilled. Pin the printed sha256 as artefacts.STUDENT_SHA256."""
+    import json
+
+    from models.training.heads import REPORT_FILE, run_refit
+    from models.training.student import DISTILLED_DIR
+
+    target = out or DISTILLED_DIR / artefacts.STUDENT_FILE
+    report = run_refit(target, on_stage=lambda s: console.print(f"[bold]{s}"))
+    report["student_sha256"] = artefacts.sha256_file(target)
+    (target.parent / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    console.print_json(data=report["validation_accuracy"])
+    console.print(f"wrote {target}; pin sha256 {report['student_sha256']}")
+
+
+@cli.command("eval-domains")
+@click.option(
+    "--json",
+    "json_out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("bench/results/eval-domains.json"),
+    show_default=True,
+)
+@click.option(
+    "--card",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("docs/model-card.md"),
+    show_default=True,
+    help="Model card to re-render (with the last `eval` results).",
+)
+@click.option(
+    "--model-version",
+    default=None,
+    help="Score another English build from the model cache (the card is left alone).",
+)
+@click.option("--no-cross-domain", is_flag=True, help="Skip the cross-domain table (~4 min).")
+def eval_domains_command(
+    json_out: Path, card: Path, model_version: str | None, no_cross_domain: bool
+) -> None:
+    """Every alert threshold per domain, per-domain calibration, the neutral band and the
+    cross-domain table (heads trained on some domains, tested on another) -> the model card
+    (about 8 min on 2 cores; scores are cached per build)."""
+    import json
+
+    from models.training.evaluate_domains import run_domain_eval, write_card
+
+    results = run_domain_eval(
+        on_stage=lambda s: console.print(f"[bold]{s}"),
+        model_version=model_version,
+        cross_domain=not no_cross_domain,
+    )
+    json_out.parent.mkdir(parents=True, exist_ok=True)
+    json_out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    if model_version is None:
+        write_card(card)
+        console.print(f"wrote {json_out} and {card}")
+    else:
+        console.print(f"wrote {json_out}")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from stream.core.rules import AlertThresholds
+from stream.core.rules import AlertThresholds, TextThresholds
 from stream.core.steps import EdgeLimits
 from stream.security import KafkaSecurity
 
@@ -173,6 +173,21 @@ class Settings(BaseSettings):
     scam_chat_threshold: float = Field(
         0.90, ge=0, le=1, description="scam_chat alerts (operating points: model card)."
     )
+    chinese_negative_review_threshold: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="negative_review threshold for the reviews the Chinese build scored "
+        "(unset: RISKSTREAM_NEGATIVE_REVIEW_THRESHOLD). Calibrate it on your own labelled "
+        "traffic: a backtest report gives the threshold for precision 0.90 per language.",
+    )
+    chinese_scam_chat_threshold: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="scam_chat threshold for the chats the Chinese build scored (unset: "
+        "RISKSTREAM_SCAM_CHAT_THRESHOLD).",
+    )
     fraud_risk_threshold: float = Field(
         0.15,
         ge=0,
@@ -235,10 +250,15 @@ class Settings(BaseSettings):
         )
 
     def thresholds(self) -> AlertThresholds:
+        chinese = self.chinese_build()
+        own = TextThresholds(
+            self.chinese_negative_review_threshold, self.chinese_scam_chat_threshold
+        )
         return AlertThresholds(
             negative_review=self.negative_review_threshold,
             scam_chat=self.scam_chat_threshold,
             fraud_risk=self.fraud_risk_threshold,
+            by_build={chinese: own} if chinese and own != TextThresholds() else {},
         )
 
 

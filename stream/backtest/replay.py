@@ -41,6 +41,7 @@ from stream.backtest.report import (
     render_markdown,
 )
 from stream.config import Settings
+from stream.core.rules import AlertThresholds
 from stream.ops import live
 from stream.ops.admin import bootstrap_servers, ensure_topics
 from stream.ops.broker import WORKER_SETTINGS, EmbeddedBroker, free_port
@@ -425,16 +426,23 @@ def report_for(
     result: RunResult, facts: Sequence[InputFacts], source: ReplaySource, meta: Mapping
 ) -> dict[str, Any]:
     settings = {**meta["settings"], **result.settings}
-    thresholds = settings_with(settings).thresholds()
-    by_alert = {
-        "fraud_risk": thresholds.fraud_risk,
-        "negative_review": thresholds.negative_review,
-        "scam_chat": thresholds.scam_chat,
-    }
+    worker_settings = settings_with(settings)
+    thresholds = worker_settings.thresholds()
+
+    def by_alert(own: AlertThresholds) -> dict[str, float]:
+        return {
+            "fraud_risk": own.fraud_risk,
+            "negative_review": own.negative_review,
+            "scam_chat": own.scam_chat,
+        }
+
+    chinese = worker_settings.chinese_build()
+    zh = thresholds.for_event({"model_version": chinese}) if chinese else thresholds
     return build_report(
         facts,
         result.outputs,
-        thresholds=by_alert,
+        thresholds=by_alert(thresholds),
+        language_thresholds={"zh": by_alert(zh)},
         skipped_lines=source.skipped,
         status=result.status,
         elapsed_s=result.processing_s,
@@ -445,7 +453,7 @@ def report_for(
             "broker": meta["broker"],
             "source": source.description,
             "settings": settings,
-            "thresholds": by_alert,
+            "thresholds": by_alert(thresholds),
             "wall_s": round(result.elapsed_s, 2),
             "worker_peak_rss_mib": result.worker_peak_rss_mib,
         },

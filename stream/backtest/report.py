@@ -183,6 +183,26 @@ def accuracy(y: np.ndarray, score: np.ndarray, threshold: float) -> float:
     return float(np.mean((np.asarray(score) >= threshold) == (np.asarray(y) == 1)))
 
 
+#: The precision the report calibrates each text alert's threshold for, on the replayed labels.
+CALIBRATION_PRECISION = 0.90
+#: ... flagging at least this many labelled events, so a few lucky top scores do not count.
+CALIBRATION_MIN_FLAGGED = 20
+
+
+def _calibrated(y: np.ndarray, score: np.ndarray) -> dict[str, Any]:
+    from models.training.metrics import threshold_for_precision
+
+    chosen = threshold_for_precision(y, score, CALIBRATION_PRECISION, CALIBRATION_MIN_FLAGGED)
+    if chosen is None:
+        return {"precision": CALIBRATION_PRECISION, "threshold": None}
+    cut = at_threshold(y, score, chosen)
+    return {
+        "precision": CALIBRATION_PRECISION,
+        "threshold": round(chosen, 4),
+        "recall": round(cut["recall"], 4),
+    }
+
+
 def _binary_block(
     y: np.ndarray, score: np.ndarray, threshold: float, alerted: np.ndarray
 ) -> dict[str, Any]:
@@ -200,6 +220,9 @@ def _binary_block(
         "accuracy_at_0_5": round(accuracy(y, score, 0.5), 4),
         "majority_accuracy": round(max(positives, len(y) - positives) / len(y), 4),
         "at_threshold": {k: round(v, 4) for k, v in cut.items()},
+        # calibration on the operator's own labelled traffic: the threshold that would give
+        # CALIBRATION_PRECISION here (None: no threshold reaches it on this replay)
+        "threshold_for_precision": _calibrated(y, score),
         "alerts": {
             "events_alerted": flagged,
             "precision": round(tp / flagged, 4) if flagged else None,
@@ -339,7 +362,10 @@ def labelled_quality(
 
 
 def quality_by_language(
-    facts: Sequence[InputFacts], outputs: ReplayOutputs, thresholds: Mapping[str, float]
+    facts: Sequence[InputFacts],
+    outputs: ReplayOutputs,
+    thresholds: Mapping[str, float],
+    language_thresholds: Mapping[str, Mapping[str, float]] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """The text alerts' labelled quality per input language, where inputs mix languages."""
     languages = sorted({f.language for f in facts if f.language is not None})
@@ -348,8 +374,9 @@ def quality_by_language(
     by_language: dict[str, dict[str, Any]] = {}
     for language in languages:
         chosen = [f for f in facts if f.language == language]
+        own = {**thresholds, **(language_thresholds or {}).get(language, {})}
         for alert_type, (y, score, alerted) in labelled_arrays(chosen, outputs).items():
-            block = _binary_block(y, score, thresholds[alert_type], alerted)
+            block = _binary_block(y, score, own[alert_type], alerted)
             by_language.setdefault(alert_type, {})[language] = block
     return by_language
 
@@ -359,12 +386,15 @@ def build_report(
     outputs: ReplayOutputs,
     *,
     thresholds: Mapping[str, float],
+    language_thresholds: Mapping[str, Mapping[str, float]] | None = None,
     skipped_lines: Mapping[int, str] | None = None,
     status: str,
     elapsed_s: float,
     meta: Mapping[str, Any],
 ) -> dict[str, Any]:
-    """The whole backtest report as JSON-ready data (a partial one if ``status`` says so)."""
+    """The whole backtest report as JSON-ready data (a partial one if ``status`` says so);
+    ``language_thresholds`` overrides ``thresholds`` per input language (``zh``: those set for
+    the Chinese build)."""
     alerts = unique_alerts(outputs.alerts)
     by_type: dict[str, Counter] = defaultdict(Counter)
     for alert in alerts:
@@ -390,7 +420,9 @@ def build_report(
         "profiles": len(outputs.profiles),
         "model_versions": dict(model_versions),
         "labelled": labelled_quality(facts, outputs, thresholds),
-        "labelled_by_language": quality_by_language(facts, outputs, thresholds),
+        "labelled_by_language": quality_by_language(
+            facts, outputs, thresholds, language_thresholds or {}
+        ),
         "throughput": {
             "elapsed_s": round(elapsed_s, 2),
             "events_per_s": round(accounted / elapsed_s, 1) if elapsed_s > 0 else None,
@@ -442,6 +474,13 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _calibrated_cell(block: Mapping[str, Any]) -> str:
+    calibrated = block.get("threshold_for_precision") or {}
+    if calibrated.get("threshold") is None:
+        return "-"
+    return f"{calibrated['threshold']:.3f} ({calibrated['recall']:.3f})"
+
+
 def render_markdown(report: Mapping[str, Any]) -> list[str]:
     """A short page a person reads: counts, alerts, labelled quality, throughput."""
     events = report["events"]
@@ -476,8 +515,8 @@ def render_markdown(report: Mapping[str, Any]) -> list[str]:
             "",
             "| alert type | labelled | positives | PR-AUC | accuracy @0.5 (majority) | "
             "recall @1% FPR | threshold | accuracy | precision | recall | alerts: precision | "
-            "alerts: recall |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|",
+            f"alerts: recall | threshold for precision {CALIBRATION_PRECISION:.2f} (recall) |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for name, q in binary.items():
             t = q["at_threshold"]
@@ -486,13 +525,17 @@ def render_markdown(report: Mapping[str, Any]) -> list[str]:
                 f"{_fmt(q.get('accuracy_at_0_5'))} ({_fmt(q.get('majority_accuracy'))}) | "
                 f"{_fmt(q['recall_at_1pct_fpr'])} | {_fmt(t['threshold'])} | "
                 f"{_fmt(t.get('accuracy'))} | {_fmt(t['precision'])} | {_fmt(t['recall'])} | "
-                f"{_fmt(q['alerts']['precision'])} | {_fmt(q['alerts']['recall'])} |"
+                f"{_fmt(q['alerts']['precision'])} | {_fmt(q['alerts']['recall'])} | "
+                f"{_calibrated_cell(q)} |"
             )
         lines += [
             "",
             "Accuracy @0.5 is the model card's measure (P ≥ 0.5 against the label), beside what "
             "always answering the majority label would score; the threshold columns use the "
-            "alert threshold.",
+            "alert threshold. The last column calibrates to this traffic: the lowest threshold "
+            f"at which at least {CALIBRATION_MIN_FLAGGED} labelled events flagged hold precision "
+            f"{CALIBRATION_PRECISION:.2f} (set it as the alert's threshold, per language if the "
+            "table below differs); `-` when none does.",
         ]
     by_language = report.get("labelled_by_language") or {}
     if by_language:
@@ -501,8 +544,9 @@ def render_markdown(report: Mapping[str, Any]) -> list[str]:
             "By input language (zh: text the router sends to the multilingual build):",
             "",
             "| alert type | language | labelled | positives | PR-AUC | accuracy @0.5 (majority) "
-            "| precision | recall |",
-            "|---|---|---|---|---|---|---|---|",
+            f"| precision | recall | threshold for precision {CALIBRATION_PRECISION:.2f} "
+            "(recall) |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         for name, blocks in by_language.items():
             for language, q in blocks.items():
@@ -511,7 +555,7 @@ def render_markdown(report: Mapping[str, Any]) -> list[str]:
                     f"| {name} | {language} | {q['events']} | {q['positives']} | "
                     f"{_fmt(q['pr_auc'])} | {_fmt(q.get('accuracy_at_0_5'))} "
                     f"({_fmt(q.get('majority_accuracy'))}) | {_fmt(t['precision'])} | "
-                    f"{_fmt(t['recall'])} |"
+                    f"{_fmt(t['recall'])} | {_calibrated_cell(q)} |"
                 )
     if "opinion_surge" in labelled:
         s = labelled["opinion_surge"]

@@ -145,7 +145,8 @@ def member_step(
     else:
         evt = dict(member_evt)
     if changed:
-        state = apply_member_event(previous, evt, negative_threshold=thresholds.negative_review)
+        own = thresholds.for_event(evt)
+        state = apply_member_event(previous, evt, negative_threshold=own.negative_review)
         state.pop("recent_event_ids", None)
     else:
         state = {**empty_state(member_evt["event"]["member_id"]), **(previous or {})}

@@ -156,9 +156,13 @@ def test_teacher_soft_labels_agree_with_the_hard_labels_they_replace() -> None:
     assert np.mean((logits > 0) == (labels == 1)) > 0.85
 
 
-def test_student_report_describes_the_committed_weights() -> None:
+def test_the_reports_describe_the_committed_weights() -> None:
+    """Distillation wrote the layers (its report names that file); the head refit wrote the
+    committed file from those layers (its report names both)."""
     report = read_report(STUDENT_REPORT_FILE)
-    assert report["student_sha256"] == artefacts.STUDENT_SHA256 == sha256_file(committed_weights())
+    refit = read_report("heads-report.json")
+    assert refit["layers_from_student_sha256"] == report["student_sha256"]
+    assert refit["student_sha256"] == artefacts.STUDENT_SHA256 == sha256_file(committed_weights())
     assert report["headline"]["fine_foods_test_accuracy"] > 0.8
 
 

@@ -258,3 +258,34 @@ def test_one_language_gives_no_language_table() -> None:
         facts, ReplayOutputs(), thresholds=THRESHOLDS, status="complete", elapsed_s=1.0, meta={}
     )
     assert report["labelled_by_language"] == {}
+
+
+def test_the_report_calibrates_each_text_alert_to_the_replayed_labels() -> None:
+    """Per language, the lowest threshold holding precision 0.90 on this traffic, with enough
+    flagged events; none where the language's scores never reach it."""
+
+    def review(event_id: str, text: str, negative: bool) -> ReplayRecord:
+        body = {"event_id": event_id, "member_id": "m", "event_time": "2026-11-23T10:00:00Z",
+                "text": text, "label": {"negative": negative}}  # fmt: skip
+        return ReplayRecord("reviews", b"m", orjson.dumps(body))
+
+    rows = []
+    for n in range(40):  # English: negatives score 0.70-0.89, positives 0.60 and below
+        rows.append((f"e{n}", "awful tea", n < 30, 0.7 + 0.006 * n if n < 30 else 0.6 - 0.01 * n))
+    for n in range(40):  # Chinese: the scores do not separate the labels
+        rows.append((f"z{n}", "质量很差", n % 2 == 0, 0.5 + 0.01 * (n % 7)))
+    facts = [input_facts(review(i, text, negative)) for i, text, negative, _ in rows]
+    outputs = ReplayOutputs()
+    for event_id, _, _, p in rows:
+        outputs.scored.append({"event_id": event_id, "event_type": "review",
+                               "scores": {"sentiment_negative": p}})  # fmt: skip
+    report = build_report(
+        facts, outputs, thresholds=THRESHOLDS, status="complete", elapsed_s=1.0, meta={}
+    )
+    by_language = report["labelled_by_language"]["negative_review"]
+    english = by_language["en"]["threshold_for_precision"]
+    # flagging down to 0.28 takes all 30 negatives and 3 positives: 30 / 33 = 0.91
+    assert english == {"precision": 0.9, "threshold": 0.28, "recall": 1.0}
+    assert by_language["zh"]["threshold_for_precision"]["threshold"] is None
+    markdown = "\n".join(render_markdown(report))
+    assert "| 0.280 (1.000) |" in markdown and "threshold for precision 0.90" in markdown

@@ -47,6 +47,17 @@ def test_large_bursts_are_found_and_a_quiet_month_raises_nothing_false() -> None
     assert rerun == result  # the same seed replays the same traffic and alerts
 
 
+def test_the_counting_threshold_decides_which_texts_are_negative() -> None:
+    made_up = corpus()  # the model's scores are 0.9 or 0.1
+    counted = simulate_surges(made_up, surge.DEFAULT, days=10, products=10, brands=2, seed=3)
+    above_every_score = simulate_surges(
+        made_up, surge.DEFAULT, days=10, products=10, brands=2, seed=3, negative_threshold=0.95
+    )
+    assert counted["product"]["detected"] > 0
+    assert above_every_score["product"]["detected"] == 0  # no text counts, nothing can surge
+    assert above_every_score["product"]["false_alerts"] == 0
+
+
 def test_the_warm_up_is_what_a_burst_on_a_new_product_costs() -> None:
     made_up = corpus()
     cost = cold_start(made_up, surge.DEFAULT, ages_h=(1, 12), trials=20, quiet_products=20)

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from stream.core.codec import validate
-from stream.core.rules import AlertThresholds, alert_id, evaluate_rules
+from stream.core.rules import AlertThresholds, TextThresholds, alert_id, evaluate_rules
 
 T = AlertThresholds(negative_review=0.9, scam_chat=0.9)
 
@@ -55,6 +55,34 @@ def test_threshold_is_inclusive_and_positive_reviews_do_not_alert() -> None:
     assert evaluate_rules(review(0.9), T)[0]["severity"] == "medium"
     assert evaluate_rules(review(0.89), T) == []
     assert evaluate_rules(review(0.02, rating=5), T) == []
+
+
+def test_the_build_that_scored_an_event_picks_its_text_thresholds() -> None:
+    """A router's Chinese build calibrated to its own precision: its events use its
+    thresholds, every other build's the defaults; an unset one falls back."""
+    own = AlertThresholds(
+        negative_review=0.9, scam_chat=0.9, by_build={"zh-build": TextThresholds(0.8, None)}
+    )
+    chinese = {**review(0.82), "model_version": "zh-build"}
+    (alert,) = evaluate_rules(chinese, own)
+    assert ">= 0.80" in alert["reasons"][0]
+    assert evaluate_rules(review(0.82), own) == []  # the English build: 0.9
+    assert evaluate_rules({**chat(0.85, "merchant"), "model_version": "zh-build"}, own) == []
+    assert own.for_event({"model_version": None}) is own
+
+
+def test_settings_put_the_chinese_thresholds_on_the_chinese_build() -> None:
+    from models.serving.artefacts import multilingual_version
+    from stream.config import Settings
+
+    plain = Settings(_env_file=None).thresholds()
+    assert plain.by_build == {}
+    routed = Settings(_env_file=None, chinese_negative_review_threshold=0.83).thresholds()
+    assert routed.by_build == {multilingual_version(): TextThresholds(0.83, None)}
+    alone = Settings(
+        _env_file=None, chinese_negative_review_threshold=0.83, chinese_model_version="none"
+    ).thresholds()
+    assert alone.by_build == {}  # nothing is routed, so nothing to override
 
 
 def test_scam_chat_from_merchant_is_high_severity() -> None:
