@@ -101,9 +101,15 @@ def validation_rows() -> dict[str, tuple[list[str], np.ndarray, int]]:
     return out
 
 
-def fit_head(x: np.ndarray, y: np.ndarray, c: float) -> tuple[np.ndarray, float]:
+Head = tuple[np.ndarray, float]
+
+
+def fit_head(
+    x: np.ndarray, y: np.ndarray, c: float, sample_weight: np.ndarray | None = None
+) -> Head:
     """``(weight (384,), bias)`` of an L2 logistic regression: the head's Linear layer."""
-    model = LogisticRegression(C=c, max_iter=5000).fit(x.astype(np.float64), y)
+    model = LogisticRegression(C=c, max_iter=5000)
+    model.fit(x.astype(np.float64), y, sample_weight=sample_weight)
     return model.coef_[0].astype(np.float32), float(model.intercept_[0])
 
 
@@ -115,19 +121,20 @@ def choose_c(
     train: tuple[np.ndarray, np.ndarray],
     validation: Sequence[tuple[np.ndarray, np.ndarray]],
     grid: Sequence[float] = C_GRID,
-) -> tuple[float, dict[str, float]]:
-    """The C with the lowest mean validation log loss over ``validation`` sets."""
+) -> tuple[float, dict[str, float], Head]:
+    """The C with the lowest mean validation log loss over ``validation`` sets, every C's
+    loss, and the head fitted with the chosen C."""
     from sklearn.metrics import log_loss
 
-    losses = {}
+    losses, heads = {}, {}
     for c in grid:
-        weight, bias = fit_head(*train, c)
+        heads[c] = fit_head(*train, c)
         losses[f"{c:g}"] = float(
-            np.mean([log_loss(y, head_probabilities(x, weight, bias), labels=[0, 1])
+            np.mean([log_loss(y, head_probabilities(x, *heads[c]), labels=[0, 1])
                      for x, y in validation])
         )  # fmt: skip
-    best = min(losses, key=losses.__getitem__)
-    return float(best), losses
+    best = float(min(losses, key=losses.__getitem__))
+    return best, losses, heads[best]
 
 
 @dataclass(frozen=True)
@@ -148,22 +155,22 @@ def choose_scam_head(
     recall_floor: float,
     weights: Sequence[float] = ORDINARY_WEIGHTS,
     grid: Sequence[float] = C_GRID,
-) -> tuple[ScamCandidate, list[ScamCandidate]]:
+) -> tuple[ScamCandidate, list[ScamCandidate], Head]:
     """Among heads that keep SMS validation recall at the ``scam_chat`` threshold at or above
     ``recall_floor`` (the distilled head's, less 5 points), the one that flags the fewest
     ordinary texts; ties go to higher recall. ``ordinary_weight`` is each ordinary row's sample
     weight against an SMS row's: the ordinary rows outnumber the SMS ham 3 to 1, and at full
-    weight they pull every spam score under the threshold."""
+    weight they pull every spam score under the threshold. Returns the choice, every
+    candidate, and the chosen head."""
     x_val, y_val = validation
-    candidates = []
+    candidates, heads = [], {}
     for weight in weights:
         sample_weight = np.where(is_ordinary, weight, 1.0)
         for c in grid:
-            model = LogisticRegression(C=c, max_iter=5000)
-            model.fit(x.astype(np.float64), y, sample_weight=sample_weight)
-            flagged = model.predict_proba(x_val.astype(np.float64))[:, 1] >= threshold
+            head = heads[weight, c] = fit_head(x, y, c, sample_weight)
+            flagged = head_probabilities(x_val, *head) >= threshold
             hits = int((flagged & (y_val == 1)).sum())
-            ordinary = model.predict_proba(x[is_ordinary].astype(np.float64))[:, 1] >= threshold
+            ordinary = head_probabilities(x[is_ordinary], *head) >= threshold
             candidates.append(
                 ScamCandidate(
                     weight, c, hits / max(int(y_val.sum()), 1), hits / max(int(flagged.sum()), 1),
@@ -172,7 +179,15 @@ def choose_scam_head(
             )  # fmt: skip
     eligible = [c for c in candidates if c.validation_recall >= recall_floor] or candidates
     best = min(eligible, key=lambda c: (c.ordinary_flagged, -c.validation_recall, c.c))
-    return best, candidates
+    return best, candidates, heads[best.ordinary_weight, best.c]
+
+
+def file_metadata(path: Path) -> dict[str, str]:
+    """A safetensors file's string metadata (empty when it has none)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as handle:
+        return dict(handle.metadata() or {})
 
 
 def replace_heads(
@@ -181,10 +196,7 @@ def replace_heads(
     """Copy the student file with new head tensors (fp32); the layers stay byte-identical and
     the distilled heads move into the metadata (``distilled_heads``), so a refit of a refitted
     file starts from the same place and the original is recoverable."""
-    from safetensors import safe_open
-
-    with safe_open(str(source), "pt") as handle:
-        metadata = dict(handle.metadata() or {})
+    metadata = file_metadata(source)
     state = load_file(str(source))
     metadata.setdefault("distilled_sha256", recipe["layers_from_student_sha256"])
     if "distilled_heads" not in metadata:
@@ -203,10 +215,7 @@ def replace_heads(
 
 def distilled_head(student_file: Path, name: str) -> tuple[np.ndarray, float]:
     """One head as distillation left it: from the metadata of a refitted file, else the file's."""
-    from safetensors import safe_open
-
-    with safe_open(str(student_file), "pt") as handle:
-        metadata = handle.metadata() or {}
+    metadata = file_metadata(student_file)
     if "distilled_heads" in metadata:
         weight, bias = json.loads(metadata["distilled_heads"])[name]
         return np.array(weight, dtype=np.float32), float(bias)
@@ -219,10 +228,7 @@ def distilled_head(student_file: Path, name: str) -> tuple[np.ndarray, float]:
 
 def distilled_sha256(student_file: Path) -> str:
     """sha256 of the file distillation wrote, whose layers (and original heads) this one has."""
-    from safetensors import safe_open
-
-    with safe_open(str(student_file), "pt") as handle:
-        metadata = handle.metadata() or {}
+    metadata = file_metadata(student_file)
     if "distilled_sha256" in metadata:
         return metadata["distilled_sha256"]
     if "distilled_heads" not in metadata:
@@ -255,7 +261,7 @@ def run_refit(out: Path, on_stage: Callable[[str], object] = print) -> dict[str,
         for name, (texts, y, head) in validation_rows().items()
     }
     on_stage("choosing C and fitting")
-    c_sentiment, losses_sentiment = choose_c(
+    c_sentiment, losses_sentiment, sentiment_head = choose_c(
         (x_sentiment, sentiment.targets), [(x, y) for x, y, h in validation.values() if h == 0]
     )
     from stream.core.rules import AlertThresholds
@@ -271,17 +277,11 @@ def run_refit(out: Path, on_stage: Callable[[str], object] = print) -> dict[str,
         ).mean()
     )
     is_ordinary = np.array([d != data.SMS_SPAM for d in scam.domains])
-    scam_choice, scam_candidates = choose_scam_head(
+    scam_choice, scam_candidates, scam_head = choose_scam_head(
         x_scam, scam.targets, is_ordinary, (x_val, y_val), scam_threshold,
         distilled_recall - RECALL_MARGIN,
     )  # fmt: skip
-    scam_weights = np.where(is_ordinary, scam_choice.ordinary_weight, 1.0)
-    scam_model = LogisticRegression(C=scam_choice.c, max_iter=5000)
-    scam_model.fit(x_scam.astype(np.float64), scam.targets, sample_weight=scam_weights)
-    heads = {
-        HEAD_NAMES[0]: fit_head(x_sentiment, sentiment.targets, c_sentiment),
-        HEAD_NAMES[1]: (scam_model.coef_[0].astype(np.float32), float(scam_model.intercept_[0])),
-    }
+    heads = {HEAD_NAMES[0]: sentiment_head, HEAD_NAMES[1]: scam_head}
     counts = {
         "sentiment": {d: sentiment.domains.count(d) for d in dict.fromkeys(sentiment.domains)},
         "scam": {d: scam.domains.count(d) for d in dict.fromkeys(scam.domains)},

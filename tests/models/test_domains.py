@@ -38,6 +38,7 @@ from models.training.heads import (
     choose_scam_head,
     distilled_head,
     distilled_sha256,
+    file_metadata,
     head_probabilities,
     replace_heads,
 )
@@ -227,10 +228,14 @@ def test_the_scam_head_choice_keeps_recall_and_minimises_false_alarms_on_ordinar
     x = np.concatenate([x_sms, x_ordinary])
     y = np.concatenate([spam, np.zeros(n_ordinary, bool)]).astype(np.int8)
     is_ordinary = np.arange(len(y)) >= n_sms
-    best, candidates = choose_scam_head(x, y, is_ordinary, (x_sms, spam.astype(np.int8)), 0.9, 0.3)
+    best, candidates, head = choose_scam_head(
+        x, y, is_ordinary, (x_sms, spam.astype(np.int8)), 0.9, 0.3
+    )
     eligible = [c for c in candidates if c.validation_recall >= 0.3]
     assert eligible and best in eligible
     assert len({c.ordinary_flagged for c in candidates}) > 1  # the choice is not a tie
+    flagged = head_probabilities(x_sms, *head) >= 0.9  # the head returned is the chosen one
+    assert (flagged & spam).sum() / spam.sum() == pytest.approx(best.validation_recall)
     assert best.ordinary_flagged == min(c.ordinary_flagged for c in eligible)
 
 
@@ -238,10 +243,7 @@ def test_the_served_student_carries_the_refitted_heads_on_the_distilled_layers()
     report = json.loads((DISTILLED_DIR / REPORT_FILE).read_text(encoding="utf-8"))
     assert report["student_sha256"] == artefacts.STUDENT_SHA256
     served = DISTILLED_DIR / artefacts.STUDENT_FILE
-    from safetensors import safe_open
-
-    with safe_open(str(served), "pt") as handle:
-        recipe = json.loads(handle.metadata()["heads_refit"])
+    recipe = json.loads(file_metadata(served)["heads_refit"])
     assert recipe["c"] == report["c"]
     assert distilled_sha256(served) == report["layers_from_student_sha256"]
     for name in HEAD_NAMES:
