@@ -64,6 +64,35 @@ def score_texts(
     return np.array(out, dtype=np.float32)
 
 
+def served_scores(
+    texts: Sequence[str],
+    label: str,
+    on_stage: Callable[[str], object] = print,
+    model_version: str | None = None,
+) -> tuple[np.ndarray, str, bool]:
+    """Every head's scores from the configuration a worker serves by default (Chinese text to
+    the multilingual build, the rest to ``model_version``, default the current student), as
+    ``(scores, model version, read from cache)``. Cached per build and text list beside the
+    model cache, since evaluations replay the same texts many times."""
+    import hashlib
+
+    from models.serving.artefacts import multilingual_version, riskstream_cache_dir
+    from models.serving.factory import create_handler
+
+    handler = create_handler("auto", model_version, chinese_model_version=multilingual_version())
+    digest = hashlib.sha256("\n".join(texts).encode()).hexdigest()[:16]
+    name = f"{label}-{handler.model_version}-{type(handler).__name__}-{digest}.heads.npy"
+    cache = riskstream_cache_dir() / "eval-scores" / name
+    if cache.exists():
+        on_stage(f"{label}: {len(texts)} scores from {cache}")
+        return np.load(cache), handler.model_version, True
+    on_stage(f"scoring {len(texts)} {label} texts with {handler.model_version}")
+    scores = score_texts(handler, handler.load_model(), list(texts)).astype(np.float64)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    np.save(cache, scores)
+    return scores, handler.model_version, False
+
+
 def operating_points(
     probabilities: Mapping[str, np.ndarray],
     datasets: Mapping[str, Sequence[LabelledText]],

@@ -14,7 +14,6 @@ arrays and are unit-tested; :func:`run_domain_eval` only loads, scores and assem
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +25,8 @@ from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 
 from models.serving.base import HEAD_NAMES
-from models.training.metrics import threshold_for_precision
+from models.training.evaluate import served_scores
+from models.training.metrics import alert_metrics, threshold_for_precision
 
 RESULTS_FILE = Path(__file__).resolve().parents[2] / "bench" / "results" / "eval-domains.json"
 #: The precision every domain's ``negative_review`` threshold is chosen for (the in-domain
@@ -42,6 +42,7 @@ HEAD_TRAIN_CAP = 2000
 MIN_FLAGGED = 20
 #: Tokens per text when embedding, as the served student reads them.
 MAX_LENGTH = 256
+EMBED_BATCH = 64
 
 
 @dataclass(frozen=True)
@@ -139,14 +140,11 @@ def three_class(labels: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
 def binary_quality(p: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     """Negative against positive (neutral left out): accuracy at 0.5, PR-AUC, ROC-AUC."""
     polar = labels != NEU
-    y = labels[polar] == NEG
-    q = p[polar]
+    quality = alert_metrics(labels[polar] == NEG, p[polar], threshold=0.5)
     return {
-        "n": int(polar.sum()),
-        "negative_share": float(y.mean()),
-        "accuracy": float(((q >= 0.5) == y).mean()),
-        "pr_auc": float(metrics.average_precision_score(y, q)),
-        "roc_auc": float(metrics.roc_auc_score(y, q)),
+        "n": quality["n"],
+        "negative_share": quality["n_positive"] / quality["n"],
+        **{key: quality[key] for key in ("accuracy", "pr_auc", "roc_auc")},
     }
 
 
@@ -169,15 +167,11 @@ def head_matrix(
     def score(model: LogisticRegression, name: str) -> dict[str, float]:
         x, y = test[name]
         p = model.predict_proba(x)[:, 1]
+        points = threshold_points(p, y == 1, (0.5, 0.85))
         return {
             "accuracy": float(((p >= 0.5) == (y == 1)).mean()),
             "pr_auc": float(metrics.average_precision_score(y, p)),
-            **{
-                f"at_{t:.2f}": point
-                for t, point in zip(
-                    (0.5, 0.85), threshold_points(p, y == 1, (0.5, 0.85)).values(), strict=True
-                )
-            },
+            **{f"at_{threshold}": point for threshold, point in points.items()},
         }
 
     names = list(train)
@@ -229,50 +223,13 @@ def domain_sets() -> list[DomainSet]:
     return sets
 
 
-def served_scores(
-    texts: Sequence[str],
-    on_stage: Callable[[str], object] = print,
-    model_version: str | None = None,
-) -> tuple[np.ndarray, str]:
-    """Both heads' scores from the served configuration (the router), cached per build;
-    ``model_version`` puts another English build in front of the router."""
-    from models.serving.artefacts import multilingual_version, riskstream_cache_dir
-    from models.serving.factory import create_handler
-    from models.training.evaluate import score_texts
-
-    handler = create_handler("auto", model_version, chinese_model_version=multilingual_version())
-    digest = hashlib.sha256("\n".join(texts).encode()).hexdigest()[:16]
-    cache = riskstream_cache_dir() / "eval-scores" / f"domains-{handler.model_version}-{digest}.npy"
-    if cache.exists():
-        on_stage(f"{len(texts)} scores from {cache}")
-        return np.load(cache), handler.model_version
-    on_stage(f"scoring {len(texts)} texts with {handler.model_version}")
-    scores = score_texts(handler, handler.load_model(), list(texts)).astype(np.float64)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    np.save(cache, scores)
-    return scores, handler.model_version
-
-
 def embed(
     network: Any, tokenizer: Any, texts: Sequence[str], max_length: int = MAX_LENGTH
 ) -> np.ndarray:
-    """Mean-pooled encoder vectors, longest texts first in batches of 64 (less padding)."""
-    import torch
+    """Mean-pooled unit-length vectors, as the heads read them (the baseline's encoder loop)."""
+    from models.training.train import encode_texts
 
-    from models.serving.tokenizer import pad_arrays
-
-    ids = tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
-    order = np.argsort([-len(row) for row in ids], kind="stable")
-    out = np.zeros((len(texts), 384), dtype=np.float32)
-    with torch.inference_mode():
-        for start in range(0, len(order), 64):
-            chosen = order[start : start + 64]
-            arrays = pad_arrays([ids[i] for i in chosen], tokenizer.pad_token_id)
-            vectors = network.embed(
-                torch.from_numpy(arrays["input_ids"]), torch.from_numpy(arrays["attention_mask"])
-            )
-            out[chosen] = vectors.numpy()
-    return out
+    return encode_texts(network, tokenizer, texts, max_length, EMBED_BATCH)
 
 
 # --------------------------------------------------------------------------- the evaluation
@@ -421,7 +378,7 @@ def run_domain_eval(
         for part, part_texts in (("fit", domain.fit_texts), ("test", domain.test_texts)):
             spans[domain.name][part] = slice(len(texts), len(texts) + len(part_texts))
             texts.extend(part_texts)
-    all_scores, served_version = served_scores(texts, on_stage, model_version)
+    all_scores, served_version, _ = served_scores(texts, "domains", on_stage, model_version)
     scores = {
         name: {part: all_scores[span] for part, span in parts.items()}
         for name, parts in spans.items()

@@ -187,14 +187,15 @@ def encode_texts(
     model: EncoderWithHeads,
     tokenizer: Any,
     texts: Sequence[str],
-    recipe: Recipe,
+    max_length: int,
+    batch_size: int,
     on_batch: Callable[[int], object] | None = None,
 ) -> np.ndarray:
     """Unit-length embeddings ``(len(texts), 384)`` in input order."""
-    token_ids = tokenize(tokenizer, texts, recipe.max_length)
+    token_ids = tokenize(tokenizer, texts, max_length)
     out = np.zeros((len(texts), model.heads[HEAD_NAMES[0]].in_features), dtype=np.float32)
     with torch.inference_mode():
-        for indices in _length_sorted_batches(token_ids, recipe.encode_batch_size):
+        for indices in _length_sorted_batches(token_ids, batch_size):
             batch = pad_batch([token_ids[i] for i in indices], tokenizer.pad_token_id)
             out[indices] = model.embed(**batch).numpy()
             if on_batch is not None:
@@ -231,7 +232,12 @@ def embed_datasets(
             for key in missing:
                 bar.update(task, description=f"encoding {key}")
                 array = encode_texts(
-                    model, tokenizer, texts[key], recipe, lambda n: bar.advance(task, n)
+                    model,
+                    tokenizer,
+                    texts[key],
+                    recipe.max_length,
+                    recipe.encode_batch_size,
+                    lambda n: bar.advance(task, n),
                 )
                 _save_array(paths[key], array)
     return {key: np.load(path) for key, path in paths.items()}

@@ -228,34 +228,15 @@ def _corpus_rows(domain: str) -> list[tuple[str, bool]]:
 
 
 def score_corpus(domain: str, on_stage: Callable[[str], object] = print) -> ScoredCorpus:
-    """Score a corpus once per model build; the scores are cached beside the model cache,
-    since the tuning grid and the evaluation both replay the same texts many times."""
-    import hashlib
-
-    from models.serving.artefacts import multilingual_version, riskstream_cache_dir
-    from models.serving.factory import create_handler
-    from models.training.evaluate import score_texts
+    """Score a corpus once per model build (cached: the tuning grid and the evaluation both
+    replay the same texts many times)."""
+    from models.training.evaluate import served_scores
 
     rows = _corpus_rows(domain)
-    texts = [text for text, _ in rows]
     labels = np.array([negative for _, negative in rows])
-    # as a worker serves by default: Chinese text to the multilingual build, the rest not
-    handler = create_handler("auto", chinese_model_version=multilingual_version())
-    digest = hashlib.sha256("\n".join(texts).encode()).hexdigest()[:16]
-    name = f"{domain}-{handler.model_version}-{type(handler).__name__}-{digest}.npy"
-    cache = riskstream_cache_dir() / "eval-scores" / name
-    cached = cache.exists()
-    if cached:
-        on_stage(f"{domain}: {len(texts)} scores from {cache}")
-        p_negative = np.load(cache)
-    else:
-        model = handler.load_model()
-        on_stage(f"scoring {len(texts)} {domain} texts with {handler.model_version}")
-        scores = score_texts(handler, model, texts)
-        p_negative = scores[:, HEAD_NAMES.index("sentiment_negative")].astype(np.float64)
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        np.save(cache, p_negative)
-    return ScoredCorpus(domain, labels, p_negative, handler.model_version, cached)
+    scores, version, cached = served_scores([text for text, _ in rows], domain, on_stage)
+    p_negative = scores[:, HEAD_NAMES.index("sentiment_negative")]
+    return ScoredCorpus(domain, labels, p_negative, version, cached)
 
 
 def simulated_traffic(
@@ -522,17 +503,19 @@ def evaluate_surge(on_stage: Callable[[str], object] = print) -> dict[str, Any]:
         for domain, corpus in corpora.items()
         for rate in SURGE_RATES
     }
-    on_stage("larger bursts: 15 and 20 negative texts")
-    sizes = {
-        size: {
+
+    def product_totals(**options: Any) -> dict[str, Any]:
+        """Every cell's product-level totals over the report seeds, with ``options`` passed
+        to :func:`simulate_surges`."""
+        return {
             cell: _total(
                 {
                     seed: simulate_surges(
                         corpora[cell.split("@")[0]],
                         surge.DEFAULT,
                         rate_per_hour=float(cell.split("@")[1]),
-                        burst_size=size,
                         seed=seed,
+                        **options,
                     )
                     for seed in REPORT_SEEDS
                 },
@@ -540,26 +523,12 @@ def evaluate_surge(on_stage: Callable[[str], object] = print) -> dict[str, Any]:
             )
             for cell in cells
         }
-        for size in (15, 20)
-    }
+
+    on_stage("larger bursts: 15 and 20 negative texts")
+    sizes = {size: product_totals(burst_size=size) for size in (15, 20)}
     on_stage("counting thresholds: 0.5 against the neutral band's upper edge")
     counting = {
-        f"{threshold:g}": {
-            cell: _total(
-                {
-                    seed: simulate_surges(
-                        corpora[cell.split("@")[0]],
-                        surge.DEFAULT,
-                        rate_per_hour=float(cell.split("@")[1]),
-                        seed=seed,
-                        negative_threshold=threshold,
-                    )
-                    for seed in REPORT_SEEDS
-                },
-                "product",
-            )
-            for cell in cells
-        }
+        f"{threshold:g}": product_totals(negative_threshold=threshold)
         for threshold in COUNTING_THRESHOLDS
     }
     sweep = {

@@ -222,27 +222,35 @@ def test_a_multi_year_replay_plots_fast_and_visibly(tmp_path) -> None:
     assert alerts_over_time(ReplayOutputs(), tmp_path / "none.png") is None
 
 
-def test_text_alerts_are_also_judged_per_input_language() -> None:
+def _labelled_reviews(rows: list[tuple[str, str, bool, float]]) -> tuple[list, dict]:
+    """``(event id, text, labelled negative, P(negative))`` reviews through ``build_report``
+    -> (input facts, report)."""
+
     def review(event_id: str, text: str, negative: bool) -> ReplayRecord:
         body = {"event_id": event_id, "member_id": "m", "event_time": "2026-11-23T10:00:00Z",
                 "text": text, "label": {"negative": negative}}  # fmt: skip
         return ReplayRecord("reviews", b"m", orjson.dumps(body))
 
+    facts = [input_facts(review(i, text, negative)) for i, text, negative, _ in rows]
+    outputs = ReplayOutputs()
+    for event_id, _, _, p in rows:
+        outputs.scored.append({"event_id": event_id, "event_type": "review",
+                               "scores": {"sentiment_negative": p}})  # fmt: skip
+    report = build_report(
+        facts, outputs, thresholds=THRESHOLDS, status="complete", elapsed_s=1.0, meta={}
+    )
+    return facts, report
+
+
+def test_text_alerts_are_also_judged_per_input_language() -> None:
     inputs = [
         ("e1", "stale and awful", True, 0.9),
         ("e2", "lovely tea", False, 0.2),
         ("z1", "质量很差 要求退货", True, 0.3),  # a Chinese negative the model missed
         ("z2", "非常好 五星好评", False, 0.1),
     ]
-    facts = [input_facts(review(i, text, negative)) for i, text, negative, _ in inputs]
+    facts, report = _labelled_reviews(inputs)
     assert [f.language for f in facts] == ["en", "en", "zh", "zh"]
-    outputs = ReplayOutputs()
-    for event_id, _, _, p in inputs:
-        outputs.scored.append({"event_id": event_id, "event_type": "review",
-                               "scores": {"sentiment_negative": p}})  # fmt: skip
-    report = build_report(
-        facts, outputs, thresholds=THRESHOLDS, status="complete", elapsed_s=1.0, meta={}
-    )
     by_language = report["labelled_by_language"]["negative_review"]
     assert by_language["en"]["accuracy_at_0_5"] == 1.0
     assert by_language["zh"]["accuracy_at_0_5"] == 0.5
@@ -263,25 +271,12 @@ def test_one_language_gives_no_language_table() -> None:
 def test_the_report_calibrates_each_text_alert_to_the_replayed_labels() -> None:
     """Per language, the lowest threshold holding precision 0.90 on this traffic, with enough
     flagged events; none where the language's scores never reach it."""
-
-    def review(event_id: str, text: str, negative: bool) -> ReplayRecord:
-        body = {"event_id": event_id, "member_id": "m", "event_time": "2026-11-23T10:00:00Z",
-                "text": text, "label": {"negative": negative}}  # fmt: skip
-        return ReplayRecord("reviews", b"m", orjson.dumps(body))
-
     rows = []
     for n in range(40):  # English: negatives score 0.70-0.89, positives 0.60 and below
         rows.append((f"e{n}", "awful tea", n < 30, 0.7 + 0.006 * n if n < 30 else 0.6 - 0.01 * n))
     for n in range(40):  # Chinese: the scores do not separate the labels
         rows.append((f"z{n}", "质量很差", n % 2 == 0, 0.5 + 0.01 * (n % 7)))
-    facts = [input_facts(review(i, text, negative)) for i, text, negative, _ in rows]
-    outputs = ReplayOutputs()
-    for event_id, _, _, p in rows:
-        outputs.scored.append({"event_id": event_id, "event_type": "review",
-                               "scores": {"sentiment_negative": p}})  # fmt: skip
-    report = build_report(
-        facts, outputs, thresholds=THRESHOLDS, status="complete", elapsed_s=1.0, meta={}
-    )
+    _, report = _labelled_reviews(rows)
     by_language = report["labelled_by_language"]["negative_review"]
     english = by_language["en"]["threshold_for_precision"]
     # flagging down to 0.28 takes all 30 negatives and 3 positives: 30 / 33 = 0.91
