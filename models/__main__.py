@@ -340,5 +340,19 @@ def eval_domains_command(
         console.print(f"wrote {json_out}")
 
 
+@cli.command("adapt-curve")
+@click.option(
+    "--doc", type=click.Path(path_type=Path), default=Path("docs/evaluation.md"), show_default=True
+)
+@click.option("--sizes", default="100,300,500,1000", show_default=True, help="Label counts.")
+@click.option("--draws", type=int, default=3, show_default=True)
+def adapt_curve_command(doc: Path, sizes: str, draws: int) -> None:
+    """Learning curves of `riskstream adapt` on never-seen sets: PR-AUC and recall at
+    precision 0.90 with n operator labels (-> docs/evaluation.md, bench/results/)."""
+    from models.training.adapt_curve import main
+
+    main(doc, tuple(int(n) for n in sizes.split(",")), draws)
+
+
 if __name__ == "__main__":
     cli()

@@ -9,6 +9,13 @@ from __future__ import annotations
 #: What platforms produce: one topic per event type.
 INPUT_TOPICS: tuple[str, ...] = ("reviews", "chats", "transactions")
 
+#: What analysts decide about scored events and alerts (``schemas/labels.v1.schema.json``),
+#: keyed ``<event_id>|<head>`` and compacted, so re-labelling an event keeps the latest.
+LABELS = "labels"
+#: The champion build per route (English, multilingual), with its history: keyed by route and
+#: compacted; every worker reads all of it (``stream/core/registry.py``).
+MODEL_REGISTRY = "model-registry"
+
 #: Valid events (text already scored) re-keyed by member, co-partitioned with the member table.
 MEMBER_EVENTS = "riskstream-member-events"
 #: Review and chat mentions re-keyed by product or brand, for the surge detector.
@@ -39,4 +46,6 @@ TOPIC_CONFIGS: dict[str, dict[str, str]] = {
     **{name: {} for name in INPUT_TOPICS + INTERNAL_TOPICS},
     **{name: {} for name in OUTPUT_TOPICS},
     MEMBER_PROFILES: {"cleanup.policy": "compact"},
+    LABELS: {"cleanup.policy": "compact"},
+    MODEL_REGISTRY: {"cleanup.policy": "compact"},
 }

@@ -29,6 +29,8 @@ STUDENT_FAMILY = "minilm-l6-student"
 CARD_FILE = "card.json"
 HEADS_FILE = "heads.safetensors"
 STUDENT_FILE = "student.safetensors"
+#: An adapted build's bundle (``models.serving.adapted``): heads and calibration over a base.
+ADAPTED_FILE = "adapted.json"
 #: sha256 of ``models/distilled/student.safetensors``: the served weights.
 STUDENT_SHA256 = "71847b5b1f4fd8ba5735e3d4928c72031c055f9ac71c56ed53c9abb500608f7c"
 #: What the student file replaces in the base encoder; everything else (embeddings) is frozen.
@@ -94,7 +96,7 @@ def artefact_dir(version: str | None = None, cache_dir: Path | None = None) -> P
 
 def is_built(path: Path) -> bool:
     """The card is written last, so its presence means the build completed."""
-    weights = (path / HEADS_FILE).is_file() or (path / STUDENT_FILE).is_file()
+    weights = any((path / name).is_file() for name in (HEADS_FILE, STUDENT_FILE, ADAPTED_FILE))
     return (path / CARD_FILE).is_file() and weights
 
 

@@ -53,7 +53,8 @@ def _tensorrt(artefact_path: Path | None, **options: Any) -> ModelHandler:
 def _stub(artefact_path: Path | None, **options: Any) -> ModelHandler:
     from models.serving.backends.stub import StubHandler
 
-    return StubHandler()  # no model, so no token bound either
+    # no model, so no token bound either; it answers as the build asked for
+    return StubHandler(version=artefact_path.name if artefact_path else None)
 
 
 #: Backend name -> constructor. Constructors import lazily so unused engines are never loaded.
@@ -178,5 +179,11 @@ def create_handler(
     if name in _SPINNING_BACKENDS and not spin_wait:
         options["spin_wait"] = False
     handler = BACKENDS[name](path, **options)
+    if path is not None and name != "stub":
+        from models.serving.adapted import CalibratedHandler, calibration_of
+
+        calibration = calibration_of(path)  # an adapted build serves calibrated scores
+        if calibration:
+            handler = CalibratedHandler(handler, calibration)
     log.info("model backend %s (%s), model_version=%s", name, reason, handler.model_version)
     return handler

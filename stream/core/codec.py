@@ -38,6 +38,8 @@ TOPICS = (
     "member-profiles",
     "dead-letter",
     "shadow-scores",
+    "labels",
+    "model-registry",
     "riskstream-member-events",
     "riskstream-subject-events",
 )

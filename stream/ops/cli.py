@@ -502,3 +502,13 @@ def eval_fraud(doc: Path) -> None:
 def eval_surge(doc: Path) -> None:
     """Real reviews as background + injected negative bursts: recall, false alerts, delay."""
     _run_evaluation("surge", "Public-opinion surges", doc)
+
+
+from stream.ops.registry_cli import models_group  # noqa: E402 (registered last: it imports _fail)
+
+main.add_command(models_group, "models")
+
+from stream.ops.labels_cli import adapt, labels_group  # noqa: E402 (they import _fail, _settings)
+
+main.add_command(labels_group, "labels")
+main.add_command(adapt, "adapt")

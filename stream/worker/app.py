@@ -38,6 +38,7 @@ from stream.security import KafkaSecurity
 from stream.topics import (
     INPUT_TOPICS,
     INTERNAL_TOPICS,
+    LABELS,
     MEMBER_EVENTS,
     MEMBER_TABLE,
     OUTPUT_TOPICS,
@@ -277,7 +278,7 @@ def build_app(
             **options,
         )
 
-    topics = {name: raw_topic(name) for name in INPUT_TOPICS + OUTPUT_TOPICS}
+    topics = {name: raw_topic(name) for name in (*INPUT_TOPICS, *OUTPUT_TOPICS, LABELS)}
     topics.update({name: raw_topic(name, internal=True) for name in INTERNAL_TOPICS})
     # Values are plain JSON dicts (value_type=dict breaks changelog recovery).
     member_table = app.Table(
@@ -326,6 +327,17 @@ def build_app(
     stages.partitions_of = lambda logical: app.consumer.topic_partitions(settings.topic(logical))
     metrics.IN_FLIGHT.set_function(stages.in_flight.qsize)
     worker = Worker(settings, app, ledger, stages, topics)
+    from stream.worker.champion import ChampionFollower, from_settings_factory
+
+    # the registry's champion per route, switched into the batcher without a restart, and its
+    # challenger, shadowed (stages.shadow) without a restart
+    champions = ChampionFollower(
+        settings,
+        batcher,
+        stages,
+        from_settings_factory(settings, handler_factory),
+        send_best_effort=send_best_effort,
+    )
 
     def edge_agent(logical_topic: str) -> None:
         async def agent(stream: StreamT) -> None:
@@ -344,6 +356,19 @@ def build_app(
 
     for logical_topic in INPUT_TOPICS:
         edge_agent(logical_topic)
+
+    @app.agent(topics[LABELS], name="check_labels")
+    async def check_labels(stream: StreamT) -> None:
+        """Operator labels: an invalid one goes to dead-letter with its reason, a valid one is
+        counted (``riskstream labels build-set`` reads the topic itself)."""
+        manual = stream.noack()
+        async for event, admission in worker.delivered(manual):
+            try:
+                await stages.check_label(worker.raw_record(LABELS, event))
+            except Exception as exc:
+                fatal(exc, f"label at {event.message.tp} offset {event.message.offset}")
+            ledger.complete(admission)
+            await manual.ack(event)
 
     @app.agent(topics[MEMBER_EVENTS], name="track_member_activity")
     async def track_member_activity(stream: StreamT) -> None:
@@ -379,20 +404,30 @@ def build_app(
 
     @app.task
     async def load_models() -> None:
-        """Both models, off the event loop, before any member event is processed."""
+        """Both models, off the event loop, before any member event is processed; the text
+        model is the registry's champion (read first, bounded) or the configured build."""
+        await champions.adopt()
         await batcher.start()
         stages.fraud_scorer = await asyncio.to_thread(fraud_scorer_factory)
         stages.models_ready.set()
+        served = batcher.handler
         metrics.MODEL_LOAD_SECONDS.set(batcher.model_load_seconds or 0.0)
+        metrics.MODEL_INFO.clear()
         metrics.MODEL_INFO.labels(
-            type(handler).__name__, handler.model_version, model_precision(handler)
+            type(served).__name__, served.model_version, model_precision(served)
         ).set(1)
         metrics.MODEL_MAX_BATCH_SIZE.set(batcher.max_batch_size)
-        logger.info("model %s loaded in %.2fs", handler.model_version, batcher.model_load_seconds)
+        logger.info("model %s loaded in %.2fs", served.model_version, batcher.model_load_seconds)
         if shadow is not None and await shadow.start():
             metrics.SHADOW_MODEL_INFO.labels(
                 type(shadow_handler).__name__, shadow.version, shadow.precisions[1]
             ).set(1)
+        champions.shadow_ready.set()  # registry challengers from now on
+
+    @app.task
+    async def follow_champions() -> None:
+        """New champions in model-registry, served from the next batch on."""
+        await champions.follow()
 
     @app.task
     async def watch() -> None:

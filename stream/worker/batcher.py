@@ -1,8 +1,11 @@
 """One shared micro-batcher: texts from every text agent are coalesced into model batches.
 
 A batch closes when it reaches ``max_batch_size`` or ``max_wait_s`` after its first text,
-whichever comes first. Tokenisation and inference run in a single worker thread, never on the
-event loop. Backpressure is a limit, not a sleep: at most ``max_pending`` texts may be queued or
+whichever comes first. The build can change while it runs (:meth:`MicroBatcher.swap`, a new
+champion): each batch takes the handler and its loaded model as one pair when it starts, so a
+text is scored once, by one build, and a batch under way finishes on the build it started
+with. Tokenisation and inference run in a single worker thread, never on the event loop.
+Backpressure is a limit, not a sleep: at most ``max_pending`` texts may be queued or
 in flight, and ``score()`` waits for room beyond that, which stalls the calling agent.
 """
 
@@ -48,6 +51,7 @@ class MicroBatcher:
         self._wakeup = asyncio.Event()
         self._ready = asyncio.Event()
         self._model: Any = None
+        self._preloaded = False
         self._task: asyncio.Task[None] | None = None
         self.model_load_seconds: float | None = None
 
@@ -63,12 +67,30 @@ class MicroBatcher:
         """Load the model off the loop, then start the batching loop."""
         if self._task is not None:
             return
-        loop = asyncio.get_running_loop()
-        started = self._clock()
-        self._model = await loop.run_in_executor(self._executor, self.handler.load_model)
-        self.model_load_seconds = self._clock() - started
+        if not self._preloaded:
+            loop = asyncio.get_running_loop()
+            started = self._clock()
+            self._model = await loop.run_in_executor(self._executor, self.handler.load_model)
+            self.model_load_seconds = self._clock() - started
         self._task = asyncio.create_task(self._run(), name="micro-batcher")
         self._ready.set()
+
+    def use(
+        self, handler: ModelHandler[Any], model: Any = None, load_seconds: float | None = None
+    ) -> None:
+        """Before :meth:`start`: serve ``handler`` instead, e.g. the registry's champion, so a
+        restarted worker never loads the configured build first. With its loaded ``model``,
+        ``start`` does not load it again."""
+        if self._task is not None:
+            raise RuntimeError("the batcher is running: swap() a loaded model in instead")
+        self.handler, self._model = handler, model
+        self._preloaded = model is not None
+        self.model_load_seconds = load_seconds
+
+    def swap(self, handler: ModelHandler[Any], model: Any) -> None:
+        """Serve ``handler`` with its loaded ``model`` from the next batch on. Synchronous, so
+        on the event loop the pair changes between two batches, never inside one."""
+        self.handler, self._model = handler, model
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -120,11 +142,12 @@ class MicroBatcher:
         loop = asyncio.get_running_loop()
         while True:
             batch = await self._next_batch()
+            handler, model = self.handler, self._model  # one pair for the whole batch
             texts = [text for text, _ in batch]
             started = self._clock()
             try:
                 results = await loop.run_in_executor(
-                    self._executor, self.handler.run_inference, texts, self._model
+                    self._executor, handler.run_inference, texts, model
                 )
                 if len(results) != len(texts):
                     raise RuntimeError(f"backend returned {len(results)} results for {len(texts)}")

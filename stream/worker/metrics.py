@@ -14,6 +14,11 @@ EVENTS_CONSUMED = Counter(
 DEAD_LETTERS = Counter(
     "riskstream_stream_dead_letters", "Input records sent to the dead-letter topic.", ["reason"]
 )
+LABELS_RECEIVED = Counter(
+    "riskstream_labels_received",
+    "Valid operator labels read from the labels topic (invalid ones are dead letters).",
+    ["head", "value"],
+)
 SCORED_EVENTS = Counter(
     "riskstream_stream_scored_events", "Records published to scored-events.", ["event_type"]
 )
@@ -110,6 +115,13 @@ SHADOW_ABS_DIFF = Histogram(
     ["head"],
     buckets=(0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0),
 )
+CHAMPION_SWITCHES = Counter(
+    "riskstream_model_champion_switches",
+    "New champions read from model-registry, per route, by outcome: switched (served from the "
+    "next batch), failed (the build did not materialise or load: the old one goes on), "
+    "ignored (a route this worker does not serve).",
+    ["route", "outcome"],
+)
 REBALANCES = Counter("riskstream_worker_rebalances", "Partition assignments this worker received.")
 READY = Gauge(
     "riskstream_worker_ready",
@@ -142,6 +154,9 @@ def _initialise_label_series() -> None:
         ALERTS.labels(alert_type)
     for reason in ("behind", "loading", "error"):
         SHADOW_DROPPED.labels(reason)
+    for route in ("english", "multilingual"):
+        for outcome in ("switched", "failed", "ignored"):
+            CHAMPION_SWITCHES.labels(route, outcome)
 
 
 _initialise_label_series()

@@ -33,9 +33,10 @@ from aiokafka.partitioner import murmur2
 
 from models.serving.base import ModelHandler, PredictionResult
 from stream.config import Settings
-from stream.core.codec import encode
+from stream.core.codec import ValidationError, encode
 from stream.core.delivery import Admission, DeliveryLedger
 from stream.core.errors import FailurePolicy, fatal
+from stream.core.labels import decode_label
 from stream.core.member import Output, member_step, pack_mentions
 from stream.core.profiles import expired
 from stream.core.steps import (
@@ -211,6 +212,15 @@ class Stages:
         else:
             for packed in pack_mentions(said):
                 await self.send(packed.topic, packed.key, packed.value)
+
+    async def check_label(self, record: RawRecord) -> None:
+        """A ``labels`` record: dead-lettered with its reason when invalid, else counted."""
+        try:
+            label = decode_label(record.key, record.value)
+        except ValidationError as error:
+            await self.publish_dead_letter(InvalidEvent(record, error))
+            return
+        metrics.LABELS_RECEIVED.labels(label.head, label.value).inc()
 
     # -- edge -----------------------------------------------------------------------------
 

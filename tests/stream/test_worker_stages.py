@@ -329,8 +329,13 @@ def test_build_app_registers_every_agent_and_loads_no_model(tmp_path: Path) -> N
         "score_transactions",
         "track_member_activity",
         "detect_opinion_surges",
+        "check_labels",
     }
-    assert {t.get_topic_name() for t in worker.topics.values()} >= {"x.reviews", "x.alerts"}
+    assert {t.get_topic_name() for t in worker.topics.values()} >= {
+        "x.reviews",
+        "x.alerts",
+        "x.labels",
+    }
     assert handler.loads == 0 and not loaded  # both load in the startup task
     assert set(worker.readiness()) == {
         "model_loaded",

@@ -27,11 +27,16 @@ def stub_scores(text: str) -> TextScores:
 
 
 class StubHandler(ModelHandler[str]):
-    """Keyword-and-hash scores, no weights, no tokenizer."""
+    """Keyword-and-hash scores, no weights, no tokenizer. ``version``: the build it claims to
+    be (the factory passes the requested build's name, so two "builds" can run side by side,
+    e.g. a champion and a shadowed challenger); default ``stub-1``."""
+
+    def __init__(self, version: str | None = None) -> None:
+        self._version = version or "stub-1"
 
     @property
     def model_version(self) -> str:
-        return "stub-1"
+        return self._version
 
     def load_model(self) -> str:
         return "stub"
