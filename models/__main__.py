@@ -346,12 +346,13 @@ def eval_domains_command(
 )
 @click.option("--sizes", default="100,300,500,1000", show_default=True, help="Label counts.")
 @click.option("--draws", type=int, default=3, show_default=True)
-def adapt_curve_command(doc: Path, sizes: str, draws: int) -> None:
+@click.option("--rerender", is_flag=True, help="Re-render the section from the last JSON.")
+def adapt_curve_command(doc: Path, sizes: str, draws: int, rerender: bool) -> None:
     """Learning curves of `riskstream adapt` on never-seen sets: PR-AUC and recall at
     precision 0.90 with n operator labels (-> docs/evaluation.md, bench/results/)."""
     from models.training.adapt_curve import main
 
-    main(doc, tuple(int(n) for n in sizes.split(",")), draws)
+    main(doc, tuple(int(n) for n in sizes.split(",")), draws, rerender)
 
 
 if __name__ == "__main__":

@@ -172,8 +172,8 @@ class ScoredEvent:
 @dataclass(frozen=True, slots=True)
 class JoinResult:
     rows: list[dict[str, Any]]
-    #: Labels left out, by why: no scored event with that id, or a head that does not fit the
-    #: event's type (a scam label on a transaction).
+    #: Labels left out, by why: no scored event with that id, a head that does not fit the
+    #: event's type (a scam label on a transaction), or a surge alert's label.
     unmatched: dict[str, int]
 
 
@@ -182,8 +182,11 @@ def labelled_rows(
 ) -> JoinResult:
     """Join each latest label with its scored event; rows sorted by (event_id, head), so the
     same inputs give the same rows."""
-    rows, unmatched = [], {"no_scored_event": 0, "head_does_not_fit": 0}
+    rows, unmatched = [], {"no_scored_event": 0, "head_does_not_fit": 0, "surge_alert": 0}
     for (event_id, head), label in sorted(labels.items()):
+        if head == "surge":  # an alert's label: kept on the topic, no text to fit heads on
+            unmatched["surge_alert"] += 1
+            continue
         event = scored.get(event_id)
         if event is None:
             unmatched["no_scored_event"] += 1

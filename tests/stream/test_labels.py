@@ -87,6 +87,7 @@ def test_join_uses_served_text_and_counts_what_it_leaves_out() -> None:
             label("c1", "scam", "2026-11-23T10:00:00Z", head="scam"),
             label("t1", "scam", "2026-11-23T10:00:00Z", head="scam"),
             label("gone", "negative", "2026-11-23T10:00:00Z"),
+            label("alert-9", "true_alarm", "2026-11-23T10:00:00Z", head="surge"),
         ]
     )
     scored = {
@@ -100,7 +101,7 @@ def test_join_uses_served_text_and_counts_what_it_leaves_out() -> None:
         ("r1", "sentiment", 1, 0.9),
     ]
     assert joined.rows[0]["language"] == "zh" and joined.rows[1]["language"] == "en"
-    assert joined.unmatched == {"no_scored_event": 1, "head_does_not_fit": 1}
+    assert joined.unmatched == {"no_scored_event": 1, "head_does_not_fit": 1, "surge_alert": 1}
     assert language_of("OK 👍") == "en"
 
 
@@ -154,3 +155,45 @@ def test_the_same_inputs_give_the_same_file(tmp_path: Path) -> None:
     assert three.name != one.name
     with pytest.raises(ops.LabelsError, match="no label matched"):
         ops.build_set(labels, {}, 0, tmp_path / "d")
+
+
+def test_a_set_from_a_replays_outputs(tmp_path: Path) -> None:
+    """``build-set --replay DIR --input FILE``: scores from the replay, texts from its input."""
+    review = {
+        "topic": "reviews",
+        "value": {
+            "event_id": "r1",
+            "member_id": "m1",
+            "event_time": "2026-11-23T10:00:00Z",
+            "product_id": "p1",
+            "text": "Arrived broken, call +1 415 555 0100",
+        },
+    }
+    chat_value = {**review["value"], "event_id": "c1", "conversation_id": "k1"}
+    chat_value.update(sender_role="merchant", text="pay off-platform")
+    chat = {**review, "topic": "chats", "value": chat_value}
+    (tmp_path / "input.jsonl").write_bytes(
+        orjson.dumps(review) + b"\n" + orjson.dumps(chat) + b"\n"
+    )
+    outputs = tmp_path / "replay" / "outputs-a"
+    outputs.mkdir(parents=True)
+    scored = [
+        {"event_id": "r1", "event_type": "review", "scores": {"sentiment_negative": 0.8},
+         "model_version": "v1"},
+        {"event_id": "c1", "event_type": "chat", "scores": {"scam_risk": 0.95},
+         "model_version": "v1"},
+    ]  # fmt: skip
+    (outputs / "scored-events.jsonl").write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in scored))
+    events = ops.from_replay(tmp_path / "replay", tmp_path / "input.jsonl")
+    assert events["r1"].text.startswith("Arrived broken") and "555" not in events["r1"].text
+    labels = latest_labels(
+        [label("r1", "negative", "2026-11-23T11:00:00Z"),
+         label("c1", "scam", "2026-11-23T11:00:00Z", head="scam")]
+    )  # fmt: skip
+    _, facts = ops.build_set(labels, events, 0, tmp_path / "set")
+    assert facts["rows"] == 2 and facts["by_head_language"] == {
+        "scam/en": {"scam": 1},
+        "sentiment/en": {"negative": 1},
+    }
+    with pytest.raises(ops.LabelsError, match="replay's output folder"):
+        ops.from_replay(tmp_path, tmp_path / "input.jsonl")
