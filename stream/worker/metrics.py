@@ -115,11 +115,14 @@ SHADOW_ABS_DIFF = Histogram(
     ["head"],
     buckets=(0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0),
 )
+CHAMPION_OUTCOMES = ("switched", "failed", "ignored")
+CHALLENGER_OUTCOMES = ("shadowed", "unshadowed", "shadow_failed")
 CHAMPION_SWITCHES = Counter(
     "riskstream_model_champion_switches",
-    "New champions read from model-registry, per route, by outcome: switched (served from the "
-    "next batch), failed (the build did not materialise or load: the old one goes on), "
-    "ignored (a route this worker does not serve).",
+    "Changes read from model-registry, per route, by outcome: switched (a new champion, served "
+    "from the next batch), failed (the build did not materialise or load: the old one goes on), "
+    "ignored (a route this worker does not serve), shadowed / unshadowed / shadow_failed (a "
+    "challenger started, stopped, or failed to load).",
     ["route", "outcome"],
 )
 REBALANCES = Counter("riskstream_worker_rebalances", "Partition assignments this worker received.")
@@ -155,8 +158,13 @@ def _initialise_label_series() -> None:
     for reason in ("behind", "loading", "error"):
         SHADOW_DROPPED.labels(reason)
     for route in ("english", "multilingual"):
-        for outcome in ("switched", "failed", "ignored"):
+        for outcome in (*CHAMPION_OUTCOMES, *CHALLENGER_OUTCOMES):
             CHAMPION_SWITCHES.labels(route, outcome)
+    from stream.core.labels import HEAD_VALUES
+
+    for head, values in HEAD_VALUES.items():
+        for value in values:
+            LABELS_RECEIVED.labels(head, value)
 
 
 _initialise_label_series()

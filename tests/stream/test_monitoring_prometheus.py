@@ -106,6 +106,9 @@ LABEL_VALUES = {
     "head": ["sentiment_negative", "scam_risk"],
     "decision": ["label", "alert"],
     "agree": ["true", "false"],
+    "value": ["negative", "scam"],
+    "route": ["english", "multilingual"],
+    "outcome": ["switched", "shadowed"],
 }
 
 

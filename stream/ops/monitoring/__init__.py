@@ -93,6 +93,15 @@ WORKER_METRICS: tuple[Metric, ...] = (
         "champion vs challenger decisions",
     ),
     Metric("riskstream_shadow_score_abs_diff", "histogram", ("head",), "|champion - challenger|"),
+    Metric(
+        "riskstream_labels_received_total", "counter", ("head", "value"), "valid operator labels"
+    ),
+    Metric(
+        "riskstream_model_champion_switches_total",
+        "counter",
+        ("route", "outcome"),
+        "model-registry changes this worker acted on (champions and challengers)",
+    ),
     Metric("riskstream_worker_rebalances_total", "counter", (), "consumer group rebalances"),
     Metric("riskstream_worker_ready", "gauge", (), "model loaded, partitions assigned, recovered"),
     # prometheus_client's default process collector

@@ -400,6 +400,28 @@ def build() -> model.Dashboard:
                 w=8,
             )
         )
+        .with_panel(
+            _timeseries(
+                "Operator labels and registry changes",
+                "Valid labels analysts sent per second by head and value (invalid ones are "
+                "dead letters), and model-registry changes the workers acted on: new champions "
+                "(switched, failed) and challengers (shadowed, unshadowed, shadow_failed).",
+                [
+                    (
+                        f"sum by (head, value) (rate(riskstream_labels_received_total{{{SEL}}}"
+                        f"[{RATE}]))",
+                        "labels {{head}}={{value}}",
+                    ),
+                    (
+                        "sum by (route, outcome) "
+                        f"(increase(riskstream_model_champion_switches_total{{{SEL}}}[{RATE}]))",
+                        "registry {{route}} {{outcome}}",
+                    ),
+                ],
+                "short",
+                w=8,
+            )
+        )
         # Errors and alerts
         .with_row(dash.Row("Errors and alerts"))
         .with_panel(
