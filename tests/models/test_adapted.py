@@ -135,3 +135,28 @@ def test_calibration_object() -> None:
     assert out.sentiment_negative == 0.3 and out.scam_risk == pytest.approx(0.5)
     assert calibration.apply(HEAD_NAMES[1], 0.1) == 0.0
     assert json.dumps(PredictionResult("t", out, "v").model_id) == '"v"'
+
+
+def test_the_multilingual_build_adapts_too(tmp_path: Path, built_model: Path, monkeypatch) -> None:
+    """An adapted multilingual build (its own tokenizer) scores Chinese as its heads say."""
+    base_dir = artefacts.artefact_dir(artefacts.multilingual_version())
+    root = tmp_path / "cache"
+    shutil.copytree(base_dir, artefacts.artefact_dir(base_dir.name, root))
+    monkeypatch.setenv("RISKSTREAM_CACHE_DIR", str(root))
+    heads = {h: (-w, -b) for h, (w, b) in adapted.heads_of_build(base_dir).items()}
+    bundle = adapted.make_bundle(base_dir.name, heads, IDENTITY, {"negative_review": 0.7}, {})
+    assert bundle["route"] == "multilingual" and bundle["model_version"].startswith(
+        "e5-l6-adapted-"
+    )
+    adapted.materialise(bundle, root)
+    texts = ["质量很差再也不买了", "非常好用物流也快"]
+    base = create_handler("onnx-cpu", base_dir.name)
+    new = create_handler("onnx-cpu", bundle["model_version"])
+    for got, want in zip(
+        new.run_inference(texts, new.load_model()),
+        base.run_inference(texts, base.load_model()),
+        strict=True,
+    ):
+        assert got.inference.sentiment_negative == pytest.approx(
+            1 - want.inference.sentiment_negative, abs=2e-3
+        )
