@@ -1,35 +1,58 @@
-"""Mask card numbers, e-mail addresses and phone numbers before anything leaves the edge.
+"""Mask card numbers, e-mail addresses, phone numbers, national ids and IBANs before anything
+leaves the edge.
 
 Texts are masked right after decoding, so the model, the internal topic and every output see
-``[card]``/``[email]``/``[phone]`` instead; e-mail-shaped ids are hashed (or rejected). Dead
-letters keep the original bytes (nothing is lost) but masked the same way after decoding them
-in their own encoding (UTF-8, or UTF-16/32 by BOM or by their NUL bytes), so a bad record
-cannot leak PII either; bytes that decode to no text are masked aggressively (every run of 7+
-digits, every token around an ``@``, in the ASCII, UTF-16 and UTF-32 views) or, by policy,
-not kept at all.
+``[card]``/``[email]``/``[phone]``/``[id]``/``[iban]`` instead; e-mail-shaped ids are hashed (or
+rejected). Dead letters keep the original bytes (nothing is lost) but masked the same way after
+decoding them in their own encoding (UTF-8, or UTF-16/32 by BOM or by their NUL bytes), so a
+bad record cannot leak PII either; bytes that decode to no text are masked aggressively (every
+run of 7+ digits, every token around an ``@``, in the ASCII, UTF-16 and UTF-32 views) or, by
+policy, not kept at all. The dead letter's ``detail`` is masked like a text, so the counts an
+operator needs in it (``3600000 s ahead``, ``10485760 bytes``, ``offset 12345678901``) stay.
 
-What counts, and what is left alone:
+What counts, and what is left alone (measured per class on a labelled corpus of PII and
+look-alikes: ``tests/stream/pii_corpus.py``, ``bench/pii_masker.py``, ``docs/evaluation.md``):
 
-* card: 13-19 digits passing the Luhn check, one group or 4 digits then groups of 3-6 with
-  any separators (spaces, several spaces, dashes, slashes, dots), so order numbers, prices,
-  dates and lists of years are left alone;
+* card: 13-19 digits passing the Luhn check with a card network's prefix (3, 4, 5, 6,
+  2221-2720), one group or 4 digits then groups of 3-6 with any separators (spaces, several
+  spaces, dashes, slashes, dots), so order numbers, prices, dates, lists of years, parcel
+  numbers (USPS ``9400 ...``) and epoch milliseconds are left alone;
 * e-mail: ``local@domain.tld``, with U+FF20 or U+FE6B for ``@``, non-ASCII letters in the
   local part and internationalised domains (``例子.公司``, ``bücher.de``, ``xn--...``);
+* iban (``[iban]``): a country code of the IBAN registry, two check digits and the BBAN,
+  grouped by single spaces or not (``GB82 WEST 1234 5698 7654 32``, ``IBANDE89...``), of the
+  country's length and passing the ISO 7064 mod-97 check;
+* national id (``[id]``): a Chinese resident id (18 characters: region, a birth date, its
+  check character), a US SSN (``123-45-6789`` or spaced; not area 000, 666, 9xx, group 00,
+  serial 0000; 9 bare digits only after ``SSN``/``social``), a UK National Insurance number
+  (``AB 12 34 56 C``, valid prefixes only);
 * phone: what ``phonenumbers.PhoneNumberMatcher`` accepts at leniency VALID for a region of
-  :data:`PHONE_REGIONS` (international ``+...`` numbers of every region), on a folded view of
-  the text (full-width digits, en dashes, no-break spaces: ASCII), but not in national form
-  with fewer than 8 digits (``ord-0500123`` is a valid short German number), glued to a word
-  (``ord-13800138000``) or after one that names an id (``order 2461357920``), a date, or (up
-  to 10 digits) an amount (``1234567.5``, ``$ 4155552671``).
+  :data:`PHONE_REGIONS` (international ``+...`` numbers of every region, and ``00...`` or
+  after ``wa.me/``), also for :data:`MORE_PHONE_REGIONS` when written with separators or
+  after a phone word, on a folded view of the text (full-width digits, en dashes, no-break
+  spaces: ASCII). Glued to a word that says phone or to a lower-case word (``call1381...``,
+  ``WhatsApp+86...``, ``tel0791...``), to CJK or emoji, it counts. A national number does not
+  count with fewer than 8 digits (``ord-0500123`` is a valid short German number), glued to
+  capitals (``XK7712345680``) or to a word by ``-_#`` (``ord-13800138000``), after a word that
+  names an id (``order 2461357920``, ``offset``, ``P/N``), as a date, a version
+  (``10.0.19045.3693``), a count with its unit (``3600000 s``, ``4096 bytes``), (up to 10
+  digits) an amount (``1234567.5``, ``$ 4155552671``), nor as bare digits without a trunk
+  prefix, 10 or fewer or 12 and more of them, unless a phone word (``call``, ``电话``, ``📞``,
+  ...) or a phone number comes shortly before: ``7712345680`` alone is an order number as often
+  as a phone number.
 
 Every pattern runs in linear time (bounded parts, every start anchored at the start of a run):
-a 70 kB run of letters took 2.7 s with the first e-mail pattern. ``phonenumbers`` is called
-only on runs of 8+ digits (or with a ``+``), at most :data:`PHONE_BUDGET` times per text.
+a 70 kB run of letters took 2.7 s with the first e-mail pattern; 100 kB of adversarial digits
+and letters mask in well under a second (``tests/stream/test_pii.py``). ``phonenumbers`` is
+called only on runs of 8+ digits (or with a ``+``) that the checks above leave open, at most
+:data:`PHONE_BUDGET` times per text.
 """
 
 from __future__ import annotations
 
+import bisect
 import codecs
+import functools
 import hashlib
 import re
 import unicodedata
@@ -166,6 +189,10 @@ _YEARS = re.compile(r"(?:19[0-9]{2}|20[0-9]{2})+")
 #: Default regions for numbers written without ``+``; the first one found wins. International
 #: numbers (``+33 1 42 68 53 00``) are found whatever the region.
 PHONE_REGIONS: tuple[str, ...] = ("CN", "US", "GB", "DE", "FR")
+#: Regions also tried for a national number that is written with separators or parentheses
+#: (``090-1234-5678``, ``(11) 96123-4567``) or after a word that says phone: each costs a
+#: ``phonenumbers`` call, so bare digit runs (ids, counts) are not tried in all of them.
+MORE_PHONE_REGIONS: tuple[str, ...] = ("IN", "BR", "JP", "KR", "RU", "NG", "ID", "MX")
 #: A national number needs this many digits: 7-digit strings are valid short German numbers
 #: about 8 % of the time, and order numbers.
 MIN_NATIONAL_DIGITS = 8
@@ -179,13 +206,45 @@ _DATE_RUN = re.compile(
 #: A number glued to a word by ``-``, ``_`` or ``#`` is part of an identifier (``ord-0500123``,
 #: ``SKU_4155552671``), unless the word says phone.
 _ID_PREFIX = re.compile(r"(?<![A-Za-z])([A-Za-z]{1,12})[-_#]\Z")
-_PHONE_WORDS = frozenset({"tel", "phone", "mobile", "mob", "cell", "fax", "call", "sms", "wa"})
+_PHONE_WORDS = frozenset(
+    {"tel", "phone", "mobile", "mob", "cell", "fax", "call", "sms", "wa", "whatsapp", "vx", "wx"}
+)
 #: ... or follows a word that names an identifier (``order 2461357920`` is a valid US number;
 #: not "ID" nor "account": a WeChat ID or an Alipay account often is a phone number).
 _ID_WORD_BEFORE = re.compile(
-    r"(?i)(?<![A-Za-z])(?:order|ord|invoice|inv|tracking|parcel|sku|ref|reference|item|article)"
-    r"(?: ?(?:no|nr|number|id)\.?)? ?[:#]? ?\Z|(?:订单|单号|运单)号?[:#]? ?\Z"
+    r"(?i)(?<![A-Za-z])(?:order|ord|invoice|inv|tracking|parcel|sku|ref|reference|item|article"
+    r"|ticket|case|po|p/n|pn|part|model|batch|lot|ean|upc|gtin|isbn|asin|offset|lag|limit|size"
+    r"|seq|sequence|epoch|ts|timestamp|version|ver|build|v"
+    r"|bestell(?:ung|nummer|nr)?|auftrag(?:snummer)?|rechnung|commande|facture|pedido|factura"
+    r"|ordine|заказ)"
+    r"(?: ?(?:no|nr|number|id)\.?)? ?[:#=]? ?\Z"
+    r"|(?:订单|单号|运单|型号|批号|注文番号|注文|주문)号?[:#]? ?\Z"
+    r"|(?<![A-Za-z0-9])#\Z"
 )
+#: A count with its unit right after it (``3600000 s ahead``, ``10485760 bytes``, ``500 ms``):
+#: a duration, a size or a count in a log-like detail, not a phone number.
+_UNIT_AFTER = re.compile(
+    r" ?(?:ms|s|µs|us|ns|sec|secs|seconds?|mins?|minutes?|h|hrs?|hours?|days?|bytes?|B|[kKMGT]i?B"
+    r"|records?|events?|messages?|msgs|keys|rows|items|votes|reviews|times|%|秒|毫秒|字节|条)"
+    r"(?![A-Za-z])"
+)
+#: Words that say a phone number follows (up to :data:`_CUE_SPAN` characters before it), in
+#: the languages of the corpus. A national number written as bare digits (``4155552671``) is
+#: one only after such a word: without it, it reads as an order or ticket number.
+_PHONE_CUE = re.compile(
+    r"(?i)(?:(?<![A-Za-z])(?:tel|tele|phone|call|ring|mobile|mob|cell|whats ?app|wa|sms|text"
+    r"|fax|contact|reach|dial|hotline|viber|telegram|wechat|weixin|vx|wx|hp|telefon\w*"
+    r"|t[eé]l[eé]phone|portable|handy|celular|ligue|llama|nomor)"
+    r"|телефон|тел|звоните|номер|电话|電話|手机|手機|微信|联系|聯繫|联络|致电|拨打|携帯|連絡"
+    r"|전화|연락|휴대폰|핸드폰|\U0001f4de|\U0001f4f1|\u260e|\u260f)"  # 📞 📱 ☎ ☏
+)
+_CUE_SPAN = 32
+#: A number written after these is international without its ``+`` (``wa.me/4479...``).
+_INTERNATIONAL_BEFORE = re.compile(r"(?i)(?:wa\.me/|[?&]phone=)\Z")
+#: Dotted runs that read as versions (``17.21.414.7315``, ``0.69.39337``): a first group of
+#: one or two digits that is not a trunk prefix, only dots, 3+ groups.
+_YEAR_LIST = re.compile(r"(?:19|20)[0-9]{2}(?:[ ./\-]{1,3}(?:19|20)[0-9]{2})+")
+_VERSION_RUN = re.compile(r"(?:0|[1-9][0-9]?)(?:\.[0-9]+){2,}")
 #: What makes a digit run an amount rather than a phone number: decimals right after it, a
 #: currency sign or a common currency code next to it, a digit and a decimal mark before it.
 _DECIMAL_AFTER = re.compile(r"[.,][0-9]{1,3}(?![0-9])")
@@ -208,15 +267,34 @@ def luhn_valid(digits: str) -> bool:
     return total % 10 == 0
 
 
+def _card_prefix(digits: str) -> bool:
+    """An issuer prefix of the card networks: 3 (Amex, Diners, JCB), 4 (Visa), 5 (Mastercard,
+    Maestro), 6 (Discover, UnionPay, Maestro), 2221-2720 (Mastercard). Not 1, 7, 8, 9 (airline,
+    petroleum, telecom and national schemes; USPS and FedEx numbers, epoch milliseconds)."""
+    return digits[0] in "3456" or 2221 <= int(digits[:4]) <= 2720
+
+
+def _continues_left(run: str, groups: list[tuple[int, int]], i: int) -> bool:
+    """Group ``i`` is the middle of a longer grouping (``9400 3335 2677 2652 3934 10``, a
+    22-digit parcel number): the group before it has 4 digits and the same separator."""
+    if i + 1 >= len(groups) or groups[i - 1][1] - groups[i - 1][0] != 4:
+        return False
+    return run[groups[i - 1][1] : groups[i][0]] == run[groups[i][1] : groups[i + 1][0]]
+
+
 def _card_spans(run: str, offset: int) -> list[tuple[int, int]]:
     """Luhn-valid card numbers in a digit run: a whole group of 13-19 digits, or 4 digits
     then groups of 3-6 (cards print as 4-4-4-4, 4-6-5, 4-6-4, 4-4-4-4-3, any separators),
-    the longest that passes from each group on. Not a list of years (``2019 2020 2021 2022``)
-    nor a 7-digit order number, a year range and a price that happen to pass Luhn."""
+    the longest that passes from each group on, with a card network's prefix. Not a list of
+    years (``2019 2020 2021 2022``) nor a 7-digit order number, a year range and a price that
+    happen to pass Luhn."""
     groups = [(m.start(), m.end()) for m in _GROUP.finditer(run)]
     spans: list[tuple[int, int]] = []
     i = 0
     while i < len(groups):
+        if i > 0 and _continues_left(run, groups, i):
+            i += 1
+            continue
         best = None
         digits = ""
         for j in range(i, len(groups)):
@@ -226,7 +304,12 @@ def _card_spans(run: str, offset: int) -> list[tuple[int, int]]:
             digits += run[start:end]
             if len(digits) > 19:
                 break
-            if len(digits) >= 13 and luhn_valid(digits) and not _YEARS.fullmatch(digits):
+            if (
+                len(digits) >= 13
+                and _card_prefix(digits)
+                and luhn_valid(digits)
+                and not _YEARS.fullmatch(digits)
+            ):
                 best = j
         if best is None:
             i += 1
@@ -256,6 +339,72 @@ def _looks_like_amount(folded: str, start: int, end: int) -> bool:
     return bool(_DECIMAL_AFTER.match(folded, end) or _CURRENCY_AFTER.match(folded, end))
 
 
+@functools.cache
+def _national_lengths(region: str) -> frozenset[int]:
+    """Digit counts a national number of ``region`` may have, with or without its trunk
+    prefix (from the ``phonenumbers`` metadata)."""
+    metadata = phonenumbers.PhoneMetadata.metadata_for_region(region)
+    lengths = set(metadata.general_desc.possible_length)
+    prefix = len(metadata.national_prefix or "")
+    return frozenset(lengths | {n + prefix for n in lengths})
+
+
+def _may_be_national(region: str, n_digits: int) -> bool:
+    # a run may hold the number and a few digits more (the matcher finds it inside)
+    return any(n <= n_digits for n in _national_lengths(region)) and n_digits <= 4 + max(
+        _national_lengths(region)
+    )
+
+
+def _has_cue(folded: str, start: int) -> bool:
+    return _PHONE_CUE.search(folded, max(0, start - _CUE_SPAN), start) is not None
+
+
+_LETTERS_BEFORE = re.compile(r"[A-Za-z]{1,16}\Z")
+_LETTERS_AFTER = re.compile(r"[A-Za-z]{1,16}")
+
+
+def _glued_to_code(folded: str, start: int, end: int) -> bool:
+    """A number glued to capitals (``XK7712345680``, ``SF123456789012``, ``4155552671X``) is
+    part of a code; glued to a word that says phone or to a lower-case word
+    (``call13812345678``, ``WhatsApp13812345678``, ``13812345678thanks``) it is not."""
+    before = _LETTERS_BEFORE.search(folded, max(0, start - 16), start)
+    if before is not None:
+        word = before.group()
+        if word.lower() in _PHONE_WORDS or _PHONE_CUE.fullmatch(word):
+            return False
+        if word.isupper():
+            return True
+    after = _LETTERS_AFTER.match(folded, end)
+    return after is not None and after.group().isupper()
+
+
+def _national_phone(folded: str, raw: str, start: int, end: int, *, cued: bool) -> bool:
+    """Whether a number the matcher found in national form (no ``+``) is a phone number
+    rather than an amount, an id, a date, a count, a version or a code."""
+    n_digits = sum(c.isdigit() for c in raw)
+    if n_digits < MIN_NATIONAL_DIGITS:
+        return False
+    # 11+ digits (CN mobiles) are no amount in a review, whatever is next to them
+    if n_digits <= 10 and _looks_like_amount(folded, start, end):
+        return False
+    if _is_identifier(folded, start) or _DATE_RUN.fullmatch(raw.strip("()")):
+        return False
+    # ... or ends in one: ``0100000 0.00`` is an FR number; dotted ones have more dots
+    if raw.count(".") + raw.count(",") == 1 and _DECIMAL_END.search(raw):
+        return False
+    if _UNIT_AFTER.match(folded, end):  # ``3600000 s ahead``, ``10485760 bytes``
+        return False
+    cue = cued or _has_cue(folded, start)
+    if not cue and (_glued_to_code(folded, start, end) or _VERSION_RUN.fullmatch(raw)):
+        return False
+    # Bare digits without a trunk prefix: 10 (a US number) and 11 (a CN mobile, a US number
+    # with its 1) fail closed, since a phone number left in the text is a leak and an order
+    # number keeps its id word (``order``, ``#``, ``订单``: left alone above); 8-9 or 12 and
+    # more are an account number or a timestamp as often as a phone, unless a word says phone.
+    return cue or not raw.isdigit() or n_digits in (10, 11) or raw.startswith("0")
+
+
 #: A run longer than this is searched in overlapping windows (every number of up to half of
 #: it falls whole into one).
 _PHONE_WINDOW = 64
@@ -274,47 +423,86 @@ def _phone_spans(
     budget: list[int],
     *,
     trim: bool = True,
+    cued: bool = False,
 ) -> list[tuple[int, int, str]]:
     """Phone numbers ``phonenumbers`` finds in one digit run (one character of context each
-    side, which is all the matcher looks at to reject ``abc8005001234``)."""
+    side, which is all the matcher looks at to reject ``abc8005001234``). ``cued``: a phone
+    number ends shortly before the run (``13800138000 or 4155552671``), which says phone like a
+    word would."""
     if end - start > _PHONE_WINDOW:
+        if folded[start:end].isdigit():
+            return []  # the matcher finds no number inside bare digits (it splits on signs)
         step = _PHONE_WINDOW // 2
         spans: set[tuple[int, int, str]] = set()
         for at in range(start, end - step, step):
             if budget[0] <= 0:
                 return [*sorted(spans), (at, end, "[digits]")]
             window_end = min(end, at + _PHONE_WINDOW)
-            spans.update(_phone_spans(folded, at, window_end, regions, budget))
+            spans.update(_phone_spans(folded, at, window_end, regions, budget, cued=cued))
         return sorted(spans)
     if _GROUP.fullmatch(folded, start, end) and _is_identifier(folded, start):
         return []  # ``order 2461357920``: the matcher would say the same, at 200 µs
     if budget[0] <= 0:
         return [(start, end, "[digits]")]
     lo = max(0, start - 1)
-    window = folded[lo : min(len(folded), end + 1)]
-    digits_at = {i for i in range(start - lo, end - lo) if window[i].isdigit()}
+    hi = min(len(folded), end + 1)
+    window = list(folded[lo:hi])
+    # The matcher rejects a number with a Latin letter next to it (``call13812345678``): the
+    # letters are judged here instead (``_national_phone``), so it sees a space.
+    if lo < start and window[0].isascii() and window[0].isalpha():
+        window[0] = " "
+    if hi > end and window[-1].isascii() and window[-1].isalpha():
+        window[-1] = " "
+    # International without its ``+``: ``0033 1 42 68 53 00``, ``wa.me/4479...``. Same length,
+    # so positions stay; the span is widened back to the run below.
+    international = False
+    if folded.startswith("00", start) and folded[start + 2 : start + 3] in set("123456789"):
+        window[start - lo : start - lo + 2] = [" ", "+"]
+        international = True
+    elif lo < start and _INTERNATIONAL_BEFORE.search(folded, max(0, start - 8), start):
+        window[0] = "+"
+        international = True
+    window_text = "".join(window)
+    run = folded[start:end]
+    cued = cued or _has_cue(folded, start)
+    if (
+        not international
+        and run.isdigit()
+        and not _national_phone(folded, run, start, end, cued=cued)
+    ):
+        # bare digits: the matcher would find the whole run or nothing, judged the same way
+        return []
+    if (
+        not international
+        and not cued
+        and (_VERSION_RUN.fullmatch(run) or _YEAR_LIST.fullmatch(run))
+    ):
+        return []  # ``10.0.19045.3693``, ``1998-2024``: not worth 13 calls to say so
+    digits_at = {i for i in range(start - lo, end - lo) if window_text[i].isdigit()}
     covered: set[int] = set()
     found: list[tuple[int, int, str]] = []
-    tried = (None, *regions) if "+" in window else regions
+    tried: tuple[str | None, ...] = (None, *regions) if "+" in window_text else regions
+    if not run.isdigit() or cued:  # national forms of more regions: see MORE_PHONE_REGIONS
+        n_digits = sum(c.isdigit() for c in run)
+        tried += tuple(
+            r for r in MORE_PHONE_REGIONS if r not in regions and _may_be_national(r, n_digits)
+        )
     for region in tried:
+        if budget[0] <= 0:
+            break
         budget[0] -= 1
         for match in phonenumbers.PhoneNumberMatcher(
-            window, region, leniency=phonenumbers.Leniency.VALID
+            window_text, region, leniency=phonenumbers.Leniency.VALID
         ):
             raw = match.raw_string
-            n_digits = sum(c.isdigit() for c in raw)
-            if not raw.lstrip("(").startswith("+") and (  # international: an amount has no +
-                n_digits < MIN_NATIONAL_DIGITS
-                # 11+ digits (CN mobiles) are no amount in a review, whatever is next to them
-                or (n_digits <= 10 and _looks_like_amount(folded, lo + match.start, lo + match.end))
-                or _is_identifier(folded, lo + match.start)
-                or _DATE_RUN.fullmatch(raw)
-                # ... or ends in one: ``0100000 0.00`` is an FR number; dotted ones have more dots
-                or (raw.count(".") + raw.count(",") == 1 and _DECIMAL_END.search(raw))
-            ):
+            m_start, m_end = max(start, lo + match.start), min(end, lo + match.end)
+            if raw.lstrip("(").startswith("+"):  # international: an amount has no +
+                if international and m_start <= start + 2:
+                    m_start = start
+            elif not _national_phone(folded, raw, m_start, m_end, cued=cued):
                 continue
-            found.append((lo + match.start, lo + match.end, "[phone]"))
-            covered.update(range(match.start, match.end))
+            found.append((m_start, m_end, "[phone]"))
+            covered.update(range(m_start - lo, m_end - lo))
         if digits_at <= covered:
             return found
     if trim and not covered:
@@ -332,8 +520,94 @@ def _phone_spans(
                 (start, groups[spaced[-1] - 1][1]),
                 (groups[spaced[0]][0], end),
             ):
-                found += _phone_spans(folded, sub_start, sub_end, regions, budget, trim=False)
+                found += _phone_spans(
+                    folded, sub_start, sub_end, regions, budget, trim=False, cued=cued
+                )
     return found
+
+
+# --------------------------------------------------------------------------------------------
+# IBANs and national ids.
+
+#: IBAN length per country (the SWIFT IBAN registry); a country not listed is no IBAN.
+IBAN_LENGTHS: dict[str, int] = {
+    "AD": 24, "AE": 23, "AL": 28, "AT": 20, "AZ": 28, "BA": 20, "BE": 16, "BG": 22, "BH": 22,
+    "BR": 29, "BY": 28, "CH": 21, "CR": 22, "CY": 28, "CZ": 24, "DE": 22, "DK": 18, "DO": 28,
+    "EE": 20, "EG": 29, "ES": 24, "FI": 18, "FO": 18, "FR": 27, "GB": 22, "GE": 22, "GI": 23,
+    "GL": 18, "GR": 27, "GT": 28, "HR": 21, "HU": 28, "IE": 22, "IL": 23, "IQ": 23, "IS": 26,
+    "IT": 27, "JO": 30, "KW": 30, "KZ": 20, "LB": 28, "LC": 32, "LI": 21, "LT": 20, "LU": 20,
+    "LV": 21, "MC": 27, "MD": 24, "ME": 22, "MK": 19, "MR": 27, "MT": 31, "MU": 30, "NL": 18,
+    "NO": 15, "PK": 24, "PL": 28, "PS": 29, "PT": 25, "QA": 29, "RO": 24, "RS": 22, "SA": 24,
+    "SC": 31, "SE": 24, "SI": 19, "SK": 24, "SM": 27, "ST": 25, "SV": 28, "TL": 23, "TN": 24,
+    "TR": 26, "UA": 29, "VA": 22, "VG": 24, "XK": 20,
+}  # fmt: skip
+#: A country code, two check digits and up to 30 letters and digits, grouped by single spaces
+#: or not; it may follow ``IBAN`` without a space. Bounded: linear.
+_IBAN = re.compile(r"(?:(?<=IBAN)|(?<![A-Za-z0-9]))([A-Z]{2})[0-9]{2}(?: ?[A-Z0-9]){11,30}")
+
+
+def iban_valid(compact: str) -> bool:
+    """Length for its country and the ISO 7064 mod-97 check (the remainder is 1)."""
+    if IBAN_LENGTHS.get(compact[:2]) != len(compact) or not compact.isalnum():
+        return False
+    rearranged = compact[4:] + compact[:4]
+    return int("".join(str(int(c, 36)) for c in rearranged)) % 97 == 1
+
+
+def _iban_spans(folded: str) -> list[tuple[int, int, str]]:
+    spans: list[tuple[int, int, str]] = []
+    for match in _IBAN.finditer(folded):
+        length = IBAN_LENGTHS.get(match.group(1))
+        if length is None:
+            continue
+        at, count = match.start(), 0  # the first ``length`` characters (what follows is text)
+        for at in range(match.start(), match.end()):
+            if folded[at] != " ":
+                count += 1
+                if count == length:
+                    break
+        if count == length and iban_valid(folded[match.start() : at + 1].replace(" ", "")):
+            spans.append((match.start(), at + 1, "[iban]"))
+    return spans
+
+
+#: Chinese resident identity number: region, birth date, sequence, check character.
+_CN_ID = re.compile(
+    r"(?<![0-9])[1-8][0-9]{5}(?:18|19|20)[0-9]{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12][0-9]|3[01])"
+    r"[0-9]{3}[0-9Xx](?![0-9])"
+)
+_CN_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
+#: US social security number, dashed or spaced: not area 000, 666 or 900-999, not group 00,
+#: not serial 0000. Bare 9 digits only after ``SSN`` or ``social security``.
+_SSN = re.compile(
+    r"(?<![0-9A-Za-z-])(?!000|666|9)[0-9]{3}([- ])(?!00)[0-9]{2}\1(?!0000)[0-9]{4}"
+    r"(?![0-9A-Za-z]|-[0-9])"
+)
+_SSN_BARE = re.compile(
+    r"(?i)(?<![A-Za-z])(?:ssn|social security(?: number| no\.?)?|social)(?: is)?[ :#.]{0,3}"
+    r"((?!000|666|9)[0-9]{3}(?!00)[0-9]{2}(?!0000)[0-9]{4})(?![0-9])"
+)
+#: UK National Insurance number: two letters (not D, F, I, Q, U, V; no O second; not BG, GB,
+#: KN, NK, NT, TN, ZZ), six digits (maybe in pairs), A-D.
+_UK_NINO = re.compile(
+    r"(?<![A-Za-z0-9])(?!BG|GB|KN|NK|NT|TN|ZZ)[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z]"
+    r" ?[0-9]{2} ?[0-9]{2} ?[0-9]{2} ?[A-D](?![A-Za-z0-9])"
+)
+
+
+def cn_id_valid(value: str) -> bool:
+    total = sum(int(d) * w for d, w in zip(value[:17], _CN_WEIGHTS, strict=True))
+    return "10X98765432"[total % 11] == value[17].upper()
+
+
+def _national_id_spans(folded: str) -> list[tuple[int, int, str]]:
+    spans = [
+        (m.start(), m.end(), "[id]") for m in _CN_ID.finditer(folded) if cn_id_valid(m.group())
+    ]
+    spans += [(m.start(), m.end(), "[id]") for m in _SSN.finditer(folded)]
+    spans += [(m.start(1), m.end(1), "[id]") for m in _SSN_BARE.finditer(folded)]
+    spans += [(m.start(), m.end(), "[id]") for m in _UK_NINO.finditer(folded)]
+    return spans
 
 
 #: Longest domain the pattern can match: 8 labels and their dots, then ``xn--`` + 59.
@@ -361,7 +635,20 @@ def _email_spans(folded: str) -> list[tuple[int, int, str]]:
     return spans
 
 
-_PRIORITY = {"[email]": 0, "[card]": 1, "[phone]": 2, "[digits]": 3}
+def _union(spans: list[tuple[int, int, str]]) -> tuple[list[int], list[int]]:
+    """Starts and ends of the union of ``spans``, in order (for bisecting)."""
+    starts: list[int] = []
+    ends: list[int] = []
+    for start, end, _ in sorted(spans):
+        if ends and start <= ends[-1]:
+            ends[-1] = max(ends[-1], end)
+        else:
+            starts.append(start)
+            ends.append(end)
+    return starts, ends
+
+
+_PRIORITY = {"[email]": 0, "[iban]": 1, "[id]": 2, "[card]": 3, "[phone]": 4, "[digits]": 5}
 
 
 def find_pii(text: str, *, regions: Iterable[str] = PHONE_REGIONS) -> list[tuple[int, int, str]]:
@@ -369,19 +656,29 @@ def find_pii(text: str, *, regions: Iterable[str] = PHONE_REGIONS) -> list[tuple
     Overlapping finds are merged (never dropped: what either covers is masked), named by the
     strongest: e-mail, card, phone, then ``[digits]`` (past the phone budget)."""
     folded = fold(text)
-    found = _email_spans(folded)
+    found = _email_spans(folded) + _iban_spans(folded) + _national_id_spans(folded)
+    named_starts, named_ends = _union(found)  # runs inside these need no further look
     regions = tuple(regions)
     budget = [PHONE_BUDGET]
+    last_phone_end = -_CUE_SPAN - 1
     for match in DIGIT_RUN.finditer(folded):
         start, end = match.span()
-        cards = _card_spans(folded[start:end], start)
+        inside = bisect.bisect_right(named_starts, start) - 1
+        if inside >= 0 and end <= named_ends[inside]:
+            continue
+        cards = [] if folded[start] == "+" else _card_spans(folded[start:end], start)
         found += [(s, e, "[card]") for s, e in cards]
         run = match.group()
         if sum(c.isdigit() for c in run) < MIN_NATIONAL_DIGITS and "+" not in run:
             continue  # too short for a national number, and not international
-        if _DATE_RUN.fullmatch(run) or cards == [(start, end)]:
+        if _DATE_RUN.fullmatch(run.lstrip("(")) or cards == [(start, end)]:
             continue
-        found += _phone_spans(folded, start, end, regions, budget)
+        phones = _phone_spans(
+            folded, start, end, regions, budget, cued=start - last_phone_end <= _CUE_SPAN
+        )
+        if phones:
+            last_phone_end = max(e for _, e, name in phones)
+        found += phones
     spans: list[tuple[int, int, str]] = []
     for start, end, name in sorted(found):
         if spans and start < spans[-1][1]:
