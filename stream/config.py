@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from types import NoneType
+from typing import Any, Literal, get_args
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from stream.core.rules import AlertThresholds, TextThresholds
@@ -20,8 +21,30 @@ def _default_data_dir() -> Path:
     return (Path(cache).expanduser() if cache else Path.home() / ".cache" / "riskstream") / "faust"
 
 
+#: What an optional setting is given for "no value" (no bound, off, the backend's own...): an
+#: unset variable means the default, which for some (the future bound, the member TTL) is a
+#: value, so "unset for no bound" could not be written. Case-insensitive; ``riskstream settings``
+#: prints ``None``, which reads back the same.
+NONE_WORD = "none"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RISKSTREAM_", env_file=".env", extra="ignore")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _none_word(cls, value: Any, info: ValidationInfo) -> Any:
+        """``none`` -> None for an optional setting; an empty value there is an error that says
+        what to write (it meant the default to some and "no bound" to others)."""
+        if not isinstance(value, str) or info.field_name not in optional_fields():
+            return value
+        if value.strip().lower() == NONE_WORD:
+            return None
+        if not value.strip():
+            raise ValueError(
+                f"empty: '{NONE_WORD}' for no value, or leave it unset for the default"
+            )
+        return value
 
     kafka_broker: str = Field(
         "kafka://localhost:9092",
@@ -40,12 +63,13 @@ class Settings(BaseSettings):
         description="Faust's datadir; each app id gets its own <app id>-data folder in it.",
     )
     rebalance_timeout_s: float | None = Field(
-        None, gt=0, description="Group rebalance timeout; None keeps Faust's default."
+        None, gt=0, description="Group rebalance timeout; unset or 'none' keeps Faust's default."
     )
     session_timeout_s: float | None = Field(
         None,
         gt=0,
-        description="Consumer session timeout: how soon a dead worker's partitions move.",
+        description="Consumer session timeout: how soon a dead worker's partitions move; "
+        "unset or 'none': Faust's default.",
     )
     fetch_max_wait_ms: int = Field(
         100, ge=1, description="Longest a consumer fetch waits for data (Faust's is 1500)."
@@ -72,7 +96,7 @@ class Settings(BaseSettings):
     model_version: str | None = Field(
         None,
         description="Serve this build from the model cache (e.g. a baseline, for a backtest "
-        "--compare); default: the current student.",
+        "--compare); unset or 'none': the current student.",
     )
     chinese_model_version: str = Field(
         "multilingual",
@@ -85,26 +109,28 @@ class Settings(BaseSettings):
     ) = Field(
         None,
         description="Shadow scoring: a challenger scores the same texts on this backend, off the "
-        "critical path, published to shadow-scores with agreement metrics; unset (and no "
-        "RISKSTREAM_SHADOW_MODEL_VERSION): off. On CPU it shares the cores with the champion.",
+        "critical path, published to shadow-scores with agreement metrics; unset or 'none' (and "
+        "no RISKSTREAM_SHADOW_MODEL_VERSION): off. On CPU it shares the cores with the champion.",
     )
     shadow_model_version: str | None = Field(
         None,
-        description="The challenger's build from the model cache; unset: the champion's build "
-        "(then RISKSTREAM_SHADOW_BACKEND compares backends, e.g. onnx-cpu-int8).",
+        description="The challenger's build from the model cache; unset or 'none': the "
+        "champion's build (then RISKSTREAM_SHADOW_BACKEND compares backends, e.g. onnx-cpu-int8).",
     )
     max_batch_size: int | None = Field(
-        None, ge=1, description="Micro-batch size limit; unset: the backend's own."
+        None, ge=1, description="Micro-batch size limit; unset or 'none': the backend's own."
     )
     max_batch_wait_ms: float | None = Field(
-        None, ge=0, description="Micro-batch time limit after its first text; unset: the backend's."
+        None,
+        ge=0,
+        description="Micro-batch time limit after its first text; unset or 'none': the backend's.",
     )
     max_batch_tokens: int | None = Field(
         None,
         ge=256,
         description="Bound on texts x padded tokens per forward pass (texts are truncated at "
-        "256 tokens), so a worker's memory stays bounded whatever the text lengths; unset: the "
-        "backend's own (2048 on CPU, 16384 on a GPU).",
+        "256 tokens), so a worker's memory stays bounded whatever the text lengths; unset or "
+        "'none': the backend's own (2048 on CPU, 16384 on a GPU).",
     )
     max_event_bytes: int = Field(
         65536, ge=256, description="Larger input records are dead-lettered (oversized_event)."
@@ -116,13 +142,15 @@ class Settings(BaseSettings):
         3600.0,
         ge=0,
         description="Event times further ahead of the wall clock are dead-lettered "
-        "(invalid_event_time); unset for no bound.",
+        "(invalid_event_time); 'none' for no bound. Whatever the bound, an event ahead of the "
+        "wall clock never moves its member's or its subjects' clock past it "
+        "(stream/core/member.py).",
     )
     event_time_max_past_s: float | None = Field(
         None,
         ge=0,
         description="Event times further behind the wall clock are dead-lettered; "
-        "unset (default) for no bound, so backtests of old data run.",
+        "unset (default) or 'none' for no bound, so backtests of old data run.",
     )
     max_dead_letter_bytes: int = Field(
         65536,
@@ -178,15 +206,15 @@ class Settings(BaseSettings):
         ge=0,
         le=1,
         description="negative_review threshold for the reviews the Chinese build scored "
-        "(unset: RISKSTREAM_NEGATIVE_REVIEW_THRESHOLD). Calibrate it on your own labelled "
-        "traffic: a backtest report gives the threshold for precision 0.90 per language.",
+        "(unset or 'none': RISKSTREAM_NEGATIVE_REVIEW_THRESHOLD). Calibrate it on your own "
+        "labelled traffic: a backtest report gives the threshold for precision 0.90 per language.",
     )
     chinese_scam_chat_threshold: float | None = Field(
         None,
         ge=0,
         le=1,
-        description="scam_chat threshold for the chats the Chinese build scored (unset: "
-        "RISKSTREAM_SCAM_CHAT_THRESHOLD).",
+        description="scam_chat threshold for the chats the Chinese build scored (unset or "
+        "'none': RISKSTREAM_SCAM_CHAT_THRESHOLD).",
     )
     fraud_risk_threshold: float = Field(
         0.15,
@@ -198,8 +226,9 @@ class Settings(BaseSettings):
     member_ttl_days: float | None = Field(
         365.0,
         gt=0,
-        description="Members inactive this long (event time, against the newest event of their "
-        "partition) are dropped from the table; unset keeps every member.",
+        description="Members inactive this long (event time, against the newest event time of "
+        "their partition, taken no later than the wall clock) are dropped from the table; "
+        "'none' keeps every member.",
     )
     profile_throttle_s: float = Field(
         60.0, ge=0, description="Event-time seconds between a member's profile publications."
@@ -260,6 +289,16 @@ class Settings(BaseSettings):
             fraud_risk=self.fraud_risk_threshold,
             by_build={chinese: own} if chinese and own != TextThresholds() else {},
         )
+
+
+def optional_fields() -> frozenset[str]:
+    """The settings that may be None (``none`` in the environment)."""
+    return _OPTIONAL
+
+
+_OPTIONAL = frozenset(
+    name for name, info in Settings.model_fields.items() if NoneType in get_args(info.annotation)
+)
 
 
 class SettingsError(ValueError):
@@ -330,6 +369,8 @@ def one_line(exc: Exception) -> str:
         message = error["msg"]
         if error["type"] == "literal_error":
             message = "must be one of " + message.removeprefix("Input should be ")
+        if field in _OPTIONAL and error["type"] != "value_error":
+            message += f" (or '{NONE_WORD}')"
         parts.append(f"{name}={given!r}: {message}")
     return "; ".join(parts)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -68,11 +68,52 @@ def load_schema(topic: str) -> dict[str, Any]:
     return orjson.loads((schema_dir() / f"{topic}.v1.schema.json").read_bytes())
 
 
+def ecma_regex(pattern: str) -> re.Pattern[str]:
+    """A JSON Schema ``pattern`` (ECMA-262) as a Python regex that means the same thing.
+
+    In ECMA-262 ``$`` (no multiline flag) matches only at the end of the input; in Python it also
+    matches before a final newline, so ``"m-1\\n"`` passed ``^[A-Za-z0-9._:@-]+$`` and was
+    republished with its newline. Each ``$`` outside a character class becomes ``\\Z``, and
+    ``\\d``/``\\w`` are ASCII (``re.ASCII``) as in ECMA-262, not any Unicode digit or letter."""
+    out, in_class, i = [], False, 0
+    while i < len(pattern):
+        char = pattern[i]
+        if char == "\\":
+            out.append(pattern[i : i + 2])
+            i += 2
+            continue
+        if char == "[":
+            in_class = True
+        elif char == "]":
+            in_class = False
+        out.append("\\Z" if char == "$" and not in_class else char)
+        i += 1
+    return re.compile("".join(out), re.ASCII)
+
+
+_ecma_regex = functools.cache(ecma_regex)
+
+
+def _pattern(
+    validator: Any, pattern: str, instance: Any, schema: Any
+) -> Iterator[jsonschema.ValidationError]:
+    """The ``pattern`` keyword with ECMA-262 semantics (jsonschema runs Python's ``re.search``);
+    the message is jsonschema's own."""
+    if validator.is_type(instance, "string") and not _ecma_regex(pattern).search(instance):
+        yield jsonschema.ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+#: Draft 2020-12 with patterns read as the specification says (ECMA-262), see ``ecma_regex``.
+SchemaValidator = jsonschema.validators.extend(
+    jsonschema.Draft202012Validator, {"pattern": _pattern}
+)
+
+
 @functools.cache
 def _validator(topic: str) -> jsonschema.protocols.Validator:
     schema = load_schema(topic)
-    jsonschema.Draft202012Validator.check_schema(schema)
-    return jsonschema.Draft202012Validator(schema)
+    SchemaValidator.check_schema(schema)
+    return SchemaValidator(schema)
 
 
 def validate(topic: str, data: Any) -> None:
@@ -84,10 +125,12 @@ def validate(topic: str, data: Any) -> None:
 
 
 #: RFC 3339 ``date-time``: upper- or lower-case ``T``/``Z``, an offset required (no naive times),
-#: hours and minutes in the offset; nothing before or after it.
+#: hours and minutes in the offset; nothing before or after it. Digits are ASCII ``[0-9]`` only:
+#: Python's ``\d`` matches any Unicode decimal digit, so Arabic-Indic digits (U+0660..U+0669) were
+#: accepted, parsed by ``int`` and republished as-is in scored events and alerts.
 RFC3339 = re.compile(
-    r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?"
-    r"(?:([Zz])|([+-])(\d{2}):(\d{2}))"
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt]([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]{1,9}))?"
+    r"(?:([Zz])|([+-])([0-9]{2}):([0-9]{2}))"
 )
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 #: Event times outside 1970-01-01T00:00:00Z .. 9999-12-31T23:59:59.999Z (UTC) are refused.

@@ -192,6 +192,8 @@ class SubjectEvent(Struct, kw_only=True):
 
     event_id: Id
     event_time: EventTime
+    #: When the mention counts: ``event_time``, or the wall clock when the member stage ran if
+    #: that was earlier (``stream.core.member.counted_time``).
     event_time_ms: EventTimeMs
     negative: bool
     model_version: str | None
@@ -218,6 +220,22 @@ TOPIC_TYPES: dict[str, Any] = {
 # --------------------------------------------------------------------------- the edge
 
 _DECODERS = {topic: msgspec.json.Decoder(kind) for topic, kind in INPUT_EVENTS.items()}
+
+
+def _patterned_fields(kind: type[Struct]) -> tuple[str, ...]:
+    """Top-level string fields with a ``pattern`` (ids, currency, country)."""
+    names = []
+    for field in msgspec.inspect.type_info(kind).fields:
+        options = getattr(field.type, "types", (field.type,))
+        if any(getattr(option, "pattern", None) for option in options):
+            names.append(field.name)
+    return tuple(names)
+
+
+#: msgspec checks a ``pattern`` with Python's ``re.search``, where ``$`` also matches before a
+#: final newline (``"m-1\\n"`` passed ``^[A-Za-z0-9._:@-]+$``); such values are handed to the
+#: JSON Schema path, which reads patterns as ECMA-262 does (``stream.core.codec.ecma_regex``).
+_PATTERNED = {topic: _patterned_fields(kind) for topic, kind in INPUT_EVENTS.items()}
 
 
 @functools.cache
@@ -249,6 +267,10 @@ def decode_input(
         event = _DECODERS[topic].decode(raw)
     except msgspec.DecodeError:  # also msgspec.ValidationError, a subclass
         return _decode_checked(raw, topic, max_bytes, max_depth)
+    for name in _PATTERNED[topic]:
+        value = getattr(event, name)
+        if isinstance(value, str) and value.endswith("\n"):  # see _PATTERNED
+            return _decode_checked(raw, topic, max_bytes, max_depth)
     data = msgspec.to_builtins(event)
     data.pop("label", None)
     return data

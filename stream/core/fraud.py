@@ -2,7 +2,10 @@
 combination with the trained model's probability, each score with its top reasons.
 
 Member history lives in the member state (``stream/core/profiles.py``); everything here reads plain
-dicts and the transaction's own event time, so a replay gives the same scores.
+dicts and the transaction's event time, so a replay gives the same scores. That time is the
+transaction's counted time (``stream.core.member.counted_time``: never ahead of the wall clock
+when the member stage ran), so velocity is measured back from a time one early event cannot
+move, and an early transaction counts in the windows from its arrival.
 """
 
 from __future__ import annotations

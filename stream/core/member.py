@@ -12,6 +12,27 @@ redelivery 17-64 events back was re-scored against a state that already knew its
 
 The Faust shell (``stream/worker/stages.py``) reads the table, calls :func:`member_step`, writes the
 table and sends the outputs; it has no logic of its own.
+
+**Time that one event cannot bend.** The member's state runs on event time (velocity windows,
+scam-signal age, alert cooldowns, the profile throttle, expiry), and surge mentions carry it on.
+Each event counts in that state at ``min(its event time, the wall clock when the member stage
+runs)`` (:func:`counted_time`): it is still applied, scored and published with its own
+``event_time``, but an event ahead of the wall clock is placed at the wall clock. Measured
+before, with ``RISKSTREAM_EVENT_TIME_MAX_FUTURE_S`` lifted, one transaction dated 2099 set its
+partition's expiry clock to 2099 and dropped 486 of 2,000 other members; and inside the default
+1-hour bound, one event 50 minutes ahead set its member's clock ahead, so the next five ordinary
+transactions, 20 minutes behind the wall clock, counted as a 1-hour velocity of 1, not 5
+(``tests/stream/test_untrusted_time.py``: now 5, or 6 when the early event is a transaction).
+
+Why the wall clock, with no allowance: it is the only reference one event cannot move (a
+partition watermark is moved by whatever share of the partition is wrong, and a record
+timestamp can be set by the same producer as the event time); data from the past, a 2015 backtest
+or a replay of last week, is never capped, so such replays give the same outputs whenever they
+run; only events that are ahead of the wall clock when they are processed, which the edge's
+future bound already treats by the wall clock, depend on when they arrive. An early event is
+counted at its arrival rather than kept at its own time: kept ahead, it would either stay out
+of every window until the clock caught up (dating transactions ahead would hide a burst) or,
+counted ahead of the window, sit in it for good (a 2099 transaction, forever).
 """
 
 from __future__ import annotations
@@ -123,6 +144,12 @@ def _remember(state: Mapping[str, Any], member_evt: Mapping[str, Any]) -> dict[s
     return dict(list(outputs.items())[-RECENT_OUTPUTS:])
 
 
+def counted_time(event_ms: int, now_ms: int | None) -> int:
+    """When an event counts in its member's (and its subjects') state: its event time, or the
+    wall clock ``now_ms`` when that is earlier (None: not capped). See the module docstring."""
+    return event_ms if now_ms is None else min(event_ms, now_ms)
+
+
 def member_step(
     previous: Mapping[str, Any] | None,
     member_evt: Mapping[str, Any],
@@ -130,9 +157,16 @@ def member_step(
     thresholds: AlertThresholds,
     profile_throttle_ms: int,
     fraud_scorer: FraudScorer,
+    now_ms: int | None = None,
 ) -> MemberOutcome:
     """Member state -> fraud score (transactions), scored event, alerts, throttled profile,
-    surge mentions. Outputs are keyed, so a redelivery overwrites rather than duplicates."""
+    surge mentions. Outputs are keyed, so a redelivery overwrites rather than duplicates.
+
+    ``now_ms``: the wall clock; the event counts in the state at :func:`counted_time` (its
+    ``event_time_ms`` is replaced by that for everything here, its ``event_time`` is kept)."""
+    counted = counted_time(member_evt["event_time_ms"], now_ms)
+    if counted != member_evt["event_time_ms"]:
+        member_evt = {**member_evt, "event_time_ms": counted}
     event_id = member_evt["event"]["event_id"]
     first = _remembered(previous, event_id)
     # states written before the outputs map was the de-duplication set listed ids only

@@ -3,6 +3,13 @@
 The table value is the *state*; the published profile is derived from it. The fold here applies
 every event it is given: recognising a redelivered event (at-least-once) is the member stage's
 job (``stream.core.member``), which remembers the ids and outputs of a member's recent events.
+
+Every time in the state is an event's *counted* time (``stream.core.member.counted_time``): its
+event time, or the wall clock when the member stage ran if that was earlier. ``last_seen_ms`` is
+thus the member's clock, which no single event can push ahead of the wall clock, and the 1 h /
+24 h velocity windows of the profile are measured back from it (a transaction 50 minutes ahead
+no longer empties them for the member's next ordinary transactions); ``expired`` compares it
+with the partition's clock, capped the same way (``MemberExpiry`` in ``stream/worker/stages.py``).
 """
 
 from __future__ import annotations
@@ -236,6 +243,7 @@ def public_profile(state: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def expired(state: Mapping[str, Any], now_event_ms: int, ttl_ms: int) -> bool:
-    """A member inactive for ``ttl_ms`` of event time (the partition's newest event time)."""
+    """A member inactive for ``ttl_ms`` of event time: ``now_event_ms`` is the partition's
+    newest counted time (never ahead of the wall clock), ``last_seen_ms`` the member's."""
     last = state.get("last_seen_ms")
     return last is not None and now_event_ms - last > ttl_ms

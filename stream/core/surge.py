@@ -10,6 +10,13 @@ Hops with no texts count as zero, a surge window enters the baseline clipped (so
 does not blind the detector to the next), and a cooldown keeps one surge to one alert.
 Everything runs on event time: replaying the same events gives the same alerts.
 
+A mention's ``event_time_ms`` is its text's *counted* time (``stream.core.member.counted_time``):
+the event time, or the wall clock when the member stage ran if that was earlier. So the open hop,
+window expiry and baseline decay of a subject never move past the wall clock: one mention dated
+2099 (with the future bound lifted) would otherwise have closed every window up to 2099, decayed
+the baseline and counted every later mention as late, in the 2099 hop. A mention ahead of the
+wall clock counts in the hop it arrived in; its alert still carries its own ``event_time``.
+
 A baseline that starts from nothing calls a subject's ordinary traffic a surge, so:
 
 * **Warm-up.** A subject cannot alert until ``warmup_windows`` hops of its own history have
@@ -249,7 +256,8 @@ RECENT_EVENT_IDS = 64
 
 
 def subject_events(member_evt: Mapping[str, Any], negative_threshold: float) -> list[dict]:
-    """The product and brand mentions of one scored review or member chat (none otherwise)."""
+    """The product and brand mentions of one scored review or member chat (none otherwise),
+    at the event's counted time (``member_evt["event_time_ms"]``, see the module docstring)."""
     kind = member_evt["event_type"]
     data = member_evt["event"]
     scores = member_evt.get("scores") or {}

@@ -37,7 +37,7 @@ from stream.core.codec import ValidationError, encode
 from stream.core.delivery import Admission, DeliveryLedger
 from stream.core.errors import FailurePolicy, fatal
 from stream.core.labels import decode_label
-from stream.core.member import Output, member_step, pack_mentions
+from stream.core.member import Output, counted_time, member_step, pack_mentions
 from stream.core.profiles import expired
 from stream.core.steps import (
     InvalidEvent,
@@ -85,7 +85,14 @@ class InFlight:
 class MemberExpiry:
     """Drops members inactive for ``RISKSTREAM_MEMBER_TTL_DAYS`` of event time, a few keys at a
     time, from inside the member agent (a table is written only while processing an event of
-    the key's partition, so only keys of that partition are swept)."""
+    the key's partition, so only keys of that partition are swept).
+
+    It also keeps the member stage's clock: a partition's expiry clock is the newest event time
+    seen on it, each taken no later than the wall clock (``stream.core.member.counted_time``),
+    and ``now_ms`` is the wall clock the member step caps event times with. One event dated 2099
+    (with the future bound lifted) set the clock to 2099 before and dropped 486 of 2,000 other
+    members of its partitions; now it moves it to the wall clock at most. Old data (a backtest
+    of 2015) is never capped, so its expiry runs on event time alone."""
 
     def __init__(
         self,
@@ -94,15 +101,22 @@ class MemberExpiry:
         *,
         every: int = 200,
         keys_per_sweep: int = 2000,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.table = table
         self.ttl_ms = None if ttl_days is None else int(ttl_days * 86_400_000)
         self.every, self.keys_per_sweep = every, keys_per_sweep
+        self.clock = clock
         self._newest: dict[int, int] = {}
         self._todo: dict[int, list[str]] = {}
         self._seen = 0
 
+    def now_ms(self) -> int:
+        """The wall clock, in epoch ms: no event counts later than this."""
+        return int(self.clock() * 1000)
+
     def saw(self, partition: int, event_ms: int) -> None:
+        event_ms = counted_time(event_ms, self.now_ms())
         self._newest[partition] = max(self._newest.get(partition, event_ms), event_ms)
 
     def sweep(self, partition: int) -> int:
@@ -335,6 +349,7 @@ class Stages:
                 thresholds=self.thresholds,
                 profile_throttle_ms=self.profile_throttle_ms,
                 fraud_scorer=self.fraud_scorer,
+                now_ms=self.expiry.now_ms(),
             )
         except Exception as exc:
             await self.on_processing_error(record, "member", exc)

@@ -30,6 +30,8 @@ BAD_SETTINGS = [
     ("RISKSTREAM_LOG_LEVEL", "verbose"),
     ("RISKSTREAM_PROCESSING_ERROR_POLICY", "ignore"),
     ("RISKSTREAM_PARTITIONS", "many"),
+    ("RISKSTREAM_MEMBER_TTL_DAYS", ""),  # empty: neither the default nor no bound, so an error
+    ("RISKSTREAM_EVENT_TIME_MAX_FUTURE_S", "soon"),
 ]
 
 
@@ -41,6 +43,68 @@ def test_a_bad_setting_is_one_line_naming_the_variable(name: str, value: str) ->
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, result.stderr
     assert name in lines[0] and value in lines[0]
+
+
+def optional_settings() -> list[str]:
+    from stream.config import optional_fields
+
+    return sorted(optional_fields())
+
+
+def test_every_optional_setting_is_known() -> None:
+    assert {
+        "event_time_max_future_s",
+        "event_time_max_past_s",
+        "member_ttl_days",
+        "max_batch_size",
+        "model_version",
+        "shadow_backend",
+        "chinese_negative_review_threshold",
+    } <= set(optional_settings())
+
+
+@pytest.mark.parametrize("field", optional_settings())
+@pytest.mark.parametrize("word", ["none", "None", "NONE", " none "])
+def test_none_means_no_value_for_every_optional_setting(
+    field: str, word: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unset variable means the default, which for the future bound and the member TTL is a
+    value: 'none' is how "no bound" is written (and what ``riskstream settings`` prints)."""
+    from stream.config import env_name, load_settings
+
+    monkeypatch.setenv(env_name(field), word)
+    assert getattr(load_settings(), field) is None
+    assert "'none'" in (Settings.model_fields[field].description or "")
+
+
+def test_none_is_a_value_only_for_optional_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    from stream.config import SettingsError, load_settings
+
+    monkeypatch.setenv("RISKSTREAM_CHINESE_MODEL_VERSION", "none")  # its own word: no routing
+    assert load_settings().chinese_build() is None
+    monkeypatch.setenv("RISKSTREAM_PARTITIONS", "none")
+    with pytest.raises(SettingsError, match="RISKSTREAM_PARTITIONS='none'"):
+        load_settings()
+
+
+def test_the_none_settings_reach_the_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    from stream.config import load_settings
+
+    monkeypatch.setenv("RISKSTREAM_EVENT_TIME_MAX_FUTURE_S", "none")
+    monkeypatch.setenv("RISKSTREAM_MEMBER_TTL_DAYS", "none")
+    settings = load_settings()
+    assert settings.edge_limits().max_future_ms is None
+    assert settings.member_ttl_days is None
+
+
+def test_the_settings_printout_reads_back() -> None:
+    env = {"RISKSTREAM_MEMBER_TTL_DAYS": "none", "RISKSTREAM_EVENT_TIME_MAX_FUTURE_S": "none"}
+    first = riskstream("settings", env=env)
+    assert first.returncode == 0, first.stderr
+    printed = dict(line.split("=", 1) for line in first.stdout.splitlines() if "=" in line)
+    assert printed["RISKSTREAM_MEMBER_TTL_DAYS"] == "None"
+    again = riskstream("settings", env={k: printed[k] for k in env})
+    assert again.returncode == 0 and again.stdout == first.stdout
 
 
 def test_the_backend_choices_are_the_factorys() -> None:

@@ -4,6 +4,7 @@ import orjson
 import pytest
 
 from stream.core.codec import ValidationError, decode, encode, parse_event_time
+from stream.core.steps import InvalidEvent, RawRecord, decode_record
 
 REVIEW = {
     "event_id": "r1",
@@ -127,3 +128,64 @@ def test_deep_nesting_is_refused_before_it_reaches_an_encoder() -> None:
 def test_encode_checks_outputs_when_asked() -> None:
     with pytest.raises(ValidationError):
         encode({"member_id": "m1"}, "member-profiles", check=True)
+
+
+ARABIC_INDIC = str.maketrans("0123456789", "".join(chr(0x0660 + d) for d in range(10)))
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "2026-11-23T10:00:00Z".translate(ARABIC_INDIC),  # every digit
+        "2026-11-23T10:00:00.\u0661\u0662\u0663Z",  # the fraction only
+        "2026-11-23T10:00:00+0\u0661:00",  # the offset only
+        "\uff12\uff10\uff12\uff16-11-23T10:00:00Z",  # fullwidth year
+        "2026-11-23T10:00:00Z\n",
+    ],
+)
+def test_event_time_digits_are_ascii(value: str) -> None:
+    """Python's ``\\d`` matches any Unicode decimal digit, and ``int`` reads them: such times
+    passed and were republished as-is."""
+    with pytest.raises(ValidationError) as info:
+        parse_event_time(value)
+    assert info.value.reason == "invalid_event_time"
+    record = RawRecord("reviews", 0, 0, b"m1", raw({**REVIEW, "event_time": value}))
+    dead = decode_record(record)
+    assert isinstance(dead, InvalidEvent) and dead.error.reason == "invalid_event_time"
+
+
+@pytest.mark.parametrize(
+    ("pattern", "value", "matches"),
+    [
+        ("^[A-Za-z0-9._:@-]+$", "m-1", True),
+        ("^[A-Za-z0-9._:@-]+$", "m-1\n", False),  # Python's $ matches before a final newline
+        ("^[A-Z]{3}$", "EUR\n", False),
+        ("^[0-9]+$", "\u0661\u0662", False),  # ECMA-262 digits are ASCII
+        ("^a[$]b$", "a$b", True),  # a $ inside a class is a character
+        ("^a\\$$", "a$", True),  # so is an escaped one
+    ],
+)
+def test_schema_patterns_are_read_as_ecma_262(pattern: str, value: str, matches: bool) -> None:
+    from stream.core.codec import ecma_regex
+
+    assert bool(ecma_regex(pattern).search(value)) is matches
+
+
+@pytest.mark.parametrize("field", ["event_id", "member_id", "product_id"])
+@pytest.mark.parametrize("ending", ["\n", "\r", "\r\n", "\x00"])
+def test_an_id_with_a_control_character_is_a_schema_violation(field: str, ending: str) -> None:
+    assert reason_of(raw({**REVIEW, field: REVIEW[field] + ending})) == "schema_violation"
+
+
+def test_a_label_id_with_a_trailing_newline_is_a_schema_violation() -> None:
+    label = {
+        "event_id": "r1\n",
+        "head": "sentiment",
+        "value": "negative",
+        "labeller": "analyst-1",
+        "labelled_at": "2026-11-23T10:00:00Z",
+    }
+    assert reason_of(raw(label), "labels") == "schema_violation"
+    assert reason_of(raw({**label, "event_id": "r1", "labeller": "a-1\n"}), "labels") == (
+        "schema_violation"
+    )

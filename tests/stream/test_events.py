@@ -219,3 +219,20 @@ def test_what_the_edge_writes_decodes_as_the_internal_types(topic: str) -> None:
     assert msgspec.to_builtins(typed) == evt
     for mention in subject_events(evt, 0.5):
         msgspec.json.decode(orjson.dumps(mention), type=SubjectEvent)
+
+
+@pytest.mark.parametrize("topic", sorted(BASE))
+def test_a_trailing_newline_in_any_patterned_field_is_refused_like_the_schema_path(
+    topic: str,
+) -> None:
+    """msgspec checks patterns with Python's ``re``, whose ``$`` matches before a final newline;
+    such a value goes to the schema path, which reads patterns as ECMA-262 does."""
+    from stream.core.events import _PATTERNED
+
+    assert {"event_id", "member_id"} <= set(_PATTERNED[topic])
+    for field in _PATTERNED[topic]:
+        valid = {**BASE[topic], "product_id": "p1"}
+        body = {**valid, field: valid[field] + "\n"}  # valid but for the newline
+        raw = orjson.dumps(body)
+        assert outcome(decode_input, raw, topic)[0] == "schema_violation", field
+        assert_same(raw, topic)
