@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from types import NoneType
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import AliasChoices, Field, ValidationInfo, field_validator
+from pydantic import AfterValidator, AliasChoices, Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from stream.core.rules import AlertThresholds, TextThresholds
@@ -19,6 +19,18 @@ def _default_data_dir() -> Path:
     """Faust's state folder lives in the cache, not in whatever directory the worker started."""
     cache = os.environ.get("RISKSTREAM_CACHE_DIR")
     return (Path(cache).expanduser() if cache else Path.home() / ".cache" / "riskstream") / "faust"
+
+
+def _check_key_file(path: Path) -> Path:
+    """RISKSTREAM_DEAD_LETTER_KEY_FILE: a readable key, checked when the settings load, so a
+    worker with a bad key stops at its start, not at its first dead letter."""
+    from stream.core.sealing import SealingError, load_key
+
+    try:
+        load_key(path)
+    except SealingError as exc:
+        raise ValueError(str(exc)) from None
+    return path
 
 
 #: What an optional setting is given for "no value" (no bound, off, the backend's own...): an
@@ -167,6 +179,17 @@ class Settings(BaseSettings):
         "masked",
         description="Dead-letter originals that decode to no text: kept with every 7+ digit "
         "run and @ token masked, or not kept (size and sha256 only).",
+    )
+    dead_letter_key_file: Annotated[Path, AfterValidator(_check_key_file)] | None = Field(
+        None,
+        description="A file holding a 32-byte key (base64 or hex; generate with python -c "
+        '"import os,base64;print(base64.b64encode(os.urandom(32)).decode())" > key), not the '
+        "pseudonymisation key: dead letters then keep their original key and value sealed "
+        "(AES-256-GCM, bound to the source position, tagged with the key's id) instead of "
+        "masked, and `riskstream dead-letter replay --key-file` opens them. Rotate by giving "
+        "the workers a new key and keeping the old file for replay until the dead-letter "
+        "topic's retention passed. Unset or 'none': masked originals "
+        "(RISKSTREAM_RAW_DEAD_LETTERS).",
     )
     torch_compile: bool = Field(
         False, description="torch-cuda: torch.compile the network (slower start, faster batches)."

@@ -11,11 +11,14 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from stream.core.codec import ValidationError, check_event_time_window, parse_event_time
 from stream.core.events import decode_input, edge_fields
 from stream.core.pii import TEXT_FIELDS, IdPolicy, mask_pii, mask_pii_bytes, protect_ids
+
+if TYPE_CHECKING:
+    from stream.core.sealing import SealingKey
 
 EventType = Literal["review", "chat", "transaction"]
 
@@ -165,6 +168,7 @@ def dead_letter(
     failed_at: str,
     max_original_bytes: int = 65536,
     raw_dead_letters: Literal["masked", "drop"] = "masked",
+    sealing_key: SealingKey | None = None,
 ) -> dict[str, Any]:
     """Dead-letter record: reason, detail, source position and the original bytes (base64),
     with card numbers, e-mails and phone numbers masked in both (the bytes decoded in their
@@ -175,8 +179,15 @@ def dead_letter(
     (an 800 kB value gave a 1.07 MB dead letter the producer refused: a crash loop).
     Bytes that decode to no text are masked aggressively (``raw_dead_letters="masked"``) or
     not kept (``"drop"``: ``original_*_b64`` is null, ``original_*_dropped`` gives size and
-    sha256)."""
+    sha256).
+
+    With ``sealing_key`` (``RISKSTREAM_DEAD_LETTER_KEY_FILE``) the originals and the full
+    detail are sealed instead (``stream.core.sealing``): ``original_*_b64`` are null,
+    ``sealed_original`` holds them encrypted, and the readable detail drops the values it
+    quotes; ``raw_dead_letters`` does not apply then."""
     record = invalid.record
+    if sealing_key is not None:
+        return _sealed_dead_letter(invalid, sealing_key, failed_at, max_original_bytes)
     body: dict[str, Any] = {
         "reason": invalid.error.reason,
         "detail": mask_pii(invalid.error.detail[:2000]),
@@ -206,6 +217,42 @@ def dead_letter(
                 "bytes": len(raw),
                 "sha256": hashlib.sha256(raw).hexdigest(),
             }
+    body["original_timestamp_ms"] = record.timestamp_ms
+    body["failed_at"] = failed_at
+    if invalid.stage is not None:
+        body["stage"] = invalid.stage
+    return body
+
+
+def _sealed_dead_letter(
+    invalid: InvalidEvent, key: SealingKey, failed_at: str, max_original_bytes: int
+) -> dict[str, Any]:
+    """The dead letter with sealed originals: nothing readable carries an original value."""
+    from stream.core.sealing import redact_detail, seal_original
+
+    record = invalid.record
+    detail = invalid.error.detail[:2000]
+    body: dict[str, Any] = {
+        "reason": invalid.error.reason,
+        "detail": mask_pii(redact_detail(detail)),
+        "source": record.source(),
+        "original_key_b64": None,
+        "original_value_b64": None,
+    }
+    for name, raw in (("key", record.key), ("value", record.value)):
+        if raw is not None and len(raw) > max_original_bytes:
+            body[f"original_{name}_truncated"] = {
+                "bytes": len(raw),
+                "sha256": hashlib.sha256(raw).hexdigest(),
+            }
+    body["sealed_original"] = seal_original(
+        key,
+        body["source"],
+        original_key=record.key,
+        original_value=record.value,
+        detail=detail,
+        max_original_bytes=max_original_bytes,
+    )
     body["original_timestamp_ms"] = record.timestamp_ms
     body["failed_at"] = failed_at
     if invalid.stage is not None:

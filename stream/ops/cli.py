@@ -512,3 +512,7 @@ from stream.ops.labels_cli import adapt, labels_group  # noqa: E402 (they import
 
 main.add_command(labels_group, "labels")
 main.add_command(adapt, "adapt")
+
+from stream.ops.dead_letter_cli import dead_letter_group  # noqa: E402
+
+main.add_command(dead_letter_group, "dead-letter")

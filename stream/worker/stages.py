@@ -195,11 +195,16 @@ class Stages:
     # -- errors ---------------------------------------------------------------------------
 
     async def publish_dead_letter(self, invalid: InvalidEvent) -> None:
+        from stream.core.sealing import cached_key
+
+        key_file = self.settings.dead_letter_key_file
         body = dead_letter(
             invalid,
             failed_at=utc_now(),
             max_original_bytes=self.edge_limits.max_dead_letter_bytes,
             raw_dead_letters=self.settings.raw_dead_letters,
+            # read once per process (checked when the settings loaded)
+            sealing_key=None if key_file is None else cached_key(str(key_file)),
         )
         await self.send(DEAD_LETTER, dead_letter_key(invalid.record), encode(body, "dead-letter"))
         metrics.DEAD_LETTERS.labels(invalid.error.reason).inc()

@@ -176,3 +176,24 @@ def test_utf16_json_record_is_still_dead_lettered_as_before() -> None:
         RawRecord("reviews", 0, 7, None, orjson.dumps({}).decode().encode("utf-16"))
     )
     assert isinstance(invalid, InvalidEvent) and invalid.error.reason == "invalid_utf8"
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+def test_a_sealed_dead_letter_does_not_leak_in_any_encoding(encoding: str) -> None:
+    """With a dead-letter key the originals are sealed, not masked: nothing of them is readable."""
+    from stream.core.sealing import SealingKey, keyring, open_original
+
+    key = SealingKey(bytes(range(32)))
+    raw = RECORD.encode(encoding)
+    record = RawRecord("reviews", 0, 7, "jane.doe@example.com".encode(encoding), raw)
+    invalid = decode_record(record)
+    if encoding == "utf-8":  # a valid event: dead-letter it as a stage would
+        invalid = InvalidEvent(
+            record, ValidationError("processing_error", "member: boom"), "member"
+        )
+    assert isinstance(invalid, InvalidEvent)
+    letter = dead_letter(invalid, failed_at="2026-11-23T10:00:01Z", sealing_key=key)
+    validate("dead-letter", letter)
+    readable = {k: v for k, v in letter.items() if k != "sealed_original"}
+    assert_masked(orjson.dumps(readable).decode(), exactly=False)
+    assert open_original(letter, keyring([key])).value == raw

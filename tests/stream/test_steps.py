@@ -140,3 +140,18 @@ def test_processing_error_dead_letter_names_stage_and_exception() -> None:
     validate("dead-letter", letter)
     assert letter["reason"] == "processing_error" and letter["stage"] == "member"
     assert letter["detail"] == "member: KeyError: 'member_id'"
+
+
+def test_a_sealed_dead_letter_keeps_no_readable_original() -> None:
+    from stream.core.sealing import SealingKey, keyring, open_original
+
+    key = SealingKey(b"k" * 32)
+    invalid = decode_record(record(b"{not json"))
+    body = dead_letter(invalid, failed_at="2026-11-23T10:00:01Z", sealing_key=key)
+    validate("dead-letter", body)
+    assert body["original_key_b64"] is None and body["original_value_b64"] is None
+    assert body["source"] == {"topic": "chats", "partition": 2, "offset": 5}
+    assert body["original_timestamp_ms"] == 1_700_000_000_000
+    assert b"not json" not in orjson.dumps(body)
+    opened = open_original(body, keyring([key]))
+    assert (opened.key, opened.value) == (b"m1", b"{not json")
