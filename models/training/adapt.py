@@ -91,11 +91,17 @@ class AdaptOptions:
 # ------------------------------------------------------------------------------ pure parts
 
 
+def _hash_keys(event_ids: Sequence[str]) -> np.ndarray:
+    """A stable number per event id (48 bits of its sha256): orders rows independently of
+    their order in the set."""
+    return np.array([int(hashlib.sha256(e.encode()).hexdigest()[:12], 16) for e in event_ids])
+
+
 def hash_folds(event_ids: Sequence[str], targets: np.ndarray, k: int) -> np.ndarray:
     """Each row's fold in ``0..k-1``: within each class, rows ranked by a hash of their event
     id and dealt round-robin, so folds are stratified, stable and independent of row order."""
     folds = np.zeros(len(event_ids), dtype=np.int64)
-    keys = np.array([int(hashlib.sha256(e.encode()).hexdigest()[:12], 16) for e in event_ids])
+    keys = _hash_keys(event_ids)
     for cls in (0, 1):
         idx = np.flatnonzero(targets == cls)
         folds[idx[np.argsort(keys[idx])]] = np.arange(len(idx)) % k
@@ -106,7 +112,7 @@ def holdout_mask(event_ids: Sequence[str], targets: np.ndarray, share: float) ->
     """True for held-out rows: within each class, the ``share`` of rows whose event-id hash
     ranks lowest, so the split is stable, stratified and independent of row order."""
     mask = np.zeros(len(event_ids), dtype=bool)
-    keys = np.array([int(hashlib.sha256(e.encode()).hexdigest()[:12], 16) for e in event_ids])
+    keys = _hash_keys(event_ids)
     for cls in (0, 1):
         idx = np.flatnonzero(targets == cls)
         take = round(len(idx) * share)

@@ -71,6 +71,19 @@ async def scored_versions(bootstrap: str, topic: str, ids: set[str], timeout_s: 
     return versions
 
 
+async def score(bootstrap: str, prefix: str, name: str, rows: list, minute: int) -> dict:
+    """Produce ``rows`` as new reviews; -> event id -> the build that scored it."""
+    events = [(f"{name}-{i}", r) for i, r in enumerate(rows)]
+    await produce(
+        bootstrap,
+        [
+            (prefix + "reviews", b"k", review(e, r.text, minute + i))
+            for i, (e, r) in enumerate(events)
+        ],
+    )
+    return await scored_versions(bootstrap, prefix + "scored-events", {e for e, _ in events}, 120)
+
+
 async def serving(worker, build: str, timeout_s: float = 60) -> None:
     """Until the worker's ``riskstream_model_info`` names ``build`` (it switched)."""
     import urllib.request
@@ -194,17 +207,7 @@ async def test_label_adapt_shadow_promote_rollback(
     # promote: the running worker switches, with no restart
     riskstream(env, "models", "promote", build, "--by", "ops-1", "--why", "lift on brand tweets")
     await serving(shadowed, build)
-    second = [(f"fresh-b-{i}", r) for i, r in enumerate(fresh[FRESH : 2 * FRESH])]
-    await produce(
-        bootstrap,
-        [
-            (topic_prefix + "reviews", b"k", review(e, r.text, 700 + i))
-            for i, (e, r) in enumerate(second)
-        ],
-    )
-    after = await scored_versions(
-        bootstrap, topic_prefix + "scored-events", {e for e, _ in second}, 120
-    )
+    after = await score(bootstrap, topic_prefix, "fresh-b", fresh[FRESH : 2 * FRESH], 700)
     assert set(after.values()) == {build}, shadowed.log_tail()
     champions = riskstream(env, "models", "champions").stdout
     assert build in champions
@@ -212,16 +215,6 @@ async def test_label_adapt_shadow_promote_rollback(
     # roll back: the base build again, still without a restart
     riskstream(env, "models", "rollback", "--route", "english", "--by", "ops-1", "--why", "test")
     await serving(shadowed, base)
-    third = [(f"fresh-c-{i}", r) for i, r in enumerate(fresh[2 * FRESH :])]
-    await produce(
-        bootstrap,
-        [
-            (topic_prefix + "reviews", b"k", review(e, r.text, 800 + i))
-            for i, (e, r) in enumerate(third)
-        ],
-    )
-    back = await scored_versions(
-        bootstrap, topic_prefix + "scored-events", {e for e, _ in third}, 120
-    )
+    back = await score(bootstrap, topic_prefix, "fresh-c", fresh[2 * FRESH :], 800)
     assert set(back.values()) == {base}, shadowed.log_tail()
     assert shadowed.alive() and os.path.exists(shadowed.log_path)
