@@ -128,6 +128,7 @@ class TopicRecord:
     offset: int
     key: bytes | None
     value: bytes | None
+    timestamp_ms: int | None = None
 
 
 async def read_to_end(
@@ -164,7 +165,7 @@ async def read_to_end(
         found: list[TopicRecord] = []
 
         def take(m: Any) -> None:
-            found.append(TopicRecord(m.topic, m.partition, m.offset, m.key, m.value))
+            found.append(TopicRecord(m.topic, m.partition, m.offset, m.key, m.value, m.timestamp))
 
         try:
             await asyncio.wait_for(registry.read_to_end(consumer, tps, take), timeout_s)
@@ -218,10 +219,25 @@ def scored_events(
     return out
 
 
+def in_range(record: TopicRecord, from_ms: int | None, to_ms: int | None) -> bool:
+    """Whether a record's timestamp is in ``[from_ms, to_ms)`` (None: open on that side)."""
+    at = record.timestamp_ms
+    if at is None:
+        return from_ms is None and to_ms is None
+    return (from_ms is None or at >= from_ms) and (to_ms is None or at < to_ms)
+
+
 async def from_broker(
-    bootstrap: str, prefix: str, security: KafkaSecurity | None = None
+    bootstrap: str,
+    prefix: str,
+    security: KafkaSecurity | None = None,
+    *,
+    from_ms: int | None = None,
+    to_ms: int | None = None,
 ) -> tuple[dict, int, dict[str, ScoredEvent]]:
-    """(latest labels, invalid label records, scored events) read from a deployment."""
+    """(latest labels, invalid label records, scored events) read from a deployment; with a
+    range, only the events scored in ``[from_ms, to_ms)`` (``scored-events`` record time) join
+    (every label and input is read: a label often comes days after its event)."""
     names = {prefix + t: t for t in (LABELS, SCORED_EVENTS, *INPUT_TOPICS)}
     records = await read_to_end(bootstrap, list(names), security)
     labels, bad = labels_of(r for r in records if names[r.topic] == LABELS)
@@ -229,7 +245,12 @@ async def from_broker(
         (names[r.topic], r.key, r.value) for r in records if names[r.topic] in INPUT_TOPICS
     )
     scored = scored_events(
-        (r.value for r in records if names[r.topic] == SCORED_EVENTS and r.value), texts
+        (
+            r.value
+            for r in records
+            if names[r.topic] == SCORED_EVENTS and r.value and in_range(r, from_ms, to_ms)
+        ),
+        texts,
     )
     return labels, bad, scored
 

@@ -83,8 +83,20 @@ def import_labels(file: Path, allow_invalid: bool) -> None:
     default=None,
     help="Labels from this file instead of the labels topic.",
 )
+@click.option(
+    "--from-time",
+    default=None,
+    help="Only events scored at or after this time (ISO-8601 or epoch ms; scored-events "
+    "record time).",
+)
+@click.option("--to-time", default=None, help="... and before this time.")
 def build_set(
-    out_dir: Path, replay_dir: Path | None, input_file: Path | None, labels_file: Path | None
+    out_dir: Path,
+    replay_dir: Path | None,
+    input_file: Path | None,
+    labels_file: Path | None,
+    from_time: str | None,
+    to_time: str | None,
 ) -> None:
     """Join the latest label of each event with what was scored (masked text as served,
     event type, language, scores, build) into a hash-named Parquet file."""
@@ -98,6 +110,8 @@ def build_set(
         if replay_dir is not None:
             if input_file is None:
                 fail("--replay needs --input, the file that was replayed")
+            if from_time or to_time:
+                fail("--from-time/--to-time select live scored-events; a replay is its own range")
             scored = ops.from_replay(replay_dir, input_file)
             if labels_file is None:
                 bootstrap, prefix = _bootstrap()
@@ -105,7 +119,10 @@ def build_set(
                 latest, invalid = ops.labels_of(records)
         else:
             bootstrap, prefix = _bootstrap()
-            topic_labels, topic_invalid, scored = asyncio.run(ops.from_broker(bootstrap, prefix))
+            window = {"from_ms": _cli()._epoch_ms(from_time), "to_ms": _cli()._epoch_ms(to_time)}
+            topic_labels, topic_invalid, scored = asyncio.run(
+                ops.from_broker(bootstrap, prefix, **window)
+            )
             if labels_file is None:
                 latest, invalid = topic_labels, topic_invalid
         path, facts = ops.build_set(latest, scored, invalid, out_dir)

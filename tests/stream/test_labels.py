@@ -197,3 +197,12 @@ def test_a_set_from_a_replays_outputs(tmp_path: Path) -> None:
     }
     with pytest.raises(ops.LabelsError, match="replay's output folder"):
         ops.from_replay(tmp_path, tmp_path / "input.jsonl")
+
+
+def test_a_time_range_selects_scored_records() -> None:
+    record = ops.TopicRecord("scored-events", 0, 7, b"m", b"{}", 1_000)
+    assert ops.in_range(record, None, None)
+    assert ops.in_range(record, 1_000, 2_000) and not ops.in_range(record, 1_001, None)
+    assert not ops.in_range(record, None, 1_000)  # the end is exclusive
+    no_time = ops.TopicRecord("scored-events", 0, 8, b"m", b"{}")
+    assert ops.in_range(no_time, None, None) and not ops.in_range(no_time, 0, None)

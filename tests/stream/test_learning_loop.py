@@ -162,6 +162,11 @@ async def test_label_adapt_shadow_promote_rollback(
     assert facts["rows"] == LABELLED and facts["invalid"] == len(bad)
     import pyarrow.parquet as pq
 
+    later = riskstream(
+        env, "labels", "build-set", "--out", str(tmp_path / "later"),
+        "--from-time", "2099-01-01T00:00:00Z", check=False,
+    )  # fmt: skip
+    assert later.returncode == 1 and "no label matched" in later.stderr  # nothing scored then
     table = {r["event_id"]: r for r in pq.read_table(set_path).to_pylist()}
     assert table["air-0"]["value"] == labelled[0].label  # the later label won
     assert table["air-5"]["model_version"] == base and table["air-5"]["language"] == "en"
