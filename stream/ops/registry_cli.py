@@ -7,7 +7,7 @@ without a restart (``stream/worker/champion.py``)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 import click
@@ -48,6 +48,18 @@ async def _ensure_topic(broker: str, prefix: str, security: Any, settings: Any) 
     )
 
 
+def _change_registry(change: Callable[[str, str, Any], Coroutine[Any, Any, T]]) -> T:
+    """Make one change to the registry (``change(broker, prefix, security)``), creating its
+    topic first if the deployment has none yet."""
+    broker, prefix, security, settings = _where()
+
+    async def go() -> T:
+        await _ensure_topic(broker, prefix, security, settings)
+        return await change(broker, prefix, security)
+
+    return _run(go())
+
+
 @click.group("models")
 def models_group() -> None:
     """The model registry: which build is champion (and challenger) per route, shadow,
@@ -69,15 +81,11 @@ def promote(build: str, by: str, why: str, min_shadowed: int) -> None:
     """Make the adapted BUILD (in the local model cache) the champion of its route."""
     from stream.ops.registry import promote_build
 
-    broker, prefix, security, settings = _where()
-
-    async def go():
-        await _ensure_topic(broker, prefix, security, settings)
-        return await promote_build(
+    record = _change_registry(
+        lambda broker, prefix, security: promote_build(
             broker, prefix, build, by=by, why=why, min_shadowed=min_shadowed, security=security
         )
-
-    record = _run(go())
+    )
     click.echo(f"{record.route} champion is now {record.champion.model_version} ({record.seq})")
 
 
@@ -89,13 +97,11 @@ def rollback(route: str, by: str, why: str) -> None:
     """Make the route's previous champion the champion again."""
     from stream.ops.registry import rollback_route
 
-    broker, prefix, security, settings = _where()
-
-    async def go():
-        await _ensure_topic(broker, prefix, security, settings)
-        return await rollback_route(broker, prefix, route, by=by, why=why, security=security)
-
-    record = _run(go())
+    record = _change_registry(
+        lambda broker, prefix, security: rollback_route(
+            broker, prefix, route, by=by, why=why, security=security
+        )
+    )
     click.echo(f"{record.route} champion is now {record.champion.model_version} ({record.seq})")
 
 
@@ -108,13 +114,11 @@ def shadow_command(build: str, by: str, why: str) -> None:
     scores it beside the champion and publishes the comparisons to shadow-scores."""
     from stream.ops.registry import shadow_build
 
-    broker, prefix, security, settings = _where()
-
-    async def go():
-        await _ensure_topic(broker, prefix, security, settings)
-        return await shadow_build(broker, prefix, build, by=by, why=why, security=security)
-
-    record = _run(go())
+    record = _change_registry(
+        lambda broker, prefix, security: shadow_build(
+            broker, prefix, build, by=by, why=why, security=security
+        )
+    )
     assert record.challenger is not None
     click.echo(
         f"{record.route} challenger is now {record.challenger.model_version}, shadowing "
@@ -130,13 +134,11 @@ def unshadow(route: str, by: str, why: str) -> None:
     """Stop shadowing the route's challenger."""
     from stream.ops.registry import stop_shadow_route
 
-    broker, prefix, security, settings = _where()
-
-    async def go():
-        await _ensure_topic(broker, prefix, security, settings)
-        return await stop_shadow_route(broker, prefix, route, by=by, why=why, security=security)
-
-    record = _run(go())
+    record = _change_registry(
+        lambda broker, prefix, security: stop_shadow_route(
+            broker, prefix, route, by=by, why=why, security=security
+        )
+    )
     click.echo(f"{record.route} has no challenger now ({record.seq})")
 
 

@@ -357,29 +357,29 @@ def build_app(
     for logical_topic in INPUT_TOPICS:
         edge_agent(logical_topic)
 
-    @app.agent(topics[LABELS], name="check_labels")
-    async def check_labels(stream: StreamT) -> None:
-        """Operator labels: an invalid one goes to dead-letter with its reason, a valid one is
-        counted (``riskstream labels build-set`` reads the topic itself)."""
-        manual = stream.noack()
-        async for event, admission in worker.delivered(manual):
-            try:
-                await stages.check_label(worker.raw_record(LABELS, event))
-            except Exception as exc:
-                fatal(exc, f"label at {event.message.tp} offset {event.message.offset}")
-            ledger.complete(admission)
-            await manual.ack(event)
+    def record_agent(
+        logical_topic: str, name: str, handle: Callable[[RawRecord], Any], what: str
+    ) -> None:
+        """An agent that hands each record to ``handle`` and marks it done after it returned
+        (an exception is not about the record: fatal)."""
 
-    @app.agent(topics[MEMBER_EVENTS], name="track_member_activity")
-    async def track_member_activity(stream: StreamT) -> None:
-        manual = stream.noack()
-        async for event, admission in worker.delivered(manual):
-            try:
-                await stages.member_record(worker.raw_record(MEMBER_EVENTS, event))
-            except Exception as exc:
-                fatal(exc, f"member event at {event.message.tp} offset {event.message.offset}")
-            ledger.complete(admission)
-            await manual.ack(event)
+        async def agent(stream: StreamT) -> None:
+            manual = stream.noack()
+            async for event, admission in worker.delivered(manual):
+                try:
+                    await handle(worker.raw_record(logical_topic, event))
+                except Exception as exc:
+                    fatal(exc, f"{what} at {event.message.tp} offset {event.message.offset}")
+                ledger.complete(admission)
+                await manual.ack(event)
+
+        agent.__name__ = agent.__qualname__ = name
+        app.agent(topics[logical_topic], name=name)(agent)
+
+    # operator labels: an invalid one goes to dead-letter with its reason, a valid one is
+    # counted (``riskstream labels build-set`` reads the topic itself)
+    record_agent(LABELS, "check_labels", stages.check_label, "label")
+    record_agent(MEMBER_EVENTS, "track_member_activity", stages.member_record, "member event")
 
     @app.agent(topics[SUBJECT_EVENTS], name="detect_opinion_surges")
     async def detect_opinion_surges(stream: StreamT) -> None:
