@@ -15,7 +15,8 @@ WORKDIR /app
 RUN apt-get update && apt-get install -y --no-install-recommends libgomp1 curl \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --create-home --uid 10001 riskstream \
-    && mkdir -p /var/cache/riskstream && chown riskstream /var/cache/riskstream
+    && mkdir -p /var/cache/riskstream /var/lib/riskstream/keys \
+    && chown riskstream /var/cache/riskstream /var/lib/riskstream/keys
 
 FROM base AS artefacts
 # `python -m models build`: the student installed, its ONNX fp32 + INT8 builds exported

@@ -7,18 +7,54 @@ from pathlib import Path
 from types import NoneType
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import AfterValidator, AliasChoices, Field, ValidationInfo, field_validator
+from pydantic import (
+    AfterValidator,
+    AliasChoices,
+    BeforeValidator,
+    Field,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from stream.core.policy import Pseudonymiser
 from stream.core.rules import AlertThresholds, TextThresholds
 from stream.core.steps import EdgeLimits
 from stream.security import KafkaSecurity
 
 
+def _cache_dir() -> Path:
+    cache = os.environ.get("RISKSTREAM_CACHE_DIR")
+    return Path(cache).expanduser() if cache else Path.home() / ".cache" / "riskstream"
+
+
 def _default_data_dir() -> Path:
     """Faust's state folder lives in the cache, not in whatever directory the worker started."""
-    cache = os.environ.get("RISKSTREAM_CACHE_DIR")
-    return (Path(cache).expanduser() if cache else Path.home() / ".cache" / "riskstream") / "faust"
+    return _cache_dir() / "faust"
+
+
+def default_pseudonym_key_file() -> Path:
+    """Where the pseudonymisation key is kept (and made on first start) when none is set."""
+    return _cache_dir() / "pseudonym.key"
+
+
+def _check_pseudonym_key_file(path: Path) -> Path:
+    """RISKSTREAM_PSEUDONYM_KEY_FILE: a readable key. Only the default may be missing (the
+    worker makes it): a mistyped path must not silently start a second set of pseudonyms."""
+    from stream.core.sealing import SealingError, load_key
+
+    if path == default_pseudonym_key_file() and not path.exists():
+        return path
+    try:
+        load_key(path, "pseudonymisation")
+    except SealingError as exc:
+        raise ValueError(f"{exc} (make one with: riskstream privacy new-key PATH)") from None
+    return path
+
+
+def _old_id_policy(value: Any) -> Any:
+    """RISKSTREAM_EMAIL_SHAPED_IDS=hash (before the field policy) means pseudonymise."""
+    return "pseudonymise" if value == "hash" else value
 
 
 def _check_key_file(path: Path) -> Path:
@@ -170,10 +206,26 @@ class Settings(BaseSettings):
         description="Original key/value bytes kept in a dead letter; above it a prefix, the "
         "size and the sha256. Keep it well under producer_max_request_bytes.",
     )
-    email_shaped_ids: Literal["hash", "reject"] = Field(
-        "hash",
-        description="An id (member_id, product_id, ...) that is an e-mail address: replaced by "
-        "a stable hash (id-<sha256[:20]>), or the event dead-lettered (schema_violation).",
+    pseudonym_key_file: Annotated[Path, AfterValidator(_check_pseudonym_key_file)] | None = Field(
+        default_factory=default_pseudonym_key_file,
+        description="The pseudonymisation key (32 bytes, base64 or hex; `riskstream privacy "
+        "new-key PATH`), not the dead-letter key: identifiers (member_id, device_id) and ids "
+        "that carry PII become p1-<HMAC-SHA256> pseudonyms (README, Privacy). Every worker of a "
+        "group needs the same file. Unset: <cache>/pseudonym.key, made on the first start. "
+        "'none': identifiers pass as sent, and an id that carries PII dead-letters its event. "
+        "A new key gives every member a new pseudonym (see Privacy: rotation).",
+    )
+    pii_in_ids: Annotated[Literal["pseudonymise", "reject"], BeforeValidator(_old_id_policy)] = (
+        Field(
+            "pseudonymise",
+            validation_alias=AliasChoices(
+                "RISKSTREAM_PII_IN_IDS", "pii_in_ids", "RISKSTREAM_EMAIL_SHAPED_IDS"
+            ),
+            description="A reference id (event_id, product_id, merchant_id, conversation_id) in "
+            "which the masker finds PII (an e-mail, phone, card...): pseudonymised like an "
+            "identifier, or the event dead-lettered (schema_violation). "
+            "RISKSTREAM_EMAIL_SHAPED_IDS (hash, reject) is read as before.",
+        )
     )
     raw_dead_letters: Literal["masked", "drop"] = Field(
         "masked",
@@ -259,6 +311,21 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error", "critical"] = Field(
         "info", description="Worker log level."
     )
+    broker_data_loss_s: float = Field(
+        10.0,
+        gt=0,
+        description="Signs that the broker lost data the worker knew (its topics missing, "
+        "its internal topics or changelogs recreated with another partition count, offsets "
+        "beyond a log's end) seen this long: the worker exits (70) naming them in one line, "
+        "and its next start recreates the topics it owns (README, When the broker loses its "
+        "data).",
+    )
+    recovery_stalled_s: float | None = Field(
+        120.0,
+        gt=0,
+        description="Table recovery that reads no changelog record this long: one line and "
+        "exit (70); 'none' for no bound.",
+    )
 
     def topic(self, name: str) -> str:
         """A logical topic name with this deployment's prefix."""
@@ -275,6 +342,26 @@ class Settings(BaseSettings):
             max_past_ms=ms(self.event_time_max_past_s),
             max_dead_letter_bytes=self.max_dead_letter_bytes,
         )
+
+    def pseudonymiser(self) -> Pseudonymiser | None:
+        """The edge's pseudonymiser under RISKSTREAM_PSEUDONYM_KEY_FILE (None: 'none'). The
+        default file is made on the first start (logged once, with the key's id, never the
+        key); every later start, and every worker sharing the folder, reads the same one."""
+        import logging
+
+        from stream.core.sealing import create_key_file, load_key
+
+        path = self.pseudonym_key_file
+        if path is None:
+            return None
+        if create_key_file(path) if path == default_pseudonym_key_file() else False:
+            logging.getLogger(__name__).warning(
+                "made a pseudonymisation key at %s: give every worker of this group the same "
+                "file (RISKSTREAM_PSEUDONYM_KEY_FILE)",
+                path,
+            )
+        key = load_key(path, "pseudonymisation")
+        return Pseudonymiser(key.secret, key.key_id)
 
     def chinese_build(self) -> str | None:
         """The model version that scores Chinese text, or None (no routing)."""

@@ -15,6 +15,23 @@ from stream.ops.admin import ensure_topics
 from stream.ops.broker import WORKER_SETTINGS, EmbeddedBroker, free_port
 from stream.ops.runner import WorkerProcess
 
+#: The pseudonymisation key of every test and test worker (public: a test key, not a secret), so
+#: tests can name the pseudonym a member gets (:func:`pseudonym`) and no test writes a key into
+#: the real cache.
+TEST_PSEUDONYM_KEY = Path(__file__).with_name("pseudonym-test.key")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    os.environ.setdefault("RISKSTREAM_PSEUDONYM_KEY_FILE", str(TEST_PSEUDONYM_KEY))
+
+
+def pseudonym(field: str, value: str) -> str:
+    """What the edge makes of an identifier (``member_id``, ``device_id``) under the test key."""
+    from stream.core.policy import Pseudonymiser
+    from stream.core.sealing import load_key
+
+    return Pseudonymiser(load_key(TEST_PSEUDONYM_KEY).secret).pseudonym(field, value)
+
 
 @pytest.fixture(scope="session")
 def built_model() -> Path:

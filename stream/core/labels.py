@@ -21,6 +21,7 @@ import orjson
 from models.serving.router import text_route
 from stream.core.codec import ValidationError, decode, parse_event_time
 from stream.core.pii import mask_pii
+from stream.core.policy import apply_policy
 
 Head = Literal["sentiment", "scam", "fraud", "surge"]
 
@@ -95,10 +96,14 @@ def label_key(event_id: str, head: str) -> bytes:
 
 def decode_label(key: bytes | None, value: bytes | None) -> Label:
     """A ``labels`` record -> :class:`Label`, or ``ValidationError`` with the dead-letter reason:
-    bad bytes or JSON, a schema violation (unknown head or value, an e-mail as labeller), a
+    bad bytes or JSON, a schema violation (unknown head or value, an e-mail or any other PII in
+    the labeller or event id), a
     value from another head's vocabulary, a bad ``labelled_at``, or a key that is not
     ``<event_id>|<head>`` (compaction would keep the wrong label)."""
     data = decode(value, "labels", max_bytes=4096)
+    # the field policy without a key: labels are read, never republished, so an id that
+    # carries PII (a phone number as labeller) is refused rather than pseudonymised
+    apply_policy("labels", data, None, "reject")
     head, label_value = data["head"], data["value"]
     if label_value not in HEAD_VALUES[head]:
         raise ValidationError(

@@ -2,13 +2,14 @@
 leaves the edge.
 
 Texts are masked right after decoding, so the model, the internal topic and every output see
-``[card]``/``[email]``/``[phone]``/``[id]``/``[iban]`` instead; e-mail-shaped ids are hashed (or
-rejected). Dead letters keep the original bytes (nothing is lost) but masked the same way after
-decoding them in their own encoding (UTF-8, or UTF-16/32 by BOM or by their NUL bytes), so a
-bad record cannot leak PII either; bytes that decode to no text are masked aggressively (every
-run of 7+ digits, every token around an ``@``, in the ASCII, UTF-16 and UTF-32 views) or, by
-policy, not kept at all. The dead letter's ``detail`` is masked like a text, so the counts an
-operator needs in it (``3600000 s ahead``, ``10485760 bytes``, ``offset 12345678901``) stay.
+``[card]``/``[email]``/``[phone]``/``[id]``/``[iban]`` instead; ids that carry any of these are
+pseudonymised or refused (``stream.core.policy``). Dead letters keep the original bytes (nothing
+is lost) but masked the same way after decoding them in their own encoding (UTF-8, or UTF-16/32
+by BOM or by their NUL bytes), so a bad record cannot leak PII either; bytes that decode to no
+text are masked aggressively (every run of 7+ digits, every token around an ``@``, in the ASCII,
+UTF-16 and UTF-32 views) or, by policy, not kept at all. The dead letter's ``detail`` is masked
+like a text, so the counts an operator needs in it (``3600000 s ahead``, ``10485760 bytes``,
+``offset 12345678901``) stay.
 
 What counts, and what is left alone (measured per class on a labelled corpus of PII and
 look-alikes: ``tests/stream/pii_corpus.py``, ``bench/pii_masker.py``, ``docs/evaluation.md``):
@@ -53,43 +54,15 @@ from __future__ import annotations
 import bisect
 import codecs
 import functools
-import hashlib
 import re
 import unicodedata
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Literal
+from collections.abc import Callable, Iterable
+from typing import Literal
 
 import phonenumbers
 
-from stream.core.codec import ValidationError
-
 # --------------------------------------------------------------------------------------------
 # Which fields carry free text, and which are ids.
-
-#: Free-text fields masked per event type: every string field of ``schemas/{reviews,chats,
-#: transactions}.v1`` that has neither an id ``pattern`` nor an ``enum``, so a writer can put
-#: anything in it. ``brand`` is free text (up to 128 characters, no pattern) and goes into the
-#: public ``subject`` of scored-events, alerts and the internal topics, so it is masked like
-#: ``text``. ``title`` is not in the v1 schemas (the edge drops it) and is listed so that a
-#: schema that adds it is masked from the start. Transactions have no free text: ``currency``
-#: and ``country`` are patterns, ``channel`` an enum, the ids are handled by :func:`protect_ids`.
-#: ``tests/stream/test_pii_fields.py`` checks this against the schemas.
-TEXT_FIELDS: dict[str, tuple[str, ...]] = {
-    "review": ("text", "brand", "title"),
-    "chat": ("text", "brand"),
-    "transaction": (),
-}
-
-#: Opaque id fields per event type (pattern ``^[A-Za-z0-9._:@-]+$``, so an id may be an
-#: e-mail address); :func:`protect_ids` hashes or rejects the e-mail-shaped ones.
-ID_FIELDS: dict[str, tuple[str, ...]] = {
-    "review": ("event_id", "member_id", "product_id"),
-    "chat": ("event_id", "member_id", "conversation_id", "product_id"),
-    "transaction": ("event_id", "member_id", "merchant_id", "device_id"),
-}
-
-IdPolicy = Literal["hash", "reject"]
-ID_POLICIES: tuple[IdPolicy, ...] = ("hash", "reject")
 
 # --------------------------------------------------------------------------------------------
 # A 1:1 folded view of the text: same length, so every position found in it is a position in
@@ -393,9 +366,11 @@ def _national_phone(folded: str, raw: str, start: int, end: int, *, cued: bool) 
     # ... or ends in one: ``0100000 0.00`` is an FR number; dotted ones have more dots
     if raw.count(".") + raw.count(",") == 1 and _DECIMAL_END.search(raw):
         return False
-    if _UNIT_AFTER.match(folded, end):  # ``3600000 s ahead``, ``10485760 bytes``
-        return False
     cue = cued or _has_cue(folded, start)
+    # ``3600000 s ahead``, ``10485760 bytes``; after a phone word a unit-like letter is not one
+    # (``电话 13800138000 B``)
+    if _UNIT_AFTER.match(folded, end) and not cue:
+        return False
     if not cue and (_glued_to_code(folded, start, end) or _VERSION_RUN.fullmatch(raw)):
         return False
     # Bare digits without a trunk prefix: 10 (a US number) and 11 (a CN mobile, a US number
@@ -706,39 +681,6 @@ def mask_pii(text: str, *, regions: Iterable[str] = PHONE_REGIONS) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# Ids.
-
-
-def is_email_shaped(value: str) -> bool:
-    """An id that contains an e-mail address (``jane.doe@example.com``, ``m:jo@x.io``)."""
-    return "@" in value and EMAIL.search(fold(value)) is not None
-
-
-def hashed_id(value: str) -> str:
-    """A stable stand-in for an id: the same value always gives the same one, so partitioning,
-    joins and de-duplication still work. Unkeyed: it hides the address from readers of the
-    topics, not from someone who can hash candidate addresses."""
-    return "id-" + hashlib.sha256(value.encode("utf-8")).hexdigest()[:20]
-
-
-def protect_ids(event_type: str, data: Mapping[str, Any], policy: IdPolicy = "hash") -> dict:
-    """``data`` with every e-mail-shaped id replaced by :func:`hashed_id` (``"hash"``), or a
-    ``schema_violation`` for the first one (``"reject"``)."""
-    if policy not in ID_POLICIES:
-        raise ValueError(f"e-mail-shaped id policy must be one of {ID_POLICIES}, not {policy!r}")
-    out = dict(data)
-    for field in ID_FIELDS[event_type]:
-        value = out.get(field)
-        if isinstance(value, str) and is_email_shaped(value):
-            if policy == "reject":
-                raise ValidationError(
-                    "schema_violation", f"{field}: e-mail-shaped id not accepted (policy reject)"
-                )
-            out[field] = hashed_id(value)
-    return out
-
-
-# --------------------------------------------------------------------------------------------
 # Raw bytes (dead letters).
 
 _BOMS = (
@@ -797,6 +739,102 @@ _WIDE_VIEWS = tuple(
 )
 
 
+# --------------------------------------------------------------------------------------------
+# Ids: one token of ``[A-Za-z0-9._:@-]``, not a sentence.
+
+#: Digits joined by single ``-``/``.`` separators in groups of 2-6, the way phone and card
+#: numbers are written (``138-1234-5678``, ``4111-1111-1111-1111``); ``rev-4-000000123``
+#: (a 1-digit and a 9-digit group) is a sequence number, judged group by group.
+_GROUPED_DIGITS = re.compile(r"(?<![0-9])[0-9]{2,6}(?:[-.][0-9]{2,6}){1,5}(?![0-9])")
+_DIGITS = re.compile(r"[0-9]{7,}")
+
+
+#: Random hex in an id (a UUID, a hash, an object id): no personal data, and its digit runs
+#: are no numbers (a UUID's ``12345678-...`` group).
+_HEX_TOKEN = re.compile(
+    r"(?i)(?<![0-9a-z])(?:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+    r"|(?=[0-9]*[a-f])[0-9a-f]{16,})(?![0-9a-z])"
+)
+
+
+def _number_in_id(digits: str) -> str | None:
+    """What a run of digits in an id is: ``[card]``, ``[phone]`` or None. National numbers
+    as in text (``_national_phone``): 10 or 11 digits, or 8 and more after a trunk ``0``; an
+    8-digit date or sequence number is not one. Any 11-15 digits that are a valid number
+    behind a ``+`` are (an id is no sentence a word could explain them in)."""
+    n = len(digits)
+    if 13 <= n <= 19 and _card_prefix(digits) and luhn_valid(digits):
+        return "[card]"
+    if n > 15 or digits.startswith("000"):  # no phone number is longer, none starts so
+        return None
+    if n >= 11 and international_without_plus(digits):
+        return "[phone]"
+    if n not in (10, 11) and not (digits.startswith("0") and n >= MIN_NATIONAL_DIGITS):
+        return None
+    for region in PHONE_REGIONS:
+        try:
+            if phonenumbers.is_valid_number(phonenumbers.parse(digits, region)):
+                return "[phone]"
+        except phonenumbers.NumberParseException:
+            continue
+    return None
+
+
+@functools.lru_cache(maxsize=65536)
+def pii_in_id(value: str) -> str | None:
+    """The placeholder of PII in an id (``[email]``, ``[iban]``, ``[id]``, ``[card]``,
+    ``[phone]``), or None. Stricter than in text, where a digit run needs a phone word or a
+    phone's shape around it: in an id a run that is a valid number of any country behind a
+    ``+`` (``8613791733639``) is a phone number, and so is a grouped one (``0791-112-3456``),
+    whatever letters precede it, unless a word names an identifier (``order-7712345680``).
+    UUIDs and long hex tokens are skipped. Cached: product, merchant and conversation ids
+    repeat; a zero-padded sequence number (``rev-4-000000123``) costs no ``phonenumbers``
+    call. ``bench/id_policy.py`` measures how often ordinary ids are judged PII."""
+    folded = fold(value)
+    found = _email_spans(folded) + _iban_spans(folded) + _national_id_spans(folded)
+    if found:
+        return min(found)[2]
+    folded = _HEX_TOKEN.sub(lambda m: " " * len(m.group()), folded)
+    for match in _GROUPED_DIGITS.finditer(folded):
+        kind = _number_in_id(re.sub(r"[-.]", "", match.group()))
+        if kind is not None:
+            return kind
+    for match in _DIGITS.finditer(folded):
+        # ``order-7712345680``, ``sku_...``: a word that names an identifier says what the
+        # number is (not a bare letter prefix: ``m-13812345678`` is a member's phone number)
+        before = folded[max(0, match.start() - 24) : match.start()].rstrip("-_.:#")
+        if _ID_WORD_BEFORE.search(before):
+            continue
+        kind = _number_in_id(match.group())
+        if kind is not None:
+            return kind
+    return None
+
+
+#: A quoted value in a dead letter's detail (``rating: 'five' is not ...``).
+QUOTED = re.compile(r"'(?:[^'\\\n]|\\.){0,4000}'|\"(?:[^\"\\\n]|\\.){0,4000}\"")
+
+
+def _mask_aggressively(text: str) -> str:
+    return _AGGR_TEXT.sub(lambda m: "[email]" if "@" in m.group() else "[digits]", text)
+
+
+def mask_detail(detail: str) -> str:
+    """A dead letter's detail, masked: the values it quotes come from the input, so besides
+    what :func:`mask_pii` finds, every 7+ digit run and ``@`` token in them is masked (a bare
+    ``8613791733639`` is an international number without its ``+``); the words and counts
+    around them (``3600000 s ahead``, ``10485760 bytes``) are the worker's and stay."""
+    return QUOTED.sub(lambda m: _mask_aggressively(m.group()), mask_pii(detail))
+
+
+def mask_id_bytes(raw: bytes) -> bytes:
+    """A record key (a member id, as producers key by it) for a masked dead letter: masked
+    like text, then aggressively (every 7+ digit run, every ``@`` token, also in the UTF-16
+    and UTF-32 views), since an id is no text whose digits a reader needs."""
+    masked = mask_pii_bytes(raw) or raw
+    return _mask_wide_views(_mask_ascii_view(masked, aggressive=True))
+
+
 def _unescape_json(text: str) -> str:
     def char(match: re.Match[str]) -> str:
         code = int(match.group(1), 16)
@@ -807,12 +845,38 @@ def _unescape_json(text: str) -> str:
     return _JSON_ESCAPE.sub(char, text)
 
 
+#: A whole run of 11-15 digits: an international number written without its ``+``?
+_LONG_DIGITS = re.compile(r"(?<![0-9])[0-9]{11,15}(?![0-9])")
+
+
+def international_without_plus(text: str) -> list[tuple[int, int, str]]:
+    """Spans of whole 11-15 digit runs that are valid numbers once a ``+`` is put before them
+    (``8613791733639``, ``447911123456``). Not used in text, where such runs are as often
+    account numbers or timestamps, but in ids (``stream.core.policy.carries_pii``) and dead
+    letters' originals, which no reader needs the digits of: there they fail closed."""
+    spans = []
+    for match in _LONG_DIGITS.finditer(fold(text)):
+        try:
+            number = phonenumbers.parse("+" + match.group())
+        except phonenumbers.NumberParseException:
+            continue
+        if phonenumbers.is_valid_number(number):
+            spans.append((match.start(), match.end(), "[phone]"))
+    return spans
+
+
+def _mask_long_numbers(text: str) -> str:
+    for start, end, placeholder in reversed(international_without_plus(text)):
+        text = text[:start] + placeholder + text[end:]
+    return text
+
+
 def _mask_decoded(text: str, *, truncated: bool) -> str:
-    masked = mask_pii(text)
+    masked = _mask_long_numbers(mask_pii(text))
     if "\\u" in text:
         unescaped = _unescape_json(text)
         if unescaped != text and mask_pii(unescaped) != unescaped:
-            masked = mask_pii(unescaped)
+            masked = _mask_long_numbers(mask_pii(unescaped))
     if truncated:  # what was being written when the value was cut: a number, an address
         tail_at = max(0, len(masked) - 400)
         tail = fold(masked[tail_at:])
@@ -869,7 +933,7 @@ def _mask_ascii_view(raw: bytes, *, aggressive: bool) -> bytes:
     text = raw.decode("utf-8", "surrogateescape")
     masked = mask_pii(text)
     if aggressive:
-        masked = _AGGR_TEXT.sub(lambda m: "[email]" if "@" in m.group() else "[digits]", masked)
+        masked = _mask_aggressively(masked)
     return raw if masked == text else masked.encode("utf-8", "surrogateescape")
 
 

@@ -33,6 +33,8 @@ from typing import Any
 
 import orjson
 
+from stream.core.pii import QUOTED
+
 KEY_BYTES = 32
 NONCE_BYTES = 12
 ALGORITHM = "AES-256-GCM"
@@ -65,8 +67,9 @@ def key_id(secret: bytes) -> str:
     return hashlib.sha256(secret).hexdigest()[:8]
 
 
-def parse_key(text: str, source: str = "key") -> SealingKey:
-    """A key file's text (base64 or hex of 32 bytes, surrounding whitespace ignored)."""
+def parse_key(text: str, source: str = "key", what: str = "dead-letter") -> SealingKey:
+    """A key file's text (base64 or hex of 32 bytes, surrounding whitespace ignored); ``what``
+    names the key in the message (the pseudonymisation key has the same format)."""
     stripped = text.strip()
     secret: bytes | None = None
     if re.fullmatch(r"[0-9a-fA-F]{64}", stripped):
@@ -77,11 +80,11 @@ def parse_key(text: str, source: str = "key") -> SealingKey:
         except (binascii.Error, ValueError):
             secret = None
     if secret is None or len(secret) != KEY_BYTES:
-        raise SealingError(f"{source}: not a dead-letter key ({KEY_HELP})")
+        raise SealingError(f"{source}: not a {what} key ({KEY_HELP})")
     return SealingKey(secret, source)
 
 
-def load_key(path: Path | str) -> SealingKey:
+def load_key(path: Path | str, what: str = "dead-letter") -> SealingKey:
     """The key in ``path``; a missing, unreadable or malformed file is one-line SealingError."""
     path = Path(path).expanduser()
     try:
@@ -90,7 +93,28 @@ def load_key(path: Path | str) -> SealingKey:
         raise SealingError(f"{path}: no such key file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise SealingError(f"{path}: cannot read the key file ({exc})") from None
-    return parse_key(text, str(path))
+    return parse_key(text, str(path), what)
+
+
+def create_key_file(path: Path | str) -> bool:
+    """Write a new random key to ``path`` (mode 0600) unless a file is there; -> whether it
+    wrote one. Atomic: the key is written to a temporary file and linked into place, so two
+    workers starting together on a shared volume end up with the one key that won."""
+    path = Path(path).expanduser()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists():
+        return False
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(descriptor, "w", encoding="ascii") as out:
+            out.write(base64.b64encode(os.urandom(KEY_BYTES)).decode("ascii") + "\n")
+        os.link(temporary, path)
+    except FileExistsError:
+        return False
+    finally:
+        temporary.unlink(missing_ok=True)
+    return True
 
 
 @functools.lru_cache(maxsize=8)
@@ -211,7 +235,6 @@ _KEEP_QUOTED = frozenset(
     {"string", "integer", "number", "object", "array", "boolean", "null"}
     | {"utf-8", "utf-16", "utf-32", "ascii"}
 )
-_QUOTED = re.compile(r"'(?:[^'\\\n]|\\.){0,4000}'|\"(?:[^\"\\\n]|\\.){0,4000}\"")
 
 
 def redact_detail(detail: str) -> str:
@@ -222,4 +245,4 @@ def redact_detail(detail: str) -> str:
         inner = match.group(0)[1:-1]
         return match.group(0) if inner in _KEEP_QUOTED else "'…'"
 
-    return _QUOTED.sub(one, detail)
+    return QUOTED.sub(one, detail)

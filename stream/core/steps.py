@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from stream.core.codec import ValidationError, check_event_time_window, parse_event_time
 from stream.core.events import decode_input, edge_fields
-from stream.core.pii import TEXT_FIELDS, IdPolicy, mask_pii, mask_pii_bytes, protect_ids
+from stream.core.pii import mask_detail, mask_id_bytes, mask_pii, mask_pii_bytes
+from stream.core.policy import PII_IN_IDS, PiiInIds, Pseudonymiser, apply_policy, fields_of
 
 if TYPE_CHECKING:
     from stream.core.sealing import SealingKey
@@ -60,6 +61,10 @@ class ValidEvent:
     event_type: EventType
     data: dict[str, Any]
     event_time_ms: int
+    #: The member id as the producer sent it, encoded: what the member's partition is computed
+    #: from (as the producer's partitioner did), so a pseudonymised member keeps the partition
+    #: its input records sit on. In memory only, never published (``data`` has the pseudonym).
+    partition_key: bytes = b""
 
     @property
     def member_id(self) -> str:
@@ -103,15 +108,18 @@ def decode_record(
     *,
     limits: EdgeLimits = EdgeLimits(),
     now_ms: int | None = None,
-    email_shaped_ids: IdPolicy = "hash",
+    pseudonymiser: Pseudonymiser | None = None,
+    pii_in_ids: PiiInIds = "pseudonymise",
 ) -> ValidEvent | InvalidEvent:
-    """Step 1: bytes -> ``ValidEvent`` with PII masked, or ``InvalidEvent`` carrying the reason.
+    """Step 1: bytes -> ``ValidEvent`` with the field policy applied (``stream.core.policy``:
+    identifiers pseudonymised, references with PII pseudonymised or refused, free text
+    masked, label and unknown fields dropped), or ``InvalidEvent`` carrying the reason.
 
     ``now_ms`` is the wall clock the event time is checked against (None: not checked).
-    ``email_shaped_ids``: an id that is an e-mail address is hashed (``"hash"``) or the event
-    dead-lettered as a ``schema_violation`` (``"reject"``); see ``stream.core.pii.protect_ids``."""
-    if email_shaped_ids not in ("hash", "reject"):  # configuration, not a bad record
-        raise ValueError(f"email_shaped_ids must be 'hash' or 'reject', not {email_shaped_ids!r}")
+    ``pseudonymiser`` None: no key, so identifiers pass as sent unless they carry PII (then the
+    event is refused), as references do whatever ``pii_in_ids`` says."""
+    if pii_in_ids not in PII_IN_IDS:  # configuration, not a bad record
+        raise ValueError(f"pii_in_ids must be one of {PII_IN_IDS}, not {pii_in_ids!r}")
     try:
         if record.key is not None and len(record.key) > limits.max_key_bytes:
             raise ValidationError(
@@ -128,22 +136,24 @@ def decode_record(
                 max_past_ms=limits.max_past_ms,
             )
         event_type = EVENT_TYPE_OF_TOPIC[record.topic]
-        data = protect_ids(event_type, data, email_shaped_ids)
+        partition_key = data["member_id"].encode()
+        data = apply_policy(record.topic, data, pseudonymiser, pii_in_ids)
     except ValidationError as error:
         return InvalidEvent(record, error)
     try:
-        masked = mask_text_fields(event_type, data)
+        masked = mask_text_fields(record.topic, data)
     except Exception as exc:  # the edge stays total: nothing unmasked passes, nothing crashes
         # Only the exception's type: its message may quote the very text it failed to mask.
         detail = f"edge: masking PII failed: {type(exc).__name__}"
         return InvalidEvent(record, ValidationError("processing_error", detail), "edge")
-    return ValidEvent(record, event_type, masked, event_time_ms)
+    return ValidEvent(record, event_type, masked, event_time_ms, partition_key)
 
 
-def mask_text_fields(event_type: EventType, data: dict[str, Any]) -> dict[str, Any]:
-    """Every free-text field (``stream.core.pii.TEXT_FIELDS``: text, brand, title) with card
-    numbers, e-mails and phone numbers masked (see ``stream/core/pii.py``)."""
-    masked = {f: mask_pii(data[f]) for f in TEXT_FIELDS[event_type] if isinstance(data.get(f), str)}
+def mask_text_fields(topic: str, data: dict[str, Any]) -> dict[str, Any]:
+    """Every free-text field of the topic (the policy's ``text`` class: text, brand) with card
+    numbers, e-mails, phone numbers, national ids and IBANs masked (``stream/core/pii.py``)."""
+    text_fields = fields_of(topic, "text")
+    masked = {f: mask_pii(data[f]) for f in text_fields if isinstance(data.get(f), str)}
     return {**data, **masked}
 
 
@@ -190,7 +200,7 @@ def dead_letter(
         return _sealed_dead_letter(invalid, sealing_key, failed_at, max_original_bytes)
     body: dict[str, Any] = {
         "reason": invalid.error.reason,
-        "detail": mask_pii(invalid.error.detail[:2000]),
+        "detail": mask_detail(invalid.error.detail[:2000]),
         "source": record.source(),
     }
     for name, raw in (("key", record.key), ("value", record.value)):
@@ -203,6 +213,8 @@ def dead_letter(
             undecodable="drop" if raw_dead_letters == "drop" else "mask_digits",
             truncated=len(kept) < len(raw),
         )
+        if name == "key" and masked is not None:  # an id (the member's), not text
+            masked = mask_id_bytes(masked)
         if masked is None:
             body[f"original_{name}_b64"] = None
             body[f"original_{name}_dropped"] = {

@@ -516,3 +516,7 @@ main.add_command(adapt, "adapt")
 from stream.ops.dead_letter_cli import dead_letter_group  # noqa: E402
 
 main.add_command(dead_letter_group, "dead-letter")
+
+from stream.ops.privacy_cli import privacy_group  # noqa: E402
+
+main.add_command(privacy_group, "privacy")

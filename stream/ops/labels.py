@@ -33,6 +33,7 @@ from stream.core.labels import (
     latest_labels,
     rows_digest,
 )
+from stream.core.policy import PiiInIds, Pseudonymiser
 from stream.core.steps import RawRecord, ValidEvent, decode_record, text_to_score
 from stream.security import KafkaSecurity
 from stream.topics import INPUT_TOPICS, LABELS, SCORED_EVENTS
@@ -192,12 +193,20 @@ def labels_of(
     return latest_labels(good), bad
 
 
-def served_texts(records: Iterable[tuple[str, bytes | None, bytes | None]]) -> dict[str, tuple]:
+def served_texts(
+    records: Iterable[tuple[str, bytes | None, bytes | None]],
+    pseudonymiser: Pseudonymiser | None = None,
+    pii_in_ids: PiiInIds = "pseudonymise",
+) -> dict[str, tuple]:
     """event_id -> (event type, the text as the worker served it: decoded and PII-masked by
-    the edge's own step), for every valid input record (``(logical topic, key, value)``)."""
+    the edge's own step), for every valid input record (``(logical topic, key, value)``).
+    With the workers' pseudonymiser and id policy, an event id the edge pseudonymised (it
+    carried PII) is keyed by its pseudonym, as ``scored-events`` and labels name it."""
     out: dict[str, tuple] = {}
     for topic, key, value in records:
-        decoded = decode_record(RawRecord(topic, 0, 0, key, value))
+        decoded = decode_record(
+            RawRecord(topic, 0, 0, key, value), pseudonymiser=pseudonymiser, pii_in_ids=pii_in_ids
+        )
         if isinstance(decoded, ValidEvent):
             out[decoded.data["event_id"]] = (decoded.event_type, text_to_score(decoded))
     return out
@@ -234,6 +243,8 @@ async def from_broker(
     *,
     from_ms: int | None = None,
     to_ms: int | None = None,
+    pseudonymiser: Pseudonymiser | None = None,
+    pii_in_ids: PiiInIds = "pseudonymise",
 ) -> tuple[dict, int, dict[str, ScoredEvent]]:
     """(latest labels, invalid label records, scored events) read from a deployment; with a
     range, only the events scored in ``[from_ms, to_ms)`` (``scored-events`` record time) join
@@ -242,7 +253,9 @@ async def from_broker(
     records = await read_to_end(bootstrap, list(names), security)
     labels, bad = labels_of(r for r in records if names[r.topic] == LABELS)
     texts = served_texts(
-        (names[r.topic], r.key, r.value) for r in records if names[r.topic] in INPUT_TOPICS
+        ((names[r.topic], r.key, r.value) for r in records if names[r.topic] in INPUT_TOPICS),
+        pseudonymiser,
+        pii_in_ids,
     )
     scored = scored_events(
         (
@@ -255,7 +268,12 @@ async def from_broker(
     return labels, bad, scored
 
 
-def from_replay(replay_dir: Path, input_file: Path) -> dict[str, ScoredEvent]:
+def from_replay(
+    replay_dir: Path,
+    input_file: Path,
+    pseudonymiser: Pseudonymiser | None = None,
+    pii_in_ids: PiiInIds = "pseudonymise",
+) -> dict[str, ScoredEvent]:
     """Scored events of a replay's run A (``outputs-a/scored-events.jsonl``) with the texts
     of the file it replayed."""
     from stream.backtest.replay import read_file
@@ -264,7 +282,7 @@ def from_replay(replay_dir: Path, input_file: Path) -> dict[str, ScoredEvent]:
     if not scored_file.is_file():
         raise LabelsError(f"{scored_file} is missing: is {replay_dir} a replay's output folder?")
     records, _ = read_file(input_file)
-    texts = served_texts((r.topic, r.key, r.value) for r in records)
+    texts = served_texts(((r.topic, r.key, r.value) for r in records), pseudonymiser, pii_in_ids)
     return scored_events(iter_jsonl(scored_file), texts)
 
 

@@ -103,6 +103,8 @@ def build_set(
     from stream.ops import labels as ops
 
     fail = _cli()._fail
+    settings = _cli()._settings()
+    edge = {"pseudonymiser": settings.pseudonymiser(), "pii_in_ids": settings.pii_in_ids}
     try:
         if labels_file is not None:
             parsed = ops.parse_label_rows(ops.read_label_rows(labels_file))
@@ -112,7 +114,7 @@ def build_set(
                 fail("--replay needs --input, the file that was replayed")
             if from_time or to_time:
                 fail("--from-time/--to-time select live scored-events; a replay is its own range")
-            scored = ops.from_replay(replay_dir, input_file)
+            scored = ops.from_replay(replay_dir, input_file, **edge)
             if labels_file is None:
                 bootstrap, prefix = _bootstrap()
                 records = asyncio.run(ops.read_to_end(bootstrap, [prefix + LABELS]))
@@ -121,7 +123,7 @@ def build_set(
             bootstrap, prefix = _bootstrap()
             window = {"from_ms": _cli()._epoch_ms(from_time), "to_ms": _cli()._epoch_ms(to_time)}
             topic_labels, topic_invalid, scored = asyncio.run(
-                ops.from_broker(bootstrap, prefix, **window)
+                ops.from_broker(bootstrap, prefix, **window, **edge)
             )
             if labels_file is None:
                 latest, invalid = topic_labels, topic_invalid

@@ -13,10 +13,12 @@ flight), so batching never waits on one agent's batch to finish.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +28,7 @@ from faust import StreamT
 from faust.exceptions import ConsumerNotStarted
 from faust.streams import _current_event
 from faust.types import TP, EventT
+from mode import Service
 
 from models.serving.base import ModelHandler
 from stream.config import Settings
@@ -33,7 +36,7 @@ from stream.core.delivery import DeliveryLedger, admitted
 from stream.core.errors import fatal
 from stream.core.steps import RawRecord
 from stream.core.surge import REORDER
-from stream.core.watchdog import Observation, Watchdog
+from stream.core.watchdog import Observation, Watchdog, WatchdogPolicy
 from stream.security import KafkaSecurity
 from stream.topics import (
     INPUT_TOPICS,
@@ -82,6 +85,8 @@ class Worker:
     ledger: DeliveryLedger
     stages: Stages
     topics: dict[str, faust.TopicT] = field(default_factory=dict)
+    #: The watchdog's current finding (``/readyz`` reports it), set once it runs.
+    watchdog: Watchdog | None = None
 
     def raw_record(self, logical_topic: str, event: EventT) -> RawRecord:
         message = event.message
@@ -163,42 +168,136 @@ class Worker:
         app.flow_control.resume()
         consumer.resume_flow()
 
-    async def watch(self) -> None:
-        """Exit, so the supervisor starts a fresh worker, when the broker lost the input
-        topics, nothing moves while records wait, or the worker never gets ready; resync once
-        first when delivery looks stuck (``stream/core/watchdog.py``)."""
-        from aiokafka.admin import AIOKafkaAdminClient
+    def remember_group_member(self) -> None:
+        """This process's member id in the group, in its data folder: if it is killed, the
+        next start removes that member at once (``leave_for_a_killed_worker``)."""
+        from stream.ops.admin import group_member_file
 
-        from stream.ops.admin import bootstrap_servers
+        try:
+            coordinator = self.app.consumer._thread._ensure_consumer()._coordinator
+            path = group_member_file(self.settings)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(f"{os.getpid()} {coordinator.member_id}")
+        except Exception as exc:  # only a slower restart
+            logger.debug("could not remember the group member id: %r", exc)
+
+    def why_not_ready(self) -> str | None:
+        """What the watchdog found wrong (lost broker data, a stalled recovery), else the
+        checks that fail, or None when ready."""
+        if self.watchdog is not None and self.watchdog.finding:
+            return self.watchdog.finding
+        failing = [name for name, ok in self.readiness().items() if not ok]
+        return "not yet: " + ", ".join(failing) if failing else None
+
+    def offsets_beyond_the_log(self) -> list[str]:
+        """Consumed partitions whose fetch position aiokafka found out of range (and reset),
+        or whose ledger position lies past the last fetch's high-water mark: their log was
+        lost or recreated under the worker (``faust_fixes`` fix 6). Once seen, kept until the
+        partition is sought again: the new log soon grows past the old position, and then
+        its first records would be skipped as repeats without a word."""
+        lost = faust_fixes.OFFSETS_LOST
+        for (topic, partition), position in self.ledger.positions().items():
+            if _is_changelog(topic) or (topic, partition) in lost:
+                continue
+            high = self.app.consumer.highwater(TP(topic, partition))
+            if high is not None and position > high:  # kept: the log may grow past it soon
+                lost[(topic, partition)] = f"at {position}, its log ends at {high}"
+        return [f"{topic}[{partition}] {what}" for (topic, partition), what in sorted(lost.items())]
+
+    async def broker_data_lost(self, admin: Any) -> tuple[bool | None, tuple[str, ...]]:
+        """(whether the input topics exist, signs that the broker lost data this worker knew):
+        topics it had at start now missing, topics it owns with another partition count,
+        offsets beyond the log. Raises when the broker does not answer (no verdict)."""
+        from stream.ops.admin import co_partitioned, wanted_topics
 
         settings = self.settings
-        dog = Watchdog(started_s=time.monotonic())
-        inputs = {settings.topic(name) for name in INPUT_TOPICS}
+        present = set(await asyncio.wait_for(admin.list_topics(), 10))
+        lost: list[str] = []
+        missing = sorted(set(wanted_topics(settings)) - present)
+        if missing:
+            lost.append("missing topics: " + ", ".join(missing))
+        owned = sorted(co_partitioned(settings) & present)
+        described = await asyncio.wait_for(admin.describe_topics(owned), 10) if owned else []
+        relaid = [
+            f"{d['topic']} has {len(d['partitions'])} partitions, not {settings.partitions}"
+            for d in described
+            if d.get("partitions") and len(d["partitions"]) != settings.partitions
+        ]
+        lost.extend(relaid)
+        try:
+            beyond = self.offsets_beyond_the_log()
+        except ConsumerNotStarted:
+            beyond = []
+        if beyond:
+            lost.append("offsets out of range: " + ", ".join(beyond))
+        inputs_exist = {settings.topic(name) for name in INPUT_TOPICS} <= present
+        return inputs_exist, tuple(lost)
+
+    def recovery_progress(self) -> tuple[bool, int]:
+        """(table recovery under way, changelog offsets read so far, summed)."""
+        recovery = self.app.tables.recovery
+        read = sum(recovery.active_offsets.values()) + sum(recovery.standby_offsets.values())
+        return bool(recovery.in_recovery), int(read)
+
+    async def watch(self) -> None:
+        """Exit, so the supervisor starts a fresh worker, when the broker lost data this worker
+        knew, table recovery makes no progress, nothing moves while records wait, or the worker
+        never gets ready; resync once first when delivery looks stuck
+        (``stream/core/watchdog.py``). Runs from the start, table recovery included."""
+        from aiokafka.admin import AIOKafkaAdminClient
+
+        from stream.ops.admin import bootstrap_servers, data_loss_marker
+
+        settings = self.settings
+        dog = self.watchdog = Watchdog(
+            WatchdogPolicy(
+                data_loss_s=settings.broker_data_loss_s,
+                recovery_stalled_s=settings.recovery_stalled_s,
+            ),
+            started_s=time.monotonic(),
+        )
         admin = AIOKafkaAdminClient(
             bootstrap_servers=bootstrap_servers(settings.kafka_broker),
+            request_timeout_ms=10_000,
             **KafkaSecurity.from_env().aiokafka_kwargs(),
         )
         started = False
         while True:
             await asyncio.sleep(WATCHDOG_INTERVAL_S)
+            inputs_exist: bool | None = None
+            data_lost: tuple[str, ...] = ()
             try:
                 if not started:
                     await asyncio.wait_for(admin.start(), 10)
                     started = True
-                present = set(await asyncio.wait_for(admin.list_topics(), 10))
-                inputs_exist: bool | None = inputs <= present
+                inputs_exist, data_lost = await self.broker_data_lost(admin)
             except Exception:  # an unreachable broker is Faust's to retry; not a verdict
-                inputs_exist = None
+                pass
+            recovering, recovery_read = self.recovery_progress()
+            try:
+                lag_total = self.update_lag()
+                unknown = len(self.partitions_unknown_to_the_ledger())
+            except ConsumerNotStarted:
+                lag_total, unknown = 0, 0
             seen = Observation(
                 now_s=time.monotonic(),
                 inputs_exist=inputs_exist,
                 ready=all(self.readiness().values()),
                 admitted_total=self.ledger.admitted,
-                lag_total=self.update_lag(),
-                unknown_partitions=len(self.partitions_unknown_to_the_ledger()),
+                lag_total=lag_total,
+                unknown_partitions=unknown,
+                data_lost=data_lost,
+                recovering=recovering,
+                recovery_read=recovery_read,
             )
             reason = dog.observe(seen)
             if reason is not None:
+                if seen.data_lost or inputs_exist is False:
+                    # the next start recreates what this worker owns, once it writes no more
+                    with contextlib.suppress(OSError):
+                        marker = data_loss_marker(settings)
+                        marker.parent.mkdir(parents=True, exist_ok=True)
+                        marker.write_text(reason)
                 fatal(RuntimeError(reason), "the watchdog")
             why = dog.resync_due(seen)
             if why is not None:
@@ -402,7 +501,6 @@ def build_app(
     async def publish_in_order() -> None:
         await stages.publish_in_order()
 
-    @app.task
     async def load_models() -> None:
         """Both models, off the event loop, before any member event is processed; the text
         model is the registry's champion (read first, bounded) or the configured build."""
@@ -429,9 +527,12 @@ def build_app(
         """New champions in model-registry, served from the next batch on."""
         await champions.follow()
 
-    @app.task
-    async def watch() -> None:
-        await worker.watch()
+    # The watchdog and the model loading start with the app, before the group join and table
+    # recovery (Faust starts ``app.task``s only after recovery): a recovery that never ends is
+    # an exit too, and a restarted worker loads its models while it joins.
+    app.add_dependency(
+        _StartsWithTheApp(worker, [worker.watch, load_models], loop=app.loop, beacon=app.beacon)
+    )
 
     @app.timer(interval=REORDER.hold_s / 2)
     async def tick_held_surge_partitions() -> None:
@@ -449,6 +550,7 @@ def build_app(
     @app.on_partitions_assigned.connect
     async def count_rebalance(app, assigned, **kwargs) -> None:
         metrics.REBALANCES.inc()
+        worker.remember_group_member()
 
     @app.page("/metrics")
     async def metrics_page(web, request):
@@ -464,12 +566,38 @@ def build_app(
 
     @app.page("/readyz")
     async def readyz(web, request):
-        """Ready to process: 200, or 503 naming what is missing."""
+        """Ready to process: 200, or 503 naming what is missing and, in ``reason``, why
+        (e.g. the broker lost data this worker knew: the watchdog's finding)."""
         checks = worker.readiness()
-        ready = all(checks.values())
-        return web.json({"ready": ready, **checks}, status=200 if ready else 503)
+        reason = worker.why_not_ready()
+        ready = reason is None
+        body = {"ready": ready, **checks, "reason": reason}
+        return web.json(body, status=200 if ready else 503)
 
     return worker
+
+
+class _StartsWithTheApp(Service):
+    """Runs ``tasks`` from the app's start: a dependency of the app starts before its
+    consumer joins the group and before table recovery (``app.task`` functions start after
+    recovery). First, a member of the group that a killed worker left behind is removed."""
+
+    def __init__(
+        self, worker: Worker, tasks: list[Callable[[], Awaitable[None]]], **kwargs: Any
+    ) -> None:
+        self.worker = worker
+        self.tasks = tasks
+        super().__init__(**kwargs)
+
+    async def on_start(self) -> None:
+        from stream.ops.admin import leave_for_a_killed_worker
+
+        try:
+            await asyncio.wait_for(leave_for_a_killed_worker(self.worker.settings), 8)
+        except Exception as exc:  # the join then waits for its session timeout, as before
+            logger.warning("could not remove the member a killed worker left: %r", exc)
+        for task in self.tasks:
+            self.add_future(task())
 
 
 def _stop_if_undelivered(delivery: asyncio.Future) -> None:

@@ -1,4 +1,4 @@
-"""Five targeted fixes for Faust 0.15, applied once when the app is created.
+"""Six targeted fixes for Faust 0.15, applied once when the app is created.
 
 1. Fetch wait. Faust hard-codes ``fetch_max_wait_ms=1500`` for its consumers. A broker answers
    a fetch at once when it has data, so the wait costs nothing on Apache Kafka, but a broker
@@ -42,6 +42,19 @@ beginning, which is what ``consumer_auto_offset_reset="earliest"`` means for the
    worker stopped recovery one batch short and its state missed the newest writes. The end is
    now also read from a fetch response's high-water mark, and the larger of the two is used
    (on Apache Kafka the two agree).
+
+6. Offsets beyond the log. A committed offset past the end of its partition (the topic was
+   deleted and recreated, or the broker lost its data but not the group) made aiokafka reset
+   the fetch position to the earliest offset while the ledger, told to start at the committed
+   offset, skipped every record below it as a repeat: silently, until the new log grew past
+   the old offset. After the seek, a partition whose committed offset lies beyond its end
+   (the end read by a fetch, fix 5) is now read from its earliest offset, with one warning
+   line naming it; that is the documented reset policy (README, "When the broker loses its
+   data"). And a running worker whose partition's log shrank under it (aiokafka reset a fetch
+   position it found out of range, which it logs at INFO only, or the ledger is past the
+   log's end) commits nothing more there, and ``OFFSETS_LOST`` tells the watchdog: measured
+   before, the old worker committed its old offsets onto the recreated topics, and its
+   successor skipped the new records below them (119 of 1,300 events).
 """
 
 from __future__ import annotations
@@ -69,6 +82,18 @@ async def _seek_to_committed_then_rewind_uncommitted(
     async def seek() -> Mapping[Any, int]:
         committed = await consumer.seek_to_committed()
         uncommitted = [tp for tp, offset in committed.items() if not offset]
+        beyond = await _committed_beyond_the_end(consumer, committed)
+        if beyond:
+            logger.warning(
+                "committed offsets beyond the end of their partitions (topic recreated or "
+                "broker data lost): reading from the earliest offset: %s",
+                ", ".join(
+                    f"{tp.topic}[{tp.partition}] at {at} > end {end}"
+                    for tp, (at, end) in beyond.items()
+                ),
+            )
+            uncommitted += list(beyond)
+            committed = {tp: (0 if tp in beyond else offset) for tp, offset in committed.items()}
         if uncommitted:
             await consumer.seek_to_beginning(*uncommitted)
             logger.debug("rewound partitions without a commit: %s", uncommitted)
@@ -76,9 +101,64 @@ async def _seek_to_committed_then_rewind_uncommitted(
         for tp, offset in committed.items():
             starts[partition_key(tp)] = offset if offset else await consumer.position(tp)
         _ledger.assign(starts)
+        for key in starts:  # sought again: the ledger knows where they start now
+            OFFSETS_LOST.pop(key, None)
         return committed
 
     return await self.call_thread(seek)
+
+
+async def _committed_beyond_the_end(consumer: Any, committed: Mapping[Any, int]) -> dict:
+    """Partitions whose committed offset lies past the end of their log -> (committed, end).
+    The listed end first; only where it is below the commit (the embedded broker lists the
+    last batch's base offset, fix 5) is the end read by a fetch."""
+    positive = {tp: offset for tp, offset in committed.items() if offset}
+    if not positive:
+        return {}
+    try:
+        listed = await consumer.end_offsets(list(positive))
+        suspects = [tp for tp, offset in positive.items() if offset > (listed.get(tp) or 0)]
+        if not suspects:
+            return {}
+        fetched = await fetched_highwaters(consumer, suspects, listed)
+    except Exception as exc:  # no verdict: the seek stands, the watchdog still looks
+        logger.warning("could not compare committed offsets with the log ends: %r", exc)
+        return {}
+    ends = {tp: max(listed.get(tp) or 0, fetched.get(tp) or 0) for tp in suspects}
+    return {tp: (positive[tp], end) for tp, end in ends.items() if positive[tp] > end}
+
+
+#: Consumed partitions whose log shrank under the worker, (topic, partition) -> what was seen
+#: (fix 6): aiokafka reset a fetch position it found out of range, or the shell saw the ledger
+#: past the log's end. Kept until the partition is sought again (a rebalance), for the
+#: watchdog: a running worker's partitions do not shrink on their own.
+OFFSETS_LOST: dict[tuple[str, int], str] = {}
+
+
+class _RecordOutOfRange(logging.Filter):
+    """aiokafka's fetcher logs each out-of-range reset ("Fetch offset %s is out of range for
+    partition %s, resetting offset") at INFO: record it, and pass on only what the root
+    logger's level lets through (the fetcher's level is lowered to see these)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message, args = record.msg, record.args
+        if (
+            isinstance(message, str)
+            and message.startswith("Fetch offset %s is out of range")
+            and isinstance(args, tuple)
+            and len(args) == 2
+        ):
+            offset, tp = args
+            OFFSETS_LOST[(tp.topic, tp.partition)] = f"fetched at {offset}, out of range"
+            return False  # the watchdog says it once, with what it means
+        return record.levelno >= logging.getLogger().getEffectiveLevel()
+
+
+def _record_out_of_range() -> None:
+    fetcher_log = logging.getLogger("aiokafka.consumer.fetcher")
+    if not any(isinstance(f, _RecordOutOfRange) for f in fetcher_log.filters):
+        fetcher_log.addFilter(_RecordOutOfRange())
+    fetcher_log.setLevel(min(fetcher_log.getEffectiveLevel(), logging.INFO))
 
 
 _ledger = DeliveryLedger()
@@ -133,7 +213,18 @@ def _new_offset_from_the_ledger(self: Consumer, tp: Any) -> int | None:
     self._acked[tp].clear()
     self._acked_index[tp].clear()
     self._gap.pop(tp, None)
-    return _ledger.committable(partition_key(tp))
+    key = partition_key(tp)
+    committable = _ledger.committable(key)
+    if committable is None or key in OFFSETS_LOST:
+        return None  # its log shrank under the worker: commit nothing there (fix 6)
+    try:
+        high = self.highwater(tp)
+    except Exception:  # no fetch yet: nothing known against the commit
+        high = None
+    if high is not None and committable > high:
+        OFFSETS_LOST[key] = f"at {committable}, its log ends at {high}"
+        return None
+    return committable
 
 
 _original_highwaters = AIOKafkaConsumerThread._highwaters
@@ -209,4 +300,5 @@ def apply(fetch_max_wait_ms: int = 1500, ledger: DeliveryLedger | None = None) -
     AIOKafkaConsumerThread._highwaters = _highwaters_seen_by_a_fetch
     ProducerBuffer.put = _put_tracked
     ProducerBuffer.flush = _flush_until_acknowledged
+    _record_out_of_range()
     return _ledger

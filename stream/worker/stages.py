@@ -142,6 +142,12 @@ class MemberExpiry:
         return dropped
 
 
+def member_partition(event: ValidEvent, partitions: int) -> int:
+    """The partition a member's state lives on: Kafka's default partitioner over the member id
+    as the producer sent it (``ValidEvent.partition_key``), not over its pseudonym."""
+    return (murmur2(event.partition_key) & 0x7FFFFFFF) % partitions
+
+
 class Stages:
     """One worker's stages and the state they share (tables, queue, held-mention index)."""
 
@@ -175,6 +181,7 @@ class Stages:
         self.thresholds = settings.thresholds()
         self.profile_throttle_ms = int(settings.profile_throttle_s * 1000)
         self.edge_limits = settings.edge_limits()
+        self.pseudonymiser = settings.pseudonymiser()
         self.policy = FailurePolicy(settings.processing_error_policy)
         self.fatal = fatal
         #: ``partitions_of(logical topic)``: its partition count (None: not known yet).
@@ -252,7 +259,8 @@ class Stages:
             record,
             limits=self.edge_limits,
             now_ms=int(time.time() * 1000),
-            email_shaped_ids=self.settings.email_shaped_ids,
+            pseudonymiser=self.pseudonymiser,
+            pii_in_ids=self.settings.pii_in_ids,
         )
         text = text_to_score(decoded) if isinstance(decoded, ValidEvent) else None
         scores = await self.batcher.submit(text) if text is not None else None
@@ -266,8 +274,7 @@ class Stages:
             partitions
         ):
             return False  # an input topic of another size is not co-partitioned with the table
-        key = event.member_id.encode()
-        return (murmur2(key) & 0x7FFFFFFF) % partitions == event.record.partition
+        return member_partition(event, partitions) == event.record.partition
 
     async def publish(self, item: InFlight, mentions: list[Output] | None = None) -> None:
         """Dead letter, or the member stage (here, or after the hop to the member's partition).
@@ -293,7 +300,10 @@ class Stages:
                 await self.member_stage(evt, item.decoded.record, mentions)
             metrics.MEMBER_STAGE_FUSED.inc()
         else:
-            await self.send(MEMBER_EVENTS, item.decoded.member_id.encode(), body)
+            # keyed by the pseudonym, on the partition of the member id the producer sent (as
+            # the fused path's state is), so both paths keep one member on one partition
+            partition = member_partition(item.decoded, self.settings.partitions)
+            await self.send(MEMBER_EVENTS, item.decoded.member_id.encode(), body, partition)
 
     async def publish_batch(self, items: list[InFlight]) -> None:
         """Publish queued events in consumption order; their surge mentions go out packed,

@@ -47,3 +47,45 @@ async def test_partition_counts(kafka_broker, topic_prefix) -> None:
     await produce(kafka_broker.bootstrap, [(changelog, b"m1", b"{}")])
     with pytest.raises(TopicLayoutError, match="hold records"):
         await ensure_topics(other)
+
+
+async def test_after_broker_data_loss_owned_topics_are_recreated_and_clean(
+    kafka_broker, topic_prefix, tmp_path
+) -> None:
+    """The watchdog's marker: a changelog auto-created with the broker's count holds records
+    written after the loss and is recreated anyway; a topic a producer wrote to while it was
+    missing (the embedded broker keeps such records) is created clean, so the first write to
+    it succeeds (before: ``UnknownError``, and every restarted worker stopped)."""
+    from aiokafka import AIOKafkaProducer
+
+    from stream.ops.admin import data_loss_marker
+
+    settings = Settings(
+        KAFKA_BROKER=kafka_broker.url, topic_prefix=topic_prefix, partitions=2, data_dir=tmp_path
+    )
+    changelog = f"{topic_prefix}riskstream-member-to-profile-changelog"
+    scored = topic_prefix + "scored-events"
+    await create(kafka_broker.bootstrap, changelog, 4)
+    await produce(kafka_broker.bootstrap, [(changelog, b"m1", b"{}")])
+    await create(kafka_broker.bootstrap, scored, 2)
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_broker.bootstrap, acks="all")
+    await producer.start()
+    try:
+        await producer.send_and_wait(scored, b"old", partition=1)
+        admin = AIOKafkaAdminClient(bootstrap_servers=kafka_broker.bootstrap)
+        await admin.start()
+        try:
+            await admin.delete_topics([scored])  # lost ...
+        finally:
+            await admin.close()
+        await producer.send_and_wait(scored, b"orphan", partition=1)  # ... and written to
+        marker = data_loss_marker(settings)
+        marker.parent.mkdir(parents=True)
+        marker.write_text("the broker lost data this worker knew (...)")
+        created = await ensure_topics(settings)
+        assert scored in created and not marker.exists()
+        assert (await partitions_of(kafka_broker.bootstrap, [changelog]))[changelog] == 2
+        sent = await producer.send_and_wait(scored, b"new", partition=1)
+        assert sent.offset == 0
+    finally:
+        await producer.stop()

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from stream.core.codec import ValidationError, decode
 from stream.core.events import INPUT_EVENTS, MemberEvent, SubjectEvent, decode_input, edge_fields
+from stream.core.policy import Pseudonymiser
 from stream.core.steps import RawRecord, ValidEvent, decode_record, member_event
 from stream.core.surge import subject_events
 
@@ -211,7 +212,10 @@ def test_what_the_edge_writes_decodes_as_the_internal_types(topic: str) -> None:
     body = {**BASE[topic], "product_id": "p1", "brand": "Call +33 1 42 68 53 00 or a@b.co"}
     if topic == "transactions":
         body = {**TRANSACTION, "member_id": "jane@example.com", "features": [0.5] * 28}
-    event = decode_record(RawRecord(topic, 0, 1, b"m1", orjson.dumps(body), None))
+    key = Pseudonymiser(b"k" * 32)
+    event = decode_record(
+        RawRecord(topic, 0, 1, b"m1", orjson.dumps(body), None), pseudonymiser=key
+    )
     assert isinstance(event, ValidEvent)
     scores = None if topic == "transactions" else {"sentiment_negative": 0.9}
     evt = member_event(event, scores, "v1" if scores else None)

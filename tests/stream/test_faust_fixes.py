@@ -5,6 +5,7 @@ commit skips records that were fetched but never processed."""
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import pytest
 from aiokafka import TopicPartition
@@ -18,9 +19,18 @@ def tp(partition: int) -> TopicPartition:
 
 
 class RecordingConsumer:
-    def __init__(self, committed: dict[TopicPartition, int | None]) -> None:
+    def __init__(
+        self,
+        committed: dict[TopicPartition, int | None],
+        ends: dict[TopicPartition, int] | None = None,
+    ) -> None:
         self.committed = committed
         self.rewound: list[TopicPartition] = []
+        self.ends = ends  # listed end offsets; None: each partition ends at its commit
+
+    async def end_offsets(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+        ends = self.ends if self.ends is not None else self.committed
+        return {p: ends[p] or 0 for p in partitions}
 
     async def seek_to_committed(self) -> dict[TopicPartition, int | None]:
         return self.committed
@@ -58,6 +68,42 @@ async def test_nothing_rewound_when_all_partitions_have_commits() -> None:
     consumer = RecordingConsumer({tp(0): 3, tp(1): 9})
     await faust_fixes._seek_to_committed_then_rewind_uncommitted(ThreadStandIn(consumer))
     assert consumer.rewound == []
+
+
+async def test_commits_beyond_the_end_of_a_recreated_log_are_read_from_the_start(
+    monkeypatch, caplog
+) -> None:
+    """Fix 6: a commit past the log's end (topic recreated, broker lost its data but not the
+    group) is read from the earliest offset, in one line; one past only the *listed* end (the
+    embedded broker lists the last batch's base offset) is checked by a fetch and kept."""
+    fetched = {tp(1): 60, tp(2): 500}
+
+    async def fetched_highwaters(consumer, partitions, listed):
+        return {p: fetched[p] for p in partitions}
+
+    monkeypatch.setattr(faust_fixes, "fetched_highwaters", fetched_highwaters)
+    consumer = RecordingConsumer(
+        {tp(0): 40, tp(1): 512, tp(2): 480}, ends={tp(0): 90, tp(1): 3, tp(2): 436}
+    )
+    faust_fixes.OFFSETS_LOST[("a", 1)] = "fetched at 512, out of range"
+    result = await faust_fixes._seek_to_committed_then_rewind_uncommitted(ThreadStandIn(consumer))
+    assert consumer.rewound == [tp(1)]
+    assert result == {tp(0): 40, tp(1): 0, tp(2): 480}
+    assert [faust_fixes._ledger.committable(("a", p)) for p in range(3)] == [40, 5, 480]
+    (line,) = [r.getMessage() for r in caplog.records if "beyond the end" in r.getMessage()]
+    assert "a[1] at 512 > end 60" in line and "reading from the earliest offset" in line
+    assert ("a", 1) not in faust_fixes.OFFSETS_LOST  # sought again: the watchdog's sign clears
+
+
+def test_aiokafka_out_of_range_resets_are_recorded_for_the_watchdog() -> None:
+    faust_fixes.apply()
+    fetcher = logging.getLogger("aiokafka.consumer.fetcher")
+    fetcher.info(
+        "Fetch offset %s is out of range for partition %s, resetting offset",
+        812,
+        TopicPartition("x.reviews", 3),
+    )
+    assert faust_fixes.OFFSETS_LOST.pop(("x.reviews", 3)) == "fetched at 812, out of range"
 
 
 def test_building_the_app_installs_the_fix(tmp_path) -> None:
@@ -115,6 +161,39 @@ def test_no_commit_past_records_fetched_but_never_processed(monkeypatch) -> None
         decision = ledger.admit(("reviews", 0), offset)
         ledger.complete(decision.admission)
     assert faust_fixes._new_offset_from_the_ledger(consumer, tp) == 3
+
+
+def test_no_commit_past_the_end_of_a_log_that_shrank(monkeypatch) -> None:
+    """Fix 6: the old offsets of a recreated topic are never committed onto the new one (the
+    successor would skip the new records below them)."""
+    from collections import defaultdict
+
+    from faust.types import TP
+
+    from stream.core.delivery import DeliveryLedger
+
+    tp = TP("reviews", 1)
+    ledger = DeliveryLedger()
+    ledger.assign({("reviews", 1): 500})
+    monkeypatch.setattr(faust_fixes, "_ledger", ledger)
+
+    class FaustConsumer:
+        _acked = defaultdict(list)
+        _acked_index = defaultdict(set)
+        _gap = defaultdict(list)
+        high = 800
+
+        def highwater(self, tp):
+            return self.high
+
+    consumer = FaustConsumer()
+    assert faust_fixes._new_offset_from_the_ledger(consumer, tp) == 500
+    consumer.high = 12  # the topic was recreated: its log ends at 12
+    assert faust_fixes._new_offset_from_the_ledger(consumer, tp) is None
+    assert faust_fixes.OFFSETS_LOST[("reviews", 1)] == "at 500, its log ends at 12"
+    consumer.high = 900  # the new log grew past the old offset: still nothing committed
+    assert faust_fixes._new_offset_from_the_ledger(consumer, tp) is None
+    faust_fixes.OFFSETS_LOST.clear()
 
 
 def test_the_read_offset_filter_is_off() -> None:

@@ -7,9 +7,14 @@ from __future__ import annotations
 
 import fnmatch
 import re
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import yaml
+
+from stream.core.sealing import load_key
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
@@ -87,6 +92,31 @@ def test_compose_services_build_defined_targets_and_scale() -> None:
     ]
     assert any("engines" in v for v in services["worker-gpu"]["volumes"])
     assert services["simulator"]["build"]["target"] == "simulator"
+
+
+def test_every_worker_reads_the_one_pseudonymisation_key_the_keys_service_makes() -> None:
+    """Workers with different keys would give one member two pseudonyms (split state)."""
+    services = COMPOSE["services"]
+    keys = services["keys"]
+    path = keys["command"][-1]
+    volume = next(v for v in keys["volumes"] if v.split(":")[1] == str(Path(path).parent))
+    assert set(keys["profiles"]) == {"cpu", "gpu"} and keys["user"] == "riskstream"
+    for name in ("worker", "worker-gpu"):
+        service = services[name]
+        assert service["environment"]["RISKSTREAM_PSEUDONYM_KEY_FILE"] == path
+        assert f"{volume.split(':')[0]}:{Path(path).parent}:ro" in service["volumes"]
+        assert service["depends_on"]["keys"] == {"condition": "service_completed_successfully"}
+    assert "/var/lib/riskstream/keys" in stages()["base"] and "chown riskstream" in stages()["base"]
+    # the one-liner makes a key the worker accepts, and keeps an existing one
+    with tempfile.TemporaryDirectory() as folder:
+        target = Path(folder) / "pseudonym.key"
+        make = [sys.executable, *keys["command"][1:-1], str(target)]
+        subprocess.run(make, check=True)
+        first = target.read_bytes()
+        subprocess.run(make, check=True)
+        assert target.read_bytes() == first
+        assert target.stat().st_mode & 0o777 == 0o600
+        load_key(target)
 
 
 def test_kafka_keeps_its_data_and_checks_health_cheaply() -> None:

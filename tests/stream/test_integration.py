@@ -14,6 +14,7 @@ import pytest
 from models.serving import artefacts
 from models.serving.router import text_route
 from stream.ops.simulate import DemoCorpus, DemoTraffic
+from tests.fixtures import pseudonym
 from tests.kafka_io import collect, produce
 
 pytestmark = pytest.mark.integration
@@ -263,6 +264,8 @@ async def test_valid_events_are_scored_bad_ones_dead_lettered_alerts_and_profile
     members = {orjson.loads(r.value)["member_id"] for r in demo} | {"m-planted", "m-fraud", "m-pii"}
     members |= {f"m-surge-{i}" for i in range(9)} | {"m-planted-zh"}
     members |= {f"m-zh-surge-{i}" for i in range(len(COMPLAINTS_ZH))}
+    members = {pseudonym("member_id", m) for m in members}  # what the edge publishes for each
+    m_planted, m_fraud = pseudonym("member_id", "m-planted"), pseudonym("member_id", "m-fraud")
 
     worker = await make_worker()
     await produce(kafka_broker.bootstrap, records)
@@ -280,7 +283,7 @@ async def test_valid_events_are_scored_bad_ones_dead_lettered_alerts_and_profile
     def done(found) -> bool:
         ids = {orjson.loads(m.value)["event_id"] for m in found[out["scored-events"]]}
         latest = {m.key.decode(): orjson.loads(m.value) for m in found[out["member-profiles"]]}
-        planted = latest.get("m-planted", {}).get("counts", {}).get("review")
+        planted = latest.get(m_planted, {}).get("counts", {}).get("review")
         return (
             ids >= valid_ids
             and len(found[out["dead-letter"]]) >= len(MALFORMED) + 1
@@ -353,7 +356,7 @@ async def test_valid_events_are_scored_bad_ones_dead_lettered_alerts_and_profile
 
     profiles = {m.key.decode(): orjson.loads(m.value) for m in found[out["member-profiles"]]}
     assert set(profiles) == members
-    planted = profiles["m-planted"]
+    planted = profiles[m_planted]
     assert planted["counts"]["review"] == 2
     assert planted["negative_reviews"] == 1
 
@@ -361,11 +364,9 @@ async def test_valid_events_are_scored_bad_ones_dead_lettered_alerts_and_profile
     assert fraud["tx-fraud"]["scores"]["fraud_risk"] > 0.9 > fraud["tx-ok"]["scores"]["fraud_risk"]
     assert any(r.startswith("model: V") for r in fraud["tx-fraud"]["fraud"]["reasons"])
     fraud_alerts = [a for a in alerts if a["alert_type"] == "fraud_risk"]
-    assert [a["event_ids"] for a in fraud_alerts if a["subject"]["id"] == "m-fraud"] == [
-        ["tx-fraud"]
-    ]
-    assert profiles["m-fraud"]["risk_level"] == "high"
-    assert profiles["m-fraud"]["spend"]["EUR"]["count"] == 2
+    assert [a["event_ids"] for a in fraud_alerts if a["subject"]["id"] == m_fraud] == [["tx-fraud"]]
+    assert profiles[m_fraud]["risk_level"] == "high"
+    assert profiles[m_fraud]["spend"]["EUR"]["count"] == 2
 
     surges = [a for a in alerts if a["alert_type"] == "opinion_surge"]
     product_surges = [a for a in surges if a["subject"] == {"kind": "product", "id": "B00SURGE"}]

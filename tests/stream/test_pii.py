@@ -172,3 +172,10 @@ def test_dead_letter_details_keep_counts_but_not_pii() -> None:
         InvalidEvent(record, ValidationError("schema_violation", quoted)), failed_at="now"
     )
     assert letter["detail"] == "text: 'call[phone] or [email]' is not valid, 4096 bytes"
+
+
+def test_after_a_phone_word_a_unit_like_letter_does_not_save_the_number() -> None:
+    """Found by the property test: ``13800138000 B`` read as a size in bytes, after 电话."""
+    assert mask_pii(" 电话 13800138000 B") == " 电话 [phone] B"
+    assert mask_pii("call 13800138000 B") == "call [phone] B"
+    assert mask_pii("a 10485760 B value, 3600000 s ahead") == "a 10485760 B value, 3600000 s ahead"

@@ -10,6 +10,7 @@ import orjson
 import pytest
 
 from stream.ops.simulate import DemoCorpus, DemoTraffic
+from tests.fixtures import pseudonym
 from tests.kafka_io import collect, produce
 
 pytestmark = pytest.mark.integration
@@ -22,7 +23,7 @@ async def test_sigkill_mid_stream_loses_nothing(kafka_broker, make_worker, topic
     expected_ids = {e["event_id"] for e in events}
     expected_counts: dict[str, Counter] = defaultdict(Counter)
     for record, event in zip(demo, events, strict=True):
-        expected_counts[event["member_id"]][record.topic.rstrip("s")] += 1
+        expected_counts[pseudonym("member_id", event["member_id"])][record.topic.rstrip("s")] += 1
     scored_topic = topic_prefix + "scored-events"
     profiles_topic = topic_prefix + "member-profiles"
 
@@ -71,8 +72,10 @@ async def test_sigkill_mid_stream_loses_nothing(kafka_broker, make_worker, topic
     merchants: dict[str, set[str]] = defaultdict(set)
     for record, event in zip(demo, events, strict=True):
         if record.topic == "transactions":
-            spend[event["member_id"]][event["currency"]].append(event["amount"])
-            merchants[event["member_id"]].add(event["merchant_id"])
+            spend[pseudonym("member_id", event["member_id"])][event["currency"]].append(
+                event["amount"]
+            )
+            merchants[pseudonym("member_id", event["member_id"])].add(event["merchant_id"])
     for member, by_currency in spend.items():
         assert set(profiles[member]["spend"]) == set(by_currency)
         for currency, amounts in by_currency.items():

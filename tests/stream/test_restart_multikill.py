@@ -19,6 +19,7 @@ import orjson
 import pytest
 
 from stream.ops.simulate import DemoCorpus, DemoTraffic
+from tests.fixtures import pseudonym
 from tests.kafka_io import collect, produce
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]
@@ -64,7 +65,7 @@ async def test_repeated_sigkills_lose_nothing(kafka_broker, make_worker, topic_p
     expected_ids = {e["event_id"] for e in events}
     expected_counts: dict[str, Counter] = defaultdict(Counter)
     for record, event in zip(demo, events, strict=True):
-        expected_counts[event["member_id"]][record.topic.rstrip("s")] += 1
+        expected_counts[pseudonym("member_id", event["member_id"])][record.topic.rstrip("s")] += 1
     scored_topic, alerts_topic = topic_prefix + "scored-events", topic_prefix + "alerts"
     profiles_topic = topic_prefix + "member-profiles"
     dead_topic = topic_prefix + "dead-letter"

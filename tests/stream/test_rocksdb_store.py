@@ -9,6 +9,7 @@ import orjson
 import pytest
 
 from stream.ops.simulate import DemoCorpus, DemoTraffic
+from tests.fixtures import pseudonym
 from tests.kafka_io import collect, produce
 
 pytestmark = pytest.mark.integration
@@ -22,13 +23,17 @@ async def test_rocksdb_store_survives_a_restart(kafka_broker, make_worker, topic
     records = [traffic.next_record() for _ in range(300)]
     expected: dict[str, Counter] = defaultdict(Counter)
     for record in records:
-        expected[orjson.loads(record.value)["member_id"]][record.topic.rstrip("s")] += 1
+        expected[pseudonym("member_id", orjson.loads(record.value)["member_id"])][
+            record.topic.rstrip("s")
+        ] += 1
     profiles = topic_prefix + "member-profiles"
 
     def exact(upto: int):
         counts: dict[str, Counter] = defaultdict(Counter)
         for record in records[:upto]:
-            counts[orjson.loads(record.value)["member_id"]][record.topic.rstrip("s")] += 1
+            counts[pseudonym("member_id", orjson.loads(record.value)["member_id"])][
+                record.topic.rstrip("s")
+            ] += 1
 
         def check(found) -> bool:
             latest = {m.key.decode(): orjson.loads(m.value)["counts"] for m in found[profiles]}

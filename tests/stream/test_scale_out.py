@@ -21,6 +21,7 @@ import pytest
 from stream.config import Settings
 from stream.ops.admin import ensure_topics
 from stream.ops.simulate import DemoCorpus, DemoTraffic
+from tests.fixtures import pseudonym
 from tests.kafka_io import collect, produce
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600)]
@@ -59,7 +60,7 @@ async def run_through(kafka_broker, make_worker, prefix: str, demo: list, scale_
     expected_ids = {e["event_id"] for e in events}
     counts: dict[str, Counter] = defaultdict(Counter)
     for record, event in zip(demo, events, strict=True):
-        counts[event["member_id"]][record.topic.rstrip("s")] += 1
+        counts[pseudonym("member_id", event["member_id"])][record.topic.rstrip("s")] += 1
     scored_t, profiles_t, alerts_t = (
         prefix + "scored-events",
         prefix + "member-profiles",

@@ -25,6 +25,7 @@ from stream.topics import DEAD_LETTER
 from stream.worker.batcher import MicroBatcher
 from stream.worker.stages import MemberExpiry, Stages
 from tests.fakes import FakeModelHandler
+from tests.fixtures import pseudonym
 from tests.stream.test_worker_stages import Recorder, fraud_scorer
 
 MINUTE, DAY = 60_000, 86_400_000
@@ -107,7 +108,8 @@ def review(event_id: str, member: str, at_ms: int, product: str = "p1") -> dict:
 
 
 def last_profile(stages: Stages, member: str) -> dict:
-    return [p for p in stages.recorder.on("member-profiles") if p["member_id"] == member][-1]
+    named = pseudonym("member_id", member)
+    return [p for p in stages.recorder.on("member-profiles") if p["member_id"] == named][-1]
 
 
 # ------------------------------------------------------------------- member expiry (2099)
@@ -127,15 +129,15 @@ async def test_a_2099_transaction_with_the_bound_lifted_expires_no_other_member(
     await feed(stages, "transactions", [transaction("t-2099", "m-future", Y2099_MS)])
     await feed(stages, "transactions", [transaction("t-next", "m-next", WALL_MS - DAY)])
     assert not stages.recorder.on(DEAD_LETTER)  # the bound is lifted: it passed the edge
-    table = stages.member_table
-    assert set(members) <= set(table), "members were expired by one event dated 2099"
+    table = {m: stages.member_table.get(pseudonym("member_id", m)) for m in members}
+    assert None not in table.values(), "members were expired by one event dated 2099"
     assert all(table[m]["counts"]["transaction"] == 1 for m in members)
     assert all(len(table[m]["txn_times_ms"]) == 1 for m in members)
     # the 2099 transaction itself is scored and published with its own time ...
     scored = [e for e in stages.recorder.on("scored-events") if e["event_id"] == "t-2099"]
     assert scored[0]["event_time"] == "2099-01-01T00:00:00Z"
     # ... but counts in its member's state at the wall clock
-    assert table["m-future"]["last_seen_ms"] == WALL_MS
+    assert stages.member_table[pseudonym("member_id", "m-future")]["last_seen_ms"] == WALL_MS
 
 
 async def test_members_inactive_past_the_ttl_still_expire(tmp_path: Path) -> None:
@@ -144,8 +146,9 @@ async def test_members_inactive_past_the_ttl_still_expire(tmp_path: Path) -> Non
     await feed(stages, "transactions", [transaction("t-old", "m-old", WALL_MS - 40 * DAY)])
     await feed(stages, "transactions", [transaction("t-2099", "m-future", Y2099_MS)])
     await feed(stages, "transactions", [transaction("t-now", "m-now", WALL_MS)])
-    assert "m-old" not in stages.member_table  # 40 days behind the (capped) clock
-    assert {"m-future", "m-now"} <= set(stages.member_table)
+    held = set(stages.member_table)
+    assert pseudonym("member_id", "m-old") not in held  # 40 days behind the (capped) clock
+    assert {pseudonym("member_id", "m-future"), pseudonym("member_id", "m-now")} <= held
 
 
 def test_the_partition_clock_never_passes_the_wall_clock() -> None:

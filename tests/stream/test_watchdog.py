@@ -70,3 +70,86 @@ def test_partitions_unknown_to_the_ledger_are_resynced_when_seen_twice_while_rea
     assert "3 assigned partitions unknown" in dog.resync_due(unknown)
     busy = Observation(10, True, False, 0, 0, unknown_partitions=3)
     assert dog.resync_due(busy) is None  # not while rebalancing
+
+
+def lost(t: float, *signs: str, ready=False) -> Observation:
+    return Observation(t, True, ready, 0, 0, data_lost=signs)
+
+
+def test_signs_of_lost_broker_data_mean_exit_naming_them_and_readyz_says_why_meanwhile() -> None:
+    dog = Watchdog(WatchdogPolicy(data_loss_s=10), started_s=0)
+    sign = "missing topics: x.labels"
+    assert dog.observe(lost(5, sign)) is None
+    assert "x.labels" in dog.finding and "for 0 s" in dog.finding
+    relaid = "x.riskstream-member-to-profile-changelog has 4 partitions, not 2"
+    assert dog.observe(lost(10, sign, relaid)) is None  # what it finds may grow
+    reason = dog.observe(lost(15, sign, relaid))
+    assert reason.startswith("the broker lost data this worker knew (missing topics: x.labels; ")
+    assert relaid in reason and "reads the inputs from their earliest offsets" in reason
+
+
+def test_lost_data_signs_that_clear_reset_the_clock_and_the_finding() -> None:
+    dog = Watchdog(WatchdogPolicy(data_loss_s=10), started_s=0)
+    assert dog.observe(lost(5, "offsets out of range: x.reviews[0] fetched at 512")) is None
+    assert dog.observe(seen(10)) is None and dog.finding is None  # no answer / gone: no verdict
+    assert dog.observe(lost(15, "missing topics: x.labels")) is None
+    assert dog.observe(lost(20, "missing topics: x.labels")) is None
+    assert "broker lost data" in dog.observe(lost(25, "missing topics: x.labels"))
+
+
+def test_lost_data_is_a_verdict_even_while_ready() -> None:
+    dog = Watchdog(WatchdogPolicy(data_loss_s=10), started_s=0)
+    sign = "offsets out of range: x.chats[1] at 300, its log ends at 12"
+    assert dog.observe(lost(0, sign, ready=True)) is None
+    assert "x.chats[1] at 300" in dog.observe(lost(10, sign, ready=True))
+
+
+def recovering(t: float, read: int) -> Observation:
+    return Observation(t, True, False, 0, 0, recovering=True, recovery_read=read)
+
+
+def test_table_recovery_reading_nothing_means_exit_reading_keeps_it_alive() -> None:
+    dog = Watchdog(WatchdogPolicy(recovery_stalled_s=60, not_ready_s=3600), started_s=0)
+    for t in range(0, 600, 5):  # slow but moving: never a verdict
+        assert dog.observe(recovering(t, t * 10)) is None
+    assert dog.observe(recovering(600, 42)) is None
+    assert dog.observe(recovering(650, 42)) is None
+    assert "table recovery has read nothing for 50 s" in dog.finding
+    reason = dog.observe(recovering(660, 42))
+    assert reason == (
+        "table recovery made no progress for 60 s (changelog positions at 42, summed): exiting"
+    )
+
+
+def test_recovery_that_ends_resets_and_no_bound_means_none() -> None:
+    dog = Watchdog(WatchdogPolicy(recovery_stalled_s=60, not_ready_s=3600), started_s=0)
+    assert dog.observe(recovering(0, 7)) is None
+    assert dog.observe(seen(50)) is None  # recovery done
+    assert dog.observe(recovering(100, 7)) is None  # a later rebalance: a new clock
+    assert dog.observe(recovering(155, 7)) is None
+    unbounded = Watchdog(WatchdogPolicy(recovery_stalled_s=None, not_ready_s=3600), started_s=0)
+    assert all(unbounded.observe(recovering(t, 7)) is None for t in range(0, 3000, 5))
+    assert unbounded.finding is None
+
+
+def test_the_shell_starts_the_watchdog_with_the_app_and_readyz_gives_its_finding(
+    tmp_path,
+) -> None:
+    """Faust starts ``app.task`` functions only after table recovery; the watchdog (and the
+    model loading) run in a dependency of the app instead, started with it, so a recovery that
+    never ends is watched."""
+    from stream.config import Settings
+    from stream.worker.app import _StartsWithTheApp, build_app
+    from tests.fakes import FakeModelHandler
+
+    settings = Settings(KAFKA_BROKER="kafka://127.0.0.1:1", data_dir=tmp_path, topic_prefix="x.")
+    worker = build_app(
+        settings, handler_factory=lambda s: FakeModelHandler(), fraud_scorer_factory=object
+    )
+    assert any(isinstance(child, _StartsWithTheApp) for child in worker.app._children)
+    assert not {"watch", "load_models"} & {task.__name__ for task in worker.app._app_tasks}
+    assert worker.why_not_ready().startswith("not yet: model_loaded, recovery_done")
+    worker.watchdog = Watchdog(started_s=0)
+    worker.watchdog.observe(lost(1, "missing topics: x.labels"))
+    assert worker.why_not_ready().startswith("the broker lost data this worker knew")
+    assert worker.recovery_progress() == (False, 0)

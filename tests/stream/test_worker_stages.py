@@ -22,6 +22,7 @@ from stream.topics import ALERTS, DEAD_LETTER, MEMBER_EVENTS, SUBJECT_EVENTS
 from stream.worker.batcher import MicroBatcher
 from stream.worker.stages import SURGE_TICK, MemberExpiry, Stages
 from tests.fakes import FakeModelHandler
+from tests.fixtures import pseudonym
 from tests.test_import_rules import run_python
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -113,7 +114,7 @@ async def test_edge_scores_in_order_and_marks_done_only_after_the_send(stages) -
     sent = stages.recorder.sent
     assert [t for t, *_ in sent] == [MEMBER_EVENTS, DEAD_LETTER, MEMBER_EVENTS]
     first = orjson.loads(sent[0][2])
-    assert sent[0][1] == b"m1"  # re-keyed by member
+    assert sent[0][1] == pseudonym("member_id", "m1").encode()  # re-keyed by member
     assert first["scores"]["sentiment_negative"] == 0.99 and first["model_version"] == "fake-1"
     letter = orjson.loads(sent[1][2])
     assert letter["reason"] == "invalid_json"
@@ -137,14 +138,13 @@ async def test_an_event_on_its_member_partition_skips_the_hop(stages) -> None:
     await edge(stages, [review("r1", "awful, broke", member="m1"), review("r2", "ok", member="m2")])
     topics = [t for t, *_ in stages.recorder.sent]
     assert MEMBER_EVENTS not in topics[: topics.index(ALERTS)]  # m1: no hop
-    assert [
-        orjson.loads(v)["event"]["member_id"]
-        for t, _, v, _ in stages.recorder.sent
-        if t == MEMBER_EVENTS
-    ] == ["m2"]
+    m1, m2 = pseudonym("member_id", "m1"), pseudonym("member_id", "m2")
+    hops = [(orjson.loads(v), p) for t, _, v, p in stages.recorder.sent if t == MEMBER_EVENTS]
+    # the hop is keyed by m2's pseudonym but sent to m2's partition (1), not the pseudonym's
+    assert [(body["event"]["member_id"], p) for body, p in hops] == [(m2, 1)]
     assert entered == ["event-0"]
-    assert stages.member_table["m1"]["counts"]["review"] == 1 and "m2" not in stages.member_table
-    assert stages.member_table["m1"]["partition"] == 0
+    assert stages.member_table[m1]["counts"]["review"] == 1 and m2 not in stages.member_table
+    assert stages.member_table[m1]["partition"] == 0
     assert stages.ledger.committable(("reviews", 0)) == 2
 
 
