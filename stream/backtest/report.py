@@ -203,23 +203,42 @@ def _calibrated(y: np.ndarray, score: np.ndarray) -> dict[str, Any]:
     }
 
 
+def _undefined_because(positives: int, negatives: int) -> str | None:
+    """Why ranking measures (PR-AUC, recall at an FPR) are undefined on a slice, or None."""
+    if positives == 0 and negatives == 0:
+        return "no labelled events"
+    if negatives == 0:
+        return "no negatives"
+    if positives == 0:
+        return "no positives"
+    return None
+
+
 def _binary_block(
     y: np.ndarray, score: np.ndarray, threshold: float, alerted: np.ndarray
 ) -> dict[str, Any]:
     """Score-level quality at the configured threshold, and what the published alerts caught."""
     tp, flagged, positives = int((alerted & (y == 1)).sum()), int(alerted.sum()), int(y.sum())
-    cut = at_threshold(y, score, threshold)
+    cut: dict[str, Any] = at_threshold(y, score, threshold)
     cut["accuracy"] = accuracy(y, score, threshold)
+    # PR-AUC and recall at an FPR need both classes: with no negatives PR-AUC is 1.0 whatever
+    # the scores and no false-positive rate exists; with no positives neither means anything
+    undefined = _undefined_because(positives, len(y) - positives)
+    if positives == 0:
+        cut["recall"] = None
+    if cut["alerts"] == 0:
+        cut["precision"] = None
     block: dict[str, Any] = {
         "events": len(y),
         "positives": positives,
-        "pr_auc": round(average_precision(y, score), 4) if y.any() else None,
-        "recall_at_1pct_fpr": round(recall_at_fpr(y, score, 0.01), 4) if y.any() else None,
+        "pr_auc": None if undefined else round(average_precision(y, score), 4),
+        "recall_at_1pct_fpr": None if undefined else round(recall_at_fpr(y, score, 0.01), 4),
+        "undefined_because": undefined,
         # the model card's headline: P >= 0.5 vs the label; and what "always the majority"
         # would score, since on rare labels (fraud) accuracy alone says little
         "accuracy_at_0_5": round(accuracy(y, score, 0.5), 4),
         "majority_accuracy": round(max(positives, len(y) - positives) / len(y), 4),
-        "at_threshold": {k: round(v, 4) for k, v in cut.items()},
+        "at_threshold": {k: None if v is None else round(v, 4) for k, v in cut.items()},
         # calibration on the operator's own labelled traffic: the threshold that would give
         # CALIBRATION_PRECISION here (None: no threshold reaches it on this replay)
         "threshold_for_precision": _calibrated(y, score),
@@ -474,6 +493,12 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _ranking(block: Mapping[str, Any], name: str) -> str:
+    """A ranking measure's cell: the value, or why it is undefined on this slice."""
+    why = block.get("undefined_because")
+    return f"undefined ({why})" if why else _fmt(block.get(name))
+
+
 def _calibrated_cell(block: Mapping[str, Any]) -> str:
     calibrated = block.get("threshold_for_precision") or {}
     if calibrated.get("threshold") is None:
@@ -521,9 +546,9 @@ def render_markdown(report: Mapping[str, Any]) -> list[str]:
         for name, q in binary.items():
             t = q["at_threshold"]
             lines.append(
-                f"| {name} | {q['events']} | {q['positives']} | {_fmt(q['pr_auc'])} | "
+                f"| {name} | {q['events']} | {q['positives']} | {_ranking(q, 'pr_auc')} | "
                 f"{_fmt(q.get('accuracy_at_0_5'))} ({_fmt(q.get('majority_accuracy'))}) | "
-                f"{_fmt(q['recall_at_1pct_fpr'])} | {_fmt(t['threshold'])} | "
+                f"{_ranking(q, 'recall_at_1pct_fpr')} | {_fmt(t['threshold'])} | "
                 f"{_fmt(t.get('accuracy'))} | {_fmt(t['precision'])} | {_fmt(t['recall'])} | "
                 f"{_fmt(q['alerts']['precision'])} | {_fmt(q['alerts']['recall'])} | "
                 f"{_calibrated_cell(q)} |"
@@ -553,7 +578,7 @@ def render_markdown(report: Mapping[str, Any]) -> list[str]:
                 t = q["at_threshold"]
                 lines.append(
                     f"| {name} | {language} | {q['events']} | {q['positives']} | "
-                    f"{_fmt(q['pr_auc'])} | {_fmt(q.get('accuracy_at_0_5'))} "
+                    f"{_ranking(q, 'pr_auc')} | {_fmt(q.get('accuracy_at_0_5'))} "
                     f"({_fmt(q.get('majority_accuracy'))}) | {_fmt(t['precision'])} | "
                     f"{_fmt(t['recall'])} | {_calibrated_cell(q)} |"
                 )

@@ -52,7 +52,7 @@ from stream.core.profiles import (
     public_profile,
     should_publish,
 )
-from stream.core.rules import AlertThresholds, evaluate_rules, rate_limit
+from stream.core.rules import AlertThresholds, evaluate_rules, rate_limit, text_sentiment
 from stream.core.steps import scored_event
 from stream.core.surge import subject_events, subject_key
 
@@ -180,7 +180,9 @@ def member_step(
         evt = dict(member_evt)
     if changed:
         own = thresholds.for_event(evt)
-        state = apply_member_event(previous, evt, negative_threshold=own.negative_review)
+        state = apply_member_event(
+            previous, evt, negative_threshold=own.negative_review, neutral_band=own.neutral_band
+        )
         state.pop("recent_event_ids", None)
     else:
         state = {**empty_state(member_evt["event"]["member_id"]), **(previous or {})}
@@ -201,7 +203,8 @@ def member_step(
             new_state = mark_published(new_state, event_ms)
     key = evt["event"]["member_id"].encode()
     outcome = MemberOutcome(new_state, suppressed_alerts=suppressed, redelivered=not changed)
-    outcome.outputs.append(Output("scored-events", key, encode(scored_event(evt), "scored-events")))
+    scored = scored_event(evt, sentiment=text_sentiment(evt, thresholds.for_event(evt)))
+    outcome.outputs.append(Output("scored-events", key, encode(scored, "scored-events")))
     for alert in alerts:
         outcome.outputs.append(
             Output("alerts", alert["alert_id"].encode(), encode(alert, "alerts"))

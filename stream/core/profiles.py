@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from stream.core.fraud import DAY_MS, recent_scam_risk, welford_std, welford_update
+from stream.core.rules import NEUTRAL_BAND, SENTIMENTS, sentiment_label
 from stream.core.steps import rfc3339_from_ms
 
 #: Weight of the newest text in the rolling sentiment (EWMA).
@@ -44,6 +45,8 @@ def empty_state(member_id: str) -> dict[str, Any]:
         "member_id": member_id,
         "counts": {"review": 0, "chat": 0, "transaction": 0},
         "sentiment_ewma": None,
+        #: the member's own texts per served three-way label (older states: counted from now)
+        "sentiments": {},
         "negative_reviews": 0,
         "scam_risk_max": None,
         "first_seen_ms": None,
@@ -86,6 +89,7 @@ def apply_member_event(
     member_evt: Mapping[str, Any],
     *,
     negative_threshold: float,
+    neutral_band: tuple[float, float] = NEUTRAL_BAND,
 ) -> dict[str, Any]:
     """Fold one scored event into the member's state."""
     data = member_evt["event"]
@@ -108,6 +112,10 @@ def apply_member_event(
             ewma(current["sentiment_ewma"], scores["sentiment_polarity"]), 6
         )
         updated["model_version"] = member_evt["model_version"]
+        label = sentiment_label(scores["sentiment_negative"], neutral_band)
+        sentiments = dict(current["sentiments"])
+        sentiments[label] = sentiments.get(label, 0) + 1
+        updated["sentiments"] = sentiments
     if kind == "review" and scores and scores["sentiment_negative"] >= negative_threshold:
         updated["negative_reviews"] = current["negative_reviews"] + 1
     if kind == "chat" and scores:
@@ -215,6 +223,7 @@ def public_profile(state: Mapping[str, Any]) -> dict[str, Any]:
         "member_id": state["member_id"],
         "counts": dict(state["counts"]),
         "sentiment_ewma": state["sentiment_ewma"],
+        "sentiments": {label: state["sentiments"].get(label, 0) for label in SENTIMENTS},
         "negative_reviews": state["negative_reviews"],
         "scam_risk_max": state["scam_risk_max"],
         "first_seen": rfc3339_from_ms(state["first_seen_ms"]),

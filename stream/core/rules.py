@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Literal
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,6 +18,24 @@ class TextThresholds:
 
     negative_review: float | None = None
     scam_chat: float | None = None
+    neutral_band: tuple[float, float] | None = None
+
+
+Sentiment = Literal["negative", "neutral", "positive"]
+SENTIMENTS: tuple[Sentiment, ...] = ("negative", "neutral", "positive")
+#: P(negative) in [low, high) reads neutral: fitted on three English sets rated by people with
+#: a neutral class (model card, "Neutral"; bench/results/eval-domains.json ``neutral_band``).
+NEUTRAL_BAND = (0.25, 0.80)
+
+
+def sentiment_label(p_negative: float, band: tuple[float, float] = NEUTRAL_BAND) -> Sentiment:
+    """Three-way sentiment from the binary head: P(negative) at or above the band's top is
+    negative, below its bottom positive, in between neutral (the head has no neutral class;
+    a neutral sentence scores in the middle)."""
+    low, high = band
+    if p_negative >= high:
+        return "negative"
+    return "positive" if p_negative < low else "neutral"
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +51,7 @@ class AlertThresholds:
     scam_chat: float = 0.90
     fraud_risk: float = 0.15  # served score; ULB day 2: precision 0.66, recall 0.81
     surge_negative: float = 0.5  # a text counts as negative in surge windows
+    neutral_band: tuple[float, float] = NEUTRAL_BAND
     by_build: Mapping[str, TextThresholds] = field(default_factory=dict)
 
     def for_event(self, member_evt: Mapping[str, Any]) -> AlertThresholds:
@@ -46,7 +65,14 @@ class AlertThresholds:
             if own.negative_review is None
             else own.negative_review,
             scam_chat=self.scam_chat if own.scam_chat is None else own.scam_chat,
+            neutral_band=self.neutral_band if own.neutral_band is None else own.neutral_band,
         )
+
+
+def text_sentiment(member_evt: Mapping[str, Any], own: AlertThresholds) -> Sentiment | None:
+    """The served three-way label of a scored text under its build's band (None: no text)."""
+    p_negative = (member_evt.get("scores") or {}).get("sentiment_negative")
+    return None if p_negative is None else sentiment_label(p_negative, own.neutral_band)
 
 
 def alert_id(alert_type: str, subject_kind: str, subject_id: str, event_id: str) -> str:

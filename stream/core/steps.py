@@ -303,11 +303,14 @@ def subject_of(event_type: EventType, data: Mapping[str, Any]) -> dict[str, str]
     return {f: str(data[f]) for f in SUBJECT_FIELDS[event_type] if f in data}
 
 
-def scored_event(member_evt: Mapping[str, Any]) -> dict[str, Any]:
+def scored_event(member_evt: Mapping[str, Any], sentiment: str | None = None) -> dict[str, Any]:
     """The public scored-event record (no raw text: consumers join on event_id if they need it).
-    Transactions also carry their fraud assessment (score, reasons, rules fired)."""
+    Transactions also carry their fraud assessment (score, reasons, rules fired); texts their
+    three-way ``sentiment`` label (``stream.core.rules.text_sentiment``), an addition to v1."""
     data = member_evt["event"]
     extra = {"fraud": member_evt["fraud"]} if member_evt.get("fraud") else {}
+    if sentiment is not None:
+        extra["sentiment"] = sentiment
     return {
         **extra,
         "event_id": data["event_id"],

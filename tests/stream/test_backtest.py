@@ -284,3 +284,23 @@ def test_the_report_calibrates_each_text_alert_to_the_replayed_labels() -> None:
     assert by_language["zh"]["threshold_for_precision"]["threshold"] is None
     markdown = "\n".join(render_markdown(report))
     assert "| 0.280 (1.000) |" in markdown and "threshold for precision 0.90" in markdown
+
+
+def test_ranking_measures_are_undefined_on_a_slice_without_both_classes() -> None:
+    """Before: PR-AUC 1.0 and recall @1% FPR 1.0 on a slice with no negatives."""
+    import numpy as np
+
+    from stream.backtest.report import _binary_block, _ranking
+
+    scores = np.array([0.9, 0.2, 0.6])
+    only_positives = _binary_block(np.array([1, 1, 1]), scores, 0.5, scores >= 0.5)
+    assert only_positives["pr_auc"] is None and only_positives["recall_at_1pct_fpr"] is None
+    assert only_positives["undefined_because"] == "no negatives"
+    assert only_positives["at_threshold"]["recall"] == round(2 / 3, 4)  # still defined
+    assert _ranking(only_positives, "pr_auc") == "undefined (no negatives)"
+    none_positive = _binary_block(np.array([0, 0, 0]), scores, 0.95, scores >= 0.95)
+    assert none_positive["undefined_because"] == "no positives"
+    assert none_positive["at_threshold"]["recall"] is None  # not 0.0: nothing to recall
+    assert none_positive["at_threshold"]["precision"] is None  # nothing flagged
+    both = _binary_block(np.array([1, 0, 1]), scores, 0.5, scores >= 0.5)
+    assert both["undefined_because"] is None and both["pr_auc"] == 1.0

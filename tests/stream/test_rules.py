@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import pytest
+
 from stream.core.codec import validate
 from stream.core.rules import AlertThresholds, TextThresholds, alert_id, evaluate_rules
 
@@ -120,3 +122,30 @@ def test_rate_limit_keeps_one_alert_per_subject_per_cooldown_unless_it_escalates
     # a redelivered event re-sends exactly what it was allowed the first time
     assert len(rate_limit(log3, [alert("high")], 2_000, "e3", redelivered=True)[0]) == 1
     assert rate_limit(log3, [alert("medium", "m2")], 1_000, "e1", redelivered=True)[0] == []
+
+
+@pytest.mark.parametrize(
+    ("p_negative", "label"),
+    [
+        (0.0, "positive"),
+        (0.2499, "positive"),
+        (0.25, "neutral"),
+        (0.79, "neutral"),
+        (0.8, "negative"),
+    ],
+)
+def test_three_way_sentiment_from_the_neutral_band(p_negative: float, label: str) -> None:
+    from stream.core.rules import sentiment_label
+
+    assert sentiment_label(p_negative, (0.25, 0.80)) == label
+
+
+def test_each_build_reads_sentiment_with_its_own_band() -> None:
+    from stream.core.rules import AlertThresholds, TextThresholds, text_sentiment
+
+    thresholds = AlertThresholds(by_build={"zh-1": TextThresholds(neutral_band=(0.5, 0.9))})
+    evt = {"scores": {"sentiment_negative": 0.85}, "model_version": "en-1"}
+    assert text_sentiment(evt, thresholds.for_event(evt)) == "negative"
+    zh = {**evt, "model_version": "zh-1"}
+    assert text_sentiment(zh, thresholds.for_event(zh)) == "neutral"
+    assert text_sentiment({"scores": {"fraud_risk": 0.2}}, thresholds) is None
