@@ -355,5 +355,18 @@ def adapt_curve_command(doc: Path, sizes: str, draws: int, rerender: bool) -> No
     main(doc, tuple(int(n) for n in sizes.split(",")), draws, rerender)
 
 
+@cli.command("serving-cache")
+@click.argument("target", type=click.Path(file_okay=False, path_type=Path))
+def serving_cache(target: Path) -> None:
+    """Copy what a worker serving onnx-cpu reads of every build in the model cache (cards, ONNX
+    graphs, tokenizers; no safetensors, no downloaded wheels) to the model cache TARGET: the
+    cpu image's."""
+    copied = artefacts.copy_served(riskstream_cache_dir(), target)
+    if not copied:
+        raise click.ClickException(f"no build in {riskstream_cache_dir()}: run `models build`")
+    size = sum(path.stat().st_size for path in copied)
+    console.print(f"{len(copied)} files, {size / 1e6:.1f} MB -> {target}")
+
+
 if __name__ == "__main__":
     cli()

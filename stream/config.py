@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from types import NoneType
 from typing import Annotated, Any, Literal, get_args
@@ -15,7 +16,7 @@ from pydantic import (
     ValidationInfo,
     field_validator,
 )
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from stream.core.policy import Pseudonymiser
 from stream.core.rules import AlertThresholds, TextThresholds
@@ -50,6 +51,41 @@ def _check_pseudonym_key_file(path: Path) -> Path:
     except SealingError as exc:
         raise ValueError(f"{exc} (make one with: riskstream privacy new-key PATH)") from None
     return path
+
+
+_BROKER_URL = re.compile(r"^kafka://[A-Za-z0-9._\[\]:-]+:[0-9]{1,5}$")
+
+
+def _check_broker_urls(value: str) -> str:
+    """KAFKA_BROKER: one or more kafka://host:port, so a typo is one line at start, not a
+    worker that retries an unresolvable name (or a traceback from deep in Faust)."""
+    urls = [part.strip() for part in value.replace(",", ";").split(";") if part.strip()]
+    bad = [url for url in urls if not _BROKER_URL.match(url)]
+    if not urls or bad:
+        shown = ", ".join(repr(url) for url in bad) or "nothing"
+        raise ValueError(f"{shown}: each broker must be kafka://host:port, ';' between them")
+    return value
+
+
+def _parse_band(value: Any) -> Any:
+    """``0.25,0.80`` (the environment's form; ``(0.25, 0.8)``, as `riskstream settings`
+    prints it, reads back too) -> (0.25, 0.8); tuples pass as they are."""
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.strip().strip("()[]").split(","))
+    return value
+
+
+def _check_band(band: tuple[float, float]) -> tuple[float, float]:
+    low, high = band
+    if not 0.0 <= low < high <= 1.0:
+        raise ValueError(f"{low},{high}: a band is LOW,HIGH with 0 <= LOW < HIGH <= 1")
+    return band
+
+
+#: A neutral band, LOW,HIGH in the environment (not JSON).
+Band = Annotated[
+    tuple[float, float], NoDecode, BeforeValidator(_parse_band), AfterValidator(_check_band)
+]
 
 
 def _old_id_policy(value: Any) -> Any:
@@ -94,17 +130,35 @@ class Settings(BaseSettings):
             )
         return value
 
-    kafka_broker: str = Field(
+    kafka_broker: Annotated[str, AfterValidator(_check_broker_urls)] = Field(
         "kafka://localhost:9092",
         validation_alias=AliasChoices("KAFKA_BROKER", "RISKSTREAM_KAFKA_BROKER"),
         description="Broker URL(s), e.g. kafka://host:9092;kafka://host2:9092.",
     )
-    topic_prefix: str = Field("", description="Prepended to every topic and the app id.")
-    app_id: str = Field("riskstream", description="Faust app id (consumer group, changelogs).")
+    topic_prefix: str = Field(
+        "",
+        pattern=r"^[A-Za-z0-9._-]{0,200}$",
+        description="Prepended to every topic and the app id (Kafka's topic characters).",
+    )
+    app_id: str = Field(
+        "riskstream",
+        pattern=r"^[A-Za-z0-9._-]{1,200}$",
+        description="Faust app id (consumer group, changelogs).",
+    )
     partitions: int = Field(4, ge=1, description="Partitions of topics this app creates.")
-    replication_factor: int = Field(1, ge=1, description="Replication of topics this app creates.")
-    store: str = Field(
-        "memory://", description="Faust table store (memory:// rebuilds state from the changelog)."
+    replication_factor: int | None = Field(
+        None,
+        ge=1,
+        description="Replication of the topics this app creates (its own, the changelogs, "
+        "Faust's leader topic, model-registry). Unset or 'none': min(3, brokers), so 1 on a "
+        "single broker; with 3 or more replicas min.insync.replicas=2 is added, since the "
+        "worker produces with acks=all. `riskstream doctor` checks existing topics against "
+        "the same rules.",
+    )
+    store: Literal["memory://", "rocksdb://"] = Field(
+        "memory://",
+        description="Faust table store: memory:// rebuilds state from the changelog at start; "
+        "rocksdb:// keeps it on local disk in RISKSTREAM_DATA_DIR.",
     )
     data_dir: Path = Field(
         default_factory=_default_data_dir,
@@ -291,6 +345,19 @@ class Settings(BaseSettings):
         description="scam_chat threshold for the chats the Chinese build scored (unset or "
         "'none': RISKSTREAM_SCAM_CHAT_THRESHOLD).",
     )
+    neutral_band: Band = Field(
+        (0.25, 0.80),
+        description="P(negative) from LOW (inclusive) to HIGH (exclusive), written LOW,HIGH, "
+        "reads neutral in scored events' three-way `sentiment` and the profiles' counts; at or "
+        "above HIGH negative, below LOW positive. Default: fitted on three English sets rated "
+        "by people with a neutral class (model card, Neutral).",
+    )
+    chinese_neutral_band: Band | None = Field(
+        None,
+        description="The neutral band for the texts the Chinese build scored, LOW,HIGH (unset "
+        "or 'none': RISKSTREAM_NEUTRAL_BAND; no Chinese set with a neutral class was at hand "
+        "to fit one).",
+    )
     fraud_risk_threshold: float = Field(
         0.15,
         ge=0,
@@ -325,6 +392,23 @@ class Settings(BaseSettings):
         gt=0,
         description="Table recovery that reads no changelog record this long: one line and "
         "exit (70); 'none' for no bound.",
+    )
+    standby_replicas: int = Field(
+        1,
+        ge=0,
+        description="Warm copies of each table partition kept by other workers (Faust's "
+        "table_standby_replicas): a worker that takes over a partition from a dead one only "
+        "reads what its copy lacks. 0: none (less memory and changelog reading, a cold "
+        "recovery on every failover).",
+    )
+    group_instance_id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=249,
+        description="Static group membership (KIP-345): a stable id per worker, e.g. the pod "
+        "name of a StatefulSet, so a restart within the session timeout rejoins as the same "
+        "member without a rebalance; every worker of the group needs its own. Unset or "
+        "'none': dynamic membership.",
     )
 
     def topic(self, name: str) -> str:
@@ -391,12 +475,15 @@ class Settings(BaseSettings):
     def thresholds(self) -> AlertThresholds:
         chinese = self.chinese_build()
         own = TextThresholds(
-            self.chinese_negative_review_threshold, self.chinese_scam_chat_threshold
+            self.chinese_negative_review_threshold,
+            self.chinese_scam_chat_threshold,
+            self.chinese_neutral_band,
         )
         return AlertThresholds(
             negative_review=self.negative_review_threshold,
             scam_chat=self.scam_chat_threshold,
             fraud_risk=self.fraud_risk_threshold,
+            neutral_band=self.neutral_band,
             by_build={chinese: own} if chinese and own != TextThresholds() else {},
         )
 

@@ -307,6 +307,10 @@ class CalibratedHandler(ModelHandler[Any]):
     def precision(self) -> str | None:
         return getattr(self.inner, "precision", None)
 
+    @property  # type: ignore[override]
+    def backend(self) -> str:
+        return self.inner.backend
+
     @property
     def max_batch_tokens(self) -> int | None:
         return getattr(self.inner, "max_batch_tokens", None)

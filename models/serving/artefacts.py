@@ -21,6 +21,7 @@ import json
 import os
 import shutil
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -94,10 +95,37 @@ def artefact_dir(version: str | None = None, cache_dir: Path | None = None) -> P
     return models_root(cache_dir) / (version or model_version())
 
 
+#: What a worker serving onnx-cpu reads of a build: the card, the fp32 and INT8 graphs, the
+#: tokenizer and (an adapted build) its bundle. Not the safetensors weights nor an own encoder
+#: folder: the torch backends and the ONNX export read those. The cpu image holds only these
+#: (``python -m models serving-cache``).
+SERVED_FILES = (CARD_FILE, ONNX_FILE, INT8_FILE, "tokenizer.json", ADAPTED_FILE)
+
+
 def is_built(path: Path) -> bool:
-    """The card is written last, so its presence means the build completed."""
-    weights = any((path / name).is_file() for name in (HEADS_FILE, STUDENT_FILE, ADAPTED_FILE))
+    """The card is written last, so its presence means the build completed. Its weights, or
+    (a serving-only copy) its ONNX graph, must be there too."""
+    weights = any(
+        (path / name).is_file() for name in (HEADS_FILE, STUDENT_FILE, ADAPTED_FILE, ONNX_FILE)
+    )
     return (path / CARD_FILE).is_file() and weights
+
+
+def copy_served(cache_dir: Path, target: Path, versions: Sequence[str] | None = None) -> list[Path]:
+    """Copy the :data:`SERVED_FILES` of every complete build under ``cache_dir`` (or of
+    ``versions``) into the same layout under ``target`` (a model cache for a worker image);
+    returns the files copied."""
+    copied = []
+    for build in sorted(models_root(cache_dir).iterdir()):
+        if build.name.startswith(".") or not is_built(build):
+            continue  # a staging or retired folder, an unfinished build
+        if versions is not None and build.name not in versions:
+            continue
+        for name in SERVED_FILES:
+            if (build / name).is_file():
+                (models_root(target) / build.name).mkdir(parents=True, exist_ok=True)
+                copied.append(Path(shutil.copy2(build / name, models_root(target) / build.name)))
+    return copied
 
 
 def require_built(path: Path) -> Path:

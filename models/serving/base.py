@@ -10,7 +10,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 ModelT = TypeVar("ModelT")
 
@@ -53,6 +53,14 @@ class PredictionResult:
 
 class ModelHandler(abc.ABC, Generic[ModelT]):
     """Loads a model and runs it on a batch of texts; results come back in input order."""
+
+    #: The backend as ``RISKSTREAM_BACKEND`` names it (``onnx-cpu``, ``tensorrt``...): what
+    #: ``riskstream_model_info`` reports, never a class name.
+    backend: ClassVar[str] = "custom"
+
+    def routes(self) -> dict[str, ModelHandler[Any]]:
+        """Route -> the handler that scores it: one route unless a router splits the text."""
+        return {"all": self}
 
     @abc.abstractmethod
     def load_model(self) -> ModelT:

@@ -70,6 +70,9 @@ class RoutedHandler(ModelHandler[RoutedModels]):
     def precision(self) -> str | None:
         return getattr(self.english, "precision", None)
 
+    def routes(self) -> dict[str, ModelHandler[Any]]:
+        return {"english": self.english, "multilingual": self.multilingual}
+
     @property
     def max_batch_tokens(self) -> int | None:
         return getattr(self.english, "max_batch_tokens", None)

@@ -41,12 +41,54 @@ def wanted_topics(settings: Settings) -> dict[str, dict[str, str]]:
     return topics
 
 
+def creation_replication(settings: Settings, brokers: int) -> int:
+    """The replication factor of the topics this app creates: ``RISKSTREAM_REPLICATION_FACTOR``
+    where it is set, else min(3, brokers), so a topic survives a broker's loss on a real
+    cluster and the single embedded broker still gets 1 (``riskstream doctor``'s rule)."""
+    if settings.replication_factor is not None:
+        return settings.replication_factor
+    return max(1, min(3, brokers))
+
+
+def creation_configs(configs: dict[str, str], replication: int) -> dict[str, str]:
+    """``configs`` plus ``min.insync.replicas=2`` where the topic has 3 or more replicas: the
+    worker produces with acks=all, which with Kafka's default of 1 is acknowledged by the leader
+    alone, so a leader lost right after acking loses the write."""
+    if replication >= 3 and "min.insync.replicas" not in configs:
+        return {**configs, "min.insync.replicas": "2"}
+    return configs
+
+
 def bootstrap_servers(broker_url: str) -> str:
     """``kafka://a:9092;kafka://b:9092`` -> ``a:9092,b:9092`` (aiokafka's form)."""
     hosts = [
         part.strip().removeprefix("kafka://") for part in broker_url.replace(",", ";").split(";")
     ]
     return ",".join(h for h in hosts if h)
+
+
+async def with_replication(
+    settings: Settings, *, timeout_s: float = 30.0, security: KafkaSecurity | None = None
+) -> Settings:
+    """``settings`` with the replication factor resolved (unset: min(3, brokers), asked of
+    the cluster), for what Faust creates itself (its leader topic, a changelog it finds
+    missing) to follow the same rule as :func:`ensure_topics`."""
+    if settings.replication_factor is not None:
+        return settings
+    security = security or KafkaSecurity.from_env()
+    bootstrap = bootstrap_servers(settings.kafka_broker)
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap,
+        request_timeout_ms=int(timeout_s * 1000),
+        **security.aiokafka_kwargs(),
+    )
+    await start_client(admin, bootstrap, security, timeout_s)
+    try:
+        brokers = len((await admin.describe_cluster())["brokers"])
+    finally:
+        await admin.close()
+    replication = creation_replication(settings, brokers)
+    return settings.model_copy(update={"replication_factor": replication})
 
 
 async def ensure_topics(
@@ -85,10 +127,19 @@ async def ensure_topics(
             admin, settings, needed, existing, security, after_data_loss=after_data_loss
         )
         existing = set(await admin.list_topics())
+        missing = {name: configs for name, configs in needed.items() if name not in existing}
+        replication = settings.replication_factor or 1
+        if missing:
+            brokers = len((await admin.describe_cluster())["brokers"])
+            replication = creation_replication(settings, brokers)
         wanted = [
-            NewTopic(name, settings.partitions, settings.replication_factor, topic_configs=configs)
-            for name, configs in needed.items()
-            if name not in existing
+            NewTopic(
+                name,
+                settings.partitions,
+                replication,
+                topic_configs=creation_configs(configs, replication),
+            )
+            for name, configs in missing.items()
         ]
         created: list[str] = []
         for topic in wanted:
@@ -135,6 +186,8 @@ async def leave_for_a_killed_worker(
     embedded broker's settings; Faust's default is 60 s) and then rebalanced again. A stopped
     worker leaves the group itself; a killed one cannot, so its successor does it for it
     (LeaveGroup with the dead member's id), and joins at once."""
+    if settings.group_instance_id is not None:
+        return None  # a static member rejoins as itself; a LeaveGroup would rebalance
     path = group_member_file(settings)
     try:
         pid_text, member_id = path.read_text().split(maxsplit=1)

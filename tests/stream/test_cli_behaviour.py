@@ -32,7 +32,20 @@ BAD_SETTINGS = [
     ("RISKSTREAM_PARTITIONS", "many"),
     ("RISKSTREAM_MEMBER_TTL_DAYS", ""),  # empty: neither the default nor no bound, so an error
     ("RISKSTREAM_EVENT_TIME_MAX_FUTURE_S", "soon"),
+    # before: accepted by `settings`, then 140 lines of tracebacks from the worker
+    ("RISKSTREAM_STORE", "redis://x"),
+    ("RISKSTREAM_TOPIC_PREFIX", "team/a"),
+    ("RISKSTREAM_GROUP_INSTANCE_ID", ""),
+    ("RISKSTREAM_PSEUDONYM_KEY_FILE", "/nonexistent/pseudonym.key"),
 ]
+
+
+@pytest.mark.parametrize("value", ["localhost:9092", "kafka://broker", "kafka://a:9092;b:9092"])
+def test_a_bad_broker_url_is_one_line(value: str) -> None:
+    result = riskstream("settings", env={"KAFKA_BROKER": value})
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "kafka://host:port" in lines[0], result.stderr
 
 
 @pytest.mark.parametrize(("name", "value"), BAD_SETTINGS)
@@ -294,3 +307,26 @@ def test_run_can_start_a_local_prometheus(tmp_path: Path, built_model) -> None:
     assert "prometheus on http://127.0.0.1:" in result.stderr
     assert "Server is ready to receive web requests" in (run_dir / "prometheus.log").read_text()
     assert "riskstream-worker" in (run_dir / "prometheus.yml").read_text()
+
+
+def test_summaries_print_readable_lines_not_python_dicts() -> None:
+    from stream.ops.cli import _flat
+
+    lines = dict(
+        _flat(
+            {
+                "events": {"sent": {"reviews": 10, "chats": 4}, "scored": 14},
+                "alerts": {},
+                "latency_s": {"p50": 0.0123, "p99": 0.456},
+                "shadow": None,
+            }
+        )
+    )
+    assert lines == {
+        "events.sent": "reviews 10, chats 4",
+        "events.scored": "14",
+        "alerts": "none",
+        "latency_s": "p50 0.0123, p99 0.456",
+        "shadow": "none",
+    }
+    assert not any("{" in value or "'" in value for value in lines.values())

@@ -286,3 +286,21 @@ def test_live_view_quantile_over_the_last_interval() -> None:
     assert quantile(now, before, E2E, 0.5) == 0.1  # 50 of the 100 new ones at or below 0.1 s
     assert quantile(now, before, E2E, 0.99) == 1.0
     assert quantile(before, before, E2E, 0.99) is None
+
+
+def test_model_info_names_the_backend_of_each_route_not_a_class() -> None:
+    """Before: ``riskstream_model_info{backend="RoutedHandler"}``."""
+    from models.serving.backends.stub import StubHandler
+    from models.serving.router import RoutedHandler
+    from stream.worker import metrics
+    from stream.worker.scoring import show_model_info
+
+    show_model_info(metrics.MODEL_INFO, RoutedHandler(StubHandler("en-1"), StubHandler("zh-1")))
+    series = {
+        (s.labels["route"], s.labels["backend"], s.labels["version"])
+        for metric in metrics.MODEL_INFO.collect()
+        for s in metric.samples
+    }
+    assert series == {("english", "stub", "en-1"), ("multilingual", "stub", "zh-1")}
+    show_model_info(metrics.MODEL_INFO, StubHandler("one"))  # a new build replaces the old
+    assert [s.labels["route"] for m in metrics.MODEL_INFO.collect() for s in m.samples] == ["all"]

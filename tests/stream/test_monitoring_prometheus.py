@@ -109,6 +109,8 @@ LABEL_VALUES = {
     "value": ["negative", "scam"],
     "route": ["english", "multilingual"],
     "outcome": ["switched", "shadowed"],
+    "table": ["member-to-profile", "subject-to-surge"],
+    "kind": ["active", "standby"],
 }
 
 

@@ -101,9 +101,14 @@ async def test_prometheus_scrapes_every_queried_metric_from_a_real_worker(
                 for name in promql_metric_names(rule["query"]):
                     assert _query(prometheus, name), (rule["name"], name)
         info = _query(prometheus, "riskstream_model_info")
-        assert info[0]["metric"]["precision"] == "fp32"
+        assert {(i["metric"]["route"], i["metric"]["backend"]) for i in info} == {
+            ("english", "onnx-cpu"),
+            ("multilingual", "onnx-cpu"),
+        }  # the backend, as RISKSTREAM_BACKEND names it, per route: not a class name
+        assert {i["metric"]["precision"] for i in info} == {"fp32"}
         challenger = _query(prometheus, "riskstream_shadow_model_info")
-        assert challenger[0]["metric"]["precision"] == "int8"
+        assert {i["metric"]["backend"] for i in challenger} == {"onnx-cpu-int8"}
+        assert {i["metric"]["precision"] for i in challenger} == {"int8"}
         agreement = _query(
             prometheus,
             'sum by (head, decision) (riskstream_shadow_decisions_total{agree="true"}) / '

@@ -68,6 +68,10 @@ class LoadedOnnxModel:
 
 
 class OnnxCpuHandler(ModelHandler[LoadedOnnxModel]):
+    @property  # type: ignore[override]
+    def backend(self) -> str:
+        return "onnx-cpu-int8" if self.precision == "int8" else "onnx-cpu"
+
     def __init__(
         self,
         *,

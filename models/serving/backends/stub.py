@@ -31,6 +31,8 @@ class StubHandler(ModelHandler[str]):
     be (the factory passes the requested build's name, so two "builds" can run side by side,
     e.g. a champion and a shadowed challenger); default ``stub-1``."""
 
+    backend = "stub"
+
     def __init__(self, version: str | None = None) -> None:
         self._version = version or "stub-1"
 

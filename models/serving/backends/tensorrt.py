@@ -124,6 +124,8 @@ def _torch_dtypes(engine: Any) -> dict[str, torch.dtype]:
 class TensorRTHandler(ModelHandler[LoadedTensorRTEngine]):
     """The built model as a TensorRT engine with one optimisation profile per length bucket."""
 
+    backend = "tensorrt"
+
     def __init__(
         self,
         *,

@@ -60,6 +60,8 @@ class LoadedTorchModel:
 class TorchCpuHandler(ModelHandler[LoadedTorchModel]):
     """Encoder + heads from the built artefact, run eagerly on CPU."""
 
+    backend = "torch-cpu"
+
     def __init__(
         self,
         *,

@@ -72,6 +72,8 @@ def default_torch_cuda_inference_fn(
 class TorchCudaHandler(TorchCpuHandler):
     """Encoder + heads on ``cuda`` in fp16 (by default), falling back to CPU fp32 with a warning."""
 
+    backend = "torch-cuda"
+
     def __init__(
         self,
         *,

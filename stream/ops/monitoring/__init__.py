@@ -76,12 +76,15 @@ WORKER_METRICS: tuple[Metric, ...] = (
         "riskstream_model_batch_latency_seconds", "histogram", (), "tokenise + inference per batch"
     ),
     Metric(
-        "riskstream_model_info", "gauge", ("backend", "version", "precision"), "loaded model (1)"
+        "riskstream_model_info",
+        "gauge",
+        ("route", "backend", "version", "precision"),
+        "served model per route (1)",
     ),
     Metric(
         "riskstream_shadow_model_info",
         "gauge",
-        ("backend", "version", "precision"),
+        ("route", "backend", "version", "precision"),
         "shadow challenger (1)",
     ),
     Metric("riskstream_shadow_scored_total", "counter", (), "texts the challenger compared"),
@@ -104,6 +107,13 @@ WORKER_METRICS: tuple[Metric, ...] = (
     ),
     Metric("riskstream_worker_rebalances_total", "counter", (), "consumer group rebalances"),
     Metric("riskstream_worker_ready", "gauge", (), "model loaded, partitions assigned, recovered"),
+    Metric(
+        "riskstream_table_recovery_remaining",
+        "gauge",
+        ("table", "partition", "kind"),
+        "changelog records left to recover",
+    ),
+    Metric("riskstream_table_keys", "gauge", ("table",), "keys held per table"),
     # prometheus_client's default process collector
     Metric("process_start_time_seconds", "gauge", (), "process start, seconds since the epoch"),
 )

@@ -14,15 +14,23 @@ from __future__ import annotations
 import json
 import sys
 
-from grafana_foundation_sdk.builders import common as common_builder
-from grafana_foundation_sdk.builders import dashboard as dash
-from grafana_foundation_sdk.builders import prometheus, stat, table, timeseries
-from grafana_foundation_sdk.cog.encoder import JSONEncoder
-from grafana_foundation_sdk.models import common
-from grafana_foundation_sdk.models import dashboard as model
-from grafana_foundation_sdk.models.prometheus import PromQueryFormat
-
 from stream.ops.monitoring import DATASOURCE_UID, JOB
+
+try:
+    from grafana_foundation_sdk.builders import common as common_builder
+    from grafana_foundation_sdk.builders import dashboard as dash
+    from grafana_foundation_sdk.builders import prometheus, stat, table, timeseries
+    from grafana_foundation_sdk.cog.encoder import JSONEncoder
+    from grafana_foundation_sdk.models import common
+    from grafana_foundation_sdk.models import dashboard as model
+    from grafana_foundation_sdk.models.prometheus import PromQueryFormat
+except ModuleNotFoundError as exc:  # the generator is an extra; the worker never needs it
+    if __name__ != "__main__" or (exc.name or "").split(".")[0] != "grafana_foundation_sdk":
+        raise
+    raise SystemExit(
+        "error: python -m stream.ops.monitoring.dashboard needs the monitoring extra: "
+        "pip install 'riskstream[monitoring]'"
+    ) from None
 
 UID = "riskstream-worker"
 TITLE = "riskstream worker"
@@ -139,11 +147,15 @@ def _model_table():
     return (
         table.Panel()
         .title("Model")
-        .description("riskstream_model_info: the backend, precision and model version per worker.")
+        .description(
+            "riskstream_model_info: the backend, precision and model version per worker and "
+            "route (english, multilingual)."
+        )
         .datasource(DATASOURCE)
         .with_target(
             _query(
-                f"max by (instance, backend, precision, version) (riskstream_model_info{{{SEL}}})",
+                "max by (instance, route, backend, precision, version) "
+                f"(riskstream_model_info{{{SEL}}})",
                 instant=True,
             )
         )
@@ -251,6 +263,31 @@ def build() -> model.Dashboard:
                 "Records behind the end of each input partition (riskstream_stream_consumer_lag) "
                 "and their sum. A partition's lag is reported by the worker that owns it.",
                 [(f"sum({lag})", "all partitions"), (lag, "{{topic}}/{{partition}}")],
+                "short",
+            )
+        )
+        .with_panel(
+            _timeseries(
+                "Table recovery remaining",
+                "Changelog records a worker still has to read per table partition "
+                "(riskstream_table_recovery_remaining): active ones keep it not ready, standby "
+                "ones are the warm copies that make a failover short.",
+                [
+                    (
+                        f"sum by (instance, table, kind) "
+                        f"(riskstream_table_recovery_remaining{{{SEL}}})",
+                        "{{instance}} {{table}} {{kind}}",
+                    )
+                ],
+                "short",
+            )
+        )
+        .with_panel(
+            _timeseries(
+                "Table state",
+                "Keys held per table and worker, active and standby partitions "
+                "(riskstream_table_keys; memory:// store).",
+                [(f"riskstream_table_keys{{{SEL}}}", "{{instance}} {{table}}")],
                 "short",
             )
         )
