@@ -35,7 +35,7 @@ from stream.core.labels import (
 )
 from stream.core.policy import PiiInIds, Pseudonymiser
 from stream.core.steps import RawRecord, ValidEvent, decode_record, text_to_score
-from stream.security import KafkaSecurity
+from stream.security import KafkaAccessError, KafkaSecurity, start_client
 from stream.topics import INPUT_TOPICS, LABELS, SCORED_EVENTS
 
 
@@ -151,7 +151,10 @@ async def read_to_end(
         auto_offset_reset="earliest",
         **security.aiokafka_kwargs(),
     )
-    await consumer.start()
+    try:
+        await start_client(consumer, bootstrap, security, min(timeout_s, 30.0))
+    except KafkaAccessError as exc:  # one line, not aiokafka's traceback
+        raise LabelsError(f"cannot read the topics: {exc}") from None
     try:
         present = await consumer.topics()
         tps = [

@@ -366,7 +366,7 @@ def make_faust_app(settings: Settings) -> faust.App:
         # static membership: a restarted pod rejoins as itself, no rebalance (None: dynamic)
         consumer_group_instance_id=settings.group_instance_id,
         # warm copies of other workers' table partitions, kept up to date from the changelog
-        table_standby_replicas=settings.standby_replicas,
+        table_standby_replicas=settings.standby_replicas_in_effect,
         **_optional(
             broker_rebalance_timeout=settings.rebalance_timeout_s,
             broker_session_timeout=settings.session_timeout_s,

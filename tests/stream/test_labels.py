@@ -206,3 +206,13 @@ def test_a_time_range_selects_scored_records() -> None:
     assert not ops.in_range(record, None, 1_000)  # the end is exclusive
     no_time = ops.TopicRecord("scored-events", 0, 8, b"m", b"{}")
     assert ops.in_range(no_time, None, None) and not ops.in_range(no_time, 0, None)
+
+
+def test_build_set_without_a_broker_is_one_line() -> None:
+    """Before: an aiokafka traceback."""
+    from tests.stream.test_cli import riskstream
+
+    result = riskstream("labels", "build-set", env={"KAFKA_BROKER": "kafka://127.0.0.1:1"})
+    assert result.returncode == 1, result.stderr[-2000:]
+    lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+    assert len(lines) == 1 and "connection refused" in lines[0], lines

@@ -46,8 +46,10 @@ async def wait_for_line(path: Path, marker: str, after: int, timeout_s: float) -
 #: Where each kill lands: a log marker of the worker's life (Faust's own lines), then a random
 #: delay. "Restoring state" is table recovery; "Worker ready" is right after a rebalance.
 KILL_PLAN = (
-    # mid-stream, after the first assignment (the model loads after it: ~4-10 s on 2 busy cores)
-    ("loaded in", (1.0, 4.0)),
+    # mid-stream, after the first assignment (the model now loads while the worker joins, so
+    # "loaded in" may come before any event is processed; a kill then leaves the changelogs
+    # empty and the next worker has nothing to restore)
+    ("Worker ready", (2.0, 5.0)),
     ("Restoring state from changelog topics", (0.0, 0.3)),  # during table recovery
     ("Worker ready", (0.0, 0.4)),  # right after a rebalance
     ("Executing", (0.5, 2.0)),  # during start-up, before the group join completes

@@ -29,3 +29,13 @@ def test_a_static_member_leaves_no_predecessor(tmp_path) -> None:
     path.write_text("1 aiokafka-0-dead-member")
     assert asyncio.run(leave_for_a_killed_worker(settings)) is None
     assert path.exists()  # untouched, and no broker was asked (none runs here)
+
+
+def test_standbys_follow_the_store_unless_set(tmp_path) -> None:
+    """A memory:// standby is re-read from the changelog's start when promoted (measured:
+    docs/benchmarks.md, "Warm failover"), so it only costs memory there."""
+    assert Settings(data_dir=tmp_path).standby_replicas_in_effect == 0
+    assert Settings(data_dir=tmp_path, store="rocksdb://").standby_replicas_in_effect == 1
+    assert Settings(data_dir=tmp_path, standby_replicas=2).standby_replicas_in_effect == 2
+    app = make_faust_app(Settings(data_dir=tmp_path, store="rocksdb://"))
+    assert app.conf.table_standby_replicas == 1
