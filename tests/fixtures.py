@@ -3,7 +3,10 @@ integration fixtures; each test isolates itself with its own topic prefix and ap
 
 from __future__ import annotations
 
+import json
 import os
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -94,3 +97,15 @@ def make_worker(
     yield factory
     for worker in workers:
         worker.stop()
+
+
+def readyz(worker: WorkerProcess) -> dict:
+    """The worker's /readyz answer (503 bodies included; {} when it does not answer)."""
+    url = f"http://127.0.0.1:{worker.env['RISKSTREAM_WEB_PORT']}/readyz"
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return json.loads(exc.read())
+    except OSError:
+        return {}

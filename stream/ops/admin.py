@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import os
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -41,13 +42,39 @@ def wanted_topics(settings: Settings) -> dict[str, dict[str, str]]:
     return topics
 
 
+def replication_for(brokers: int) -> int:
+    """min(3, brokers): a topic survives a broker's loss on a real cluster, and the single
+    embedded broker still gets 1 (``riskstream doctor``'s rule)."""
+    return max(1, min(3, brokers))
+
+
+@contextlib.asynccontextmanager
+async def admin_client(
+    broker: str, *, security: KafkaSecurity | None = None, timeout_s: float = 30.0
+) -> AsyncIterator[AIOKafkaAdminClient]:
+    """A started admin client for ``broker`` (``kafka://`` URLs or host:port), closed after.
+    A broker that cannot be reached raises ``KafkaAccessError``, one line on what failed."""
+    security = security or KafkaSecurity.from_env()
+    bootstrap = bootstrap_servers(broker)
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap,
+        request_timeout_ms=int(timeout_s * 1000),
+        **security.aiokafka_kwargs(),
+    )
+    await start_client(admin, bootstrap, security, timeout_s)
+    try:
+        yield admin
+    finally:
+        await admin.close()
+
+
 def creation_replication(settings: Settings, brokers: int) -> int:
     """The replication factor of the topics this app creates: ``RISKSTREAM_REPLICATION_FACTOR``
     where it is set, else min(3, brokers), so a topic survives a broker's loss on a real
     cluster and the single embedded broker still gets 1 (``riskstream doctor``'s rule)."""
     if settings.replication_factor is not None:
         return settings.replication_factor
-    return max(1, min(3, brokers))
+    return replication_for(brokers)
 
 
 def creation_configs(configs: dict[str, str], replication: int) -> dict[str, str]:
@@ -75,18 +102,8 @@ async def with_replication(
     missing) to follow the same rule as :func:`ensure_topics`."""
     if settings.replication_factor is not None:
         return settings
-    security = security or KafkaSecurity.from_env()
-    bootstrap = bootstrap_servers(settings.kafka_broker)
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=bootstrap,
-        request_timeout_ms=int(timeout_s * 1000),
-        **security.aiokafka_kwargs(),
-    )
-    await start_client(admin, bootstrap, security, timeout_s)
-    try:
-        brokers = len((await admin.describe_cluster())["brokers"])
-    finally:
-        await admin.close()
+    async with admin_client(settings.kafka_broker, security=security, timeout_s=timeout_s) as a:
+        brokers = len((await a.describe_cluster())["brokers"])
     replication = creation_replication(settings, brokers)
     return settings.model_copy(update={"replication_factor": replication})
 
@@ -113,14 +130,7 @@ async def ensure_topics(
     if after_data_loss is None:
         after_data_loss = marker.exists()
     security = security or KafkaSecurity.from_env()
-    bootstrap = bootstrap_servers(settings.kafka_broker)
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=bootstrap,
-        request_timeout_ms=int(timeout_s * 1000),
-        **security.aiokafka_kwargs(),
-    )
-    await start_client(admin, bootstrap, security, timeout_s)
-    try:
+    async with admin_client(settings.kafka_broker, security=security, timeout_s=timeout_s) as admin:
         existing = set(await admin.list_topics())
         needed = wanted_topics(settings)
         await _repair_partition_counts(
@@ -159,8 +169,6 @@ async def ensure_topics(
         elif created:
             logger.info("created topics: %s", ", ".join(created))
         return created
-    finally:
-        await admin.close()
 
 
 def data_loss_marker(settings: Settings) -> Path:

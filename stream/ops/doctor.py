@@ -587,21 +587,11 @@ async def collect(
     cannot be reached, or refuses the credentials, raises ``KafkaAccessError`` (one line). Asks
     for every topic's metadata, never for the needed ones by name: a broker that auto-creates
     topics (Tansu does, with its default count) would create them."""
-    from aiokafka.admin import AIOKafkaAdminClient
     from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-    from stream.ops.admin import bootstrap_servers
-    from stream.security import KafkaSecurity, start_client
+    from stream.ops.admin import admin_client
 
-    security = security or KafkaSecurity.from_env()
-    bootstrap = bootstrap_servers(settings.kafka_broker)
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=bootstrap,
-        request_timeout_ms=int(timeout_s * 1000),
-        **security.aiokafka_kwargs(),
-    )
-    await start_client(admin, bootstrap, security, timeout_s)
-    try:
+    async with admin_client(settings.kafka_broker, security=security, timeout_s=timeout_s) as admin:
         cluster = await admin.describe_cluster()
         needed = {need.name for need in worker_needs(settings)}
         described = [
@@ -634,8 +624,6 @@ async def collect(
             for t in described
         }
         acls = await _describe_acls(admin)
-    finally:
-        await admin.close()
     return ClusterSnapshot(
         brokers=len(cluster["brokers"]),
         topics=topics,

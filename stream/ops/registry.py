@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from stream.core.registry import (
@@ -37,7 +37,7 @@ from stream.core.registry import (
     stop_shadow,
 )
 from stream.core.steps import utc_now
-from stream.ops.admin import bootstrap_servers, creation_configs
+from stream.ops.admin import admin_client, bootstrap_servers, creation_configs, replication_for
 from stream.security import KafkaSecurity, start_client
 from stream.topics import MODEL_REGISTRY, SHADOW_SCORES, TOPIC_CONFIGS
 
@@ -166,21 +166,12 @@ async def ensure_registry_topic(
     """Create the compacted registry topic (one partition: a handful of records) if it is
     missing, where clusters do not auto-create topics; -> whether it was created.
     ``replication_factor`` None: min(3, brokers), as the worker creates its topics."""
-    security = security or KafkaSecurity.from_env()
-    servers = bootstrap_servers(bootstrap)
     topic = f"{prefix}{MODEL_REGISTRY}"
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=servers,
-        request_timeout_ms=int(timeout_s * 1000),
-        **security.aiokafka_kwargs(),
-    )
-    await start_client(admin, servers, security, timeout_s)
-    try:
+    async with admin_client(bootstrap, security=security, timeout_s=timeout_s) as admin:
         if topic in set(await admin.list_topics()):
             return False
         if replication_factor is None:
-            brokers = len((await admin.describe_cluster())["brokers"])
-            replication_factor = max(1, min(3, brokers))
+            replication_factor = replication_for(len((await admin.describe_cluster())["brokers"]))
         configs = creation_configs(TOPIC_CONFIGS[MODEL_REGISTRY], replication_factor)
         new = NewTopic(topic, 1, replication_factor, topic_configs=configs)
         try:
@@ -188,8 +179,6 @@ async def ensure_registry_topic(
         except TopicAlreadyExistsError:
             return False
         return True
-    finally:
-        await admin.close()
 
 
 async def _produce(

@@ -19,11 +19,8 @@ broker on S3 storage, served by a local moto S3 server).
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import time
-import urllib.error
-import urllib.request
+from pathlib import Path
 
 import orjson
 import pytest
@@ -35,68 +32,16 @@ from stream.ops.broker import EmbeddedBroker
 from stream.ops.runner import WorkerProcess
 from stream.ops.simulate import DemoCorpus, DemoTraffic
 from stream.topics import INPUT_TOPICS
-from tests.fixtures import worker_env
-from tests.kafka_io import collect, produce
+from tests.fixtures import readyz, worker_env
+from tests.kafka_io import Load, collect
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(240)]
 
 LOST_LINE = "the broker lost data this worker knew"
 
 
-def readyz(worker: WorkerProcess) -> dict:
-    url = f"http://127.0.0.1:{worker.env['RISKSTREAM_WEB_PORT']}/readyz"
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return json.loads(exc.read())
-    except OSError:
-        return {}
-
-
 def event_ids(records) -> set[str]:
     return {orjson.loads(r.value)["event_id"] for r in records}
-
-
-class Load:
-    """Producers writing ``rate`` events/s until stopped; what the broker acknowledged is kept
-    (a send to a dead broker fails and is dropped, as a real producer would give up)."""
-
-    def __init__(self, broker: EmbeddedBroker, prefix: str, traffic: DemoTraffic, rate: float):
-        self.broker, self.prefix, self.traffic, self.rate = broker, prefix, traffic, rate
-        self.acked: list[tuple[float, str]] = []  # (when, event id)
-        self._task: asyncio.Task | None = None
-
-    async def _run(self) -> None:
-        batch = max(1, int(self.rate / 4))
-        while True:
-            records = [self.traffic.next_record() for _ in range(batch)]
-            try:
-                await asyncio.wait_for(
-                    produce(
-                        self.broker.bootstrap,
-                        [(self.prefix + r.topic, r.key, r.value) for r in records],
-                        request_timeout_ms=3000,
-                    ),
-                    5,
-                )
-                now = time.monotonic()
-                self.acked.extend((now, e) for e in event_ids(records))
-            except Exception:
-                await asyncio.sleep(0.5)  # the broker is down
-            await asyncio.sleep(0.25)
-
-    def start(self) -> None:
-        self._task = asyncio.ensure_future(self._run())
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    def since(self, moment: float) -> set[str]:
-        return {event for when, event in self.acked if when >= moment}
 
 
 async def scored_ids(broker: EmbeddedBroker, prefix: str, wanted: set[str], timeout_s, alive):
@@ -107,6 +52,34 @@ async def scored_ids(broker: EmbeddedBroker, prefix: str, wanted: set[str], time
 
     found = await collect(broker.bootstrap, [topic], done, timeout_s, alive)
     return event_ids(found[topic])
+
+
+async def restart_scores_every_event(
+    broker: EmbeddedBroker,
+    prefix: str,
+    load: Load,
+    *,
+    since: float,
+    workers: list[WorkerProcess],
+    log: Path,
+    run_s: float,
+    produced_to: str,
+) -> None:
+    """What a supervisor does after the exit: a fresh worker, which must score every event
+    the broker acknowledged ``since`` then (load stopped after ``run_s``)."""
+    second = WorkerProcess(worker_env(broker, prefix), log)
+    workers.append(second)
+    restarted = time.monotonic()
+    second.start()
+    await asyncio.sleep(run_s)
+    await load.stop()
+    wanted = load.since(since)
+    found = await scored_ids(broker, prefix, wanted, 150, second.alive)
+    print(
+        f"after the restart: {len(wanted & found)} of {len(wanted)} events produced to "
+        f"{produced_to} scored ({time.monotonic() - restarted:.0f} s after the restart)"
+    )
+    assert wanted <= found, second.log_tail()
 
 
 async def test_broker_killed_under_load_back_empty_worker_exits_loudly_and_restart_scores(
@@ -152,19 +125,16 @@ async def test_broker_killed_under_load_back_empty_worker_exits_loudly_and_resta
         print(f"\nexited {exited_after:.0f} s after the broker came back empty: {critical[0]}")
         print(f"/readyz meanwhile: {reasons[0]}")
 
-        second = WorkerProcess(worker_env(broker, topic_prefix), tmp_path / "worker2.log")
-        workers.append(second)
-        restarted = time.monotonic()
-        second.start()  # what the supervisor does
-        await asyncio.sleep(25)
-        await load.stop()
-        wanted = load.since(back)
-        found = await scored_ids(broker, topic_prefix, wanted, 150, second.alive)
-        print(
-            f"after the restart: {len(wanted & found)} of {len(wanted)} events produced to the "
-            f"empty broker scored ({time.monotonic() - restarted:.0f} s after the restart)"
+        await restart_scores_every_event(
+            broker,
+            topic_prefix,
+            load,
+            since=back,
+            workers=workers,
+            log=tmp_path / "worker2.log",
+            run_s=25,
+            produced_to="the empty broker",
         )
-        assert wanted <= found, second.log_tail()
     finally:
         await load.stop()
         for worker in workers:
@@ -216,19 +186,16 @@ async def test_input_topics_recreated_under_a_running_worker_mean_exit_then_a_cl
         assert len(critical) == 1 and "offsets out of range" in critical[0], log[-3000:]
         print(f"\nexited {time.monotonic() - recreated:.0f} s after the recreation: {critical[0]}")
 
-        second = WorkerProcess(worker_env(broker, topic_prefix), tmp_path / "worker2.log")
-        workers.append(second)
-        restarted = time.monotonic()
-        second.start()
-        await asyncio.sleep(20)
-        await load.stop()
-        wanted = load.since(recreated)
-        found = await scored_ids(broker, topic_prefix, wanted, 150, second.alive)
-        print(
-            f"after the restart: {len(wanted & found)} of {len(wanted)} events produced to the "
-            f"recreated topics scored ({time.monotonic() - restarted:.0f} s after the restart)"
+        await restart_scores_every_event(
+            broker,
+            topic_prefix,
+            load,
+            since=recreated,
+            workers=workers,
+            log=tmp_path / "worker2.log",
+            run_s=20,
+            produced_to="the recreated topics",
         )
-        assert wanted <= found, second.log_tail()
     finally:
         await load.stop()
         for worker in workers:

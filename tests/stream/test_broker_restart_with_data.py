@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.util
-import json
 import subprocess
 import sys
 import time
@@ -36,8 +35,8 @@ from stream.ops.broker import EmbeddedBroker, free_port
 from stream.ops.runner import WorkerProcess
 from stream.ops.simulate import DemoCorpus, DemoTraffic
 from stream.topics import INPUT_TOPICS
-from tests.fixtures import pseudonym, worker_env
-from tests.kafka_io import collect, produce
+from tests.fixtures import pseudonym, readyz, worker_env
+from tests.kafka_io import Load, collect, produce
 
 pytestmark = [
     pytest.mark.integration,
@@ -100,65 +99,9 @@ def s3_broker(endpoint: str, log_path: Path, port: int | None = None) -> Embedde
     return EmbeddedBroker(port=port, log_path=log_path, storage=f"s3://{BUCKET}/", env=env)
 
 
-def readyz(worker: WorkerProcess) -> dict:
-    url = f"http://127.0.0.1:{worker.env['RISKSTREAM_WEB_PORT']}/readyz"
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return json.loads(exc.read())
-    except OSError:
-        return {}
-
-
 def critical_lines(worker: WorkerProcess) -> list[str]:
     text = worker.log_path.read_text(errors="replace") if worker.log_path.exists() else ""
     return [line for line in text.splitlines() if "[CRITICAL]" in line]
-
-
-class Load:
-    """Producers writing about ``rate`` events/s until stopped. What the broker acknowledged is
-    kept; a send to a dead broker fails and is dropped (its records may still have landed)."""
-
-    def __init__(self, broker: EmbeddedBroker, prefix: str, traffic: DemoTraffic, rate: float):
-        self.broker, self.prefix, self.traffic, self.rate = broker, prefix, traffic, rate
-        self.acked: set[str] = set()
-        self.acked_at: list[tuple[float, str]] = []  # (when, event id)
-        self.failed_sends = 0
-        self._task: asyncio.Task | None = None
-
-    async def _run(self) -> None:
-        batch = max(1, int(self.rate / 4))
-        while True:
-            records = [self.traffic.next_record() for _ in range(batch)]
-            try:
-                await asyncio.wait_for(
-                    produce(
-                        self.broker.bootstrap,
-                        [(self.prefix + r.topic, r.key, r.value) for r in records],
-                        request_timeout_ms=3000,
-                    ),
-                    5,
-                )
-                ids = [orjson.loads(r.value)["event_id"] for r in records]
-                self.acked.update(ids)
-                self.acked_at.extend((time.monotonic(), i) for i in ids)
-            except Exception:
-                self.failed_sends += 1
-                await asyncio.sleep(0.5)  # the broker is down
-            await asyncio.sleep(0.25)
-
-    def acked_after(self, moment: float) -> set[str]:
-        return {event for when, event in self.acked_at if when >= moment}
-
-    def start(self) -> None:
-        self._task = asyncio.ensure_future(self._run())
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
 
 
 def inputs_held(found, prefix: str) -> dict[str, dict]:
@@ -305,7 +248,7 @@ async def test_broker_killed_under_load_restarted_with_its_data_every_event_scor
         ]
         assert not differing, f"{len(differing)} redelivered events differ: {differing[:2]}"
         assert readyz(worker).get("ready") is True, f"{readyz(worker)}\n{worker.log_tail()}"
-        after_back = load.acked_after(back)
+        after_back = load.since(back)
         recovered = min(
             (
                 m.timestamp / 1000 - back_wall
