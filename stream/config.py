@@ -105,6 +105,17 @@ def _check_key_file(path: Path) -> Path:
     return path
 
 
+def _check_builds_dir(path: Path) -> Path:
+    """RISKSTREAM_BUILDS_DIR: a writable folder, or one the worker can make (checked when the
+    settings load, so a read-only path stops the worker at its start, not at a promotion)."""
+    path = path.expanduser()
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        what = "is not a writable folder" if existing == path else f"cannot be made in {existing}"
+        raise ValueError(f"{path} {what} (the worker writes adapted builds there)")
+    return path
+
+
 #: What an optional setting is given for "no value" (no bound, off, the backend's own...): an
 #: unset variable means the default, which for some (the future bound, the member TTL) is a
 #: value, so "unset for no bound" could not be written. Case-insensitive; ``riskstream settings``
@@ -205,6 +216,14 @@ class Settings(BaseSettings):
         description="The build that scores Chinese text, which a language router sends to it "
         "(the main build scores the rest): 'multilingual' for the committed English + Chinese "
         "student, a build from the model cache, or 'none' for the main build alone.",
+    )
+    builds_dir: Annotated[Path, AfterValidator(_check_builds_dir)] | None = Field(
+        None,
+        description="A writable folder for the builds the worker makes while it runs: adapted "
+        "builds made from the model registry's bundles (about 170 MB each; one the registry "
+        "no longer names is removed). Looked up before the model cache. Unset or 'none': the "
+        "model cache, which must then be writable; set it where that is read-only (the "
+        "Kubernetes base, with readOnlyRootFilesystem, mounts an emptyDir here).",
     )
     shadow_backend: (
         Literal["torch-cpu", "onnx-cpu", "onnx-cpu-int8", "torch-cuda", "tensorrt", "stub"] | None

@@ -8,6 +8,8 @@ hash of everything that changes a score, the model registry carries it (``model-
 and any worker that lacks the build makes it from the bundle and the base build it already
 serves (:func:`materialise`): the base's ONNX graphs with the four head tensors replaced
 (fp32 and INT8), no torch, no training code. TensorRT builds its engine from that ONNX file.
+A worker whose model cache is read-only (an image's, under Kubernetes' ``readOnlyRootFilesystem``)
+makes it in ``RISKSTREAM_BUILDS_DIR`` instead (:func:`artefacts.use_builds_dir`).
 
 Served scores of an adapted build are the heads' probabilities mapped through the isotonic
 calibration (:class:`CalibratedHandler`), so a threshold means the precision the adapt report
@@ -210,22 +212,40 @@ def heads_of_build(path: Path) -> dict[str, tuple[np.ndarray, float]]:
     }
 
 
-def materialise(bundle: Mapping[str, Any], cache_dir: Path | None = None) -> Path:
-    """The build folder of ``bundle`` in the model cache, made from its base build if missing
-    (idempotent; concurrent makers race safely through :func:`artefacts.publish`)."""
+def materialise(
+    bundle: Mapping[str, Any], cache_dir: Path | None = None, *, builds_dir: Path | None = None
+) -> Path:
+    """The build folder of ``bundle``, made from its base build if missing (idempotent;
+    concurrent makers race safely through :func:`artefacts.publish`). The base is read from the
+    model cache (``cache_dir``, default ``RISKSTREAM_CACHE_DIR``); the build is written into
+    ``builds_dir`` (default: the worker's ``RISKSTREAM_BUILDS_DIR``,
+    :func:`artefacts.use_builds_dir`), else into the model cache. Where that is not writable
+    (an image's cache under a read-only root filesystem): :class:`artefacts.NotWritableError`,
+    one line naming the setting."""
     check_bundle(bundle)
     version = bundle.get("model_version") or bundle_version(bundle)
-    final = artefacts.artefact_dir(version, cache_dir)
-    if artefacts.is_built(final) and (final / ADAPTED_FILE).is_file():
-        return final
+    builds_dir = builds_dir or artefacts.builds_dir()
+    for found in (
+        artefacts.models_root(builds_dir) / version if builds_dir else None,
+        artefacts.artefact_dir(version, cache_dir),
+    ):
+        if found is not None and artefacts.is_built(found) and (found / ADAPTED_FILE).is_file():
+            return found
     base = artefacts.artefact_dir(bundle["base_version"], cache_dir)
     if not artefacts.is_built(base) or not (base / artefacts.ONNX_FILE).is_file():
         raise artefacts.ModelNotBuiltError(
             f"adapted build {version} needs its base {bundle['base_version']} installed "
             f"(`{artefacts.BUILD_COMMAND}`)"
         )
+    final = artefacts.models_root(builds_dir or cache_dir) / version
     staging = final.with_name(f".staging-{final.name}-{uuid.uuid4().hex[:8]}")
-    staging.mkdir(parents=True)
+    try:
+        staging.mkdir(parents=True)
+    except OSError as exc:  # EACCES, EPERM; EROFS on a read-only root filesystem
+        raise artefacts.NotWritableError(
+            f"cannot make adapted build {version}: {final.parent} is not writable "
+            f"({exc.strerror}); set RISKSTREAM_BUILDS_DIR to a writable folder"
+        ) from None
     try:
         for name in (artefacts.ONNX_FILE, artefacts.INT8_FILE):
             if (base / name).is_file():
@@ -250,12 +270,26 @@ def materialise(bundle: Mapping[str, Any], cache_dir: Path | None = None) -> Pat
                 "installed_at": datetime.now(UTC).isoformat(timespec="seconds"),
             },
         )
-        final.parent.mkdir(parents=True, exist_ok=True)
         artefacts.publish(staging, final)
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
     return final
+
+
+def prune(builds_dir: Path, keep: set[str]) -> list[str]:
+    """Remove the adapted builds in ``builds_dir`` (a worker's ``RISKSTREAM_BUILDS_DIR``, never
+    the model cache) that ``keep`` does not name; -> the versions removed. A removed build is
+    made again from its registry bundle if it is named again (about 1.5 s), so a long-lived
+    worker's folder holds what it serves and shadows, not every build it ever served."""
+    root = artefacts.models_root(builds_dir)
+    removed = []
+    for build in sorted(root.iterdir()) if root.is_dir() else []:
+        if build.name.startswith(".") or not is_adapted(build.name) or build.name in keep:
+            continue  # a staging or retired folder (its maker removes it), or wanted
+        shutil.rmtree(build, ignore_errors=True)
+        removed.append(build.name)
+    return removed
 
 
 # ----------------------------------------------------------------------------- calibration

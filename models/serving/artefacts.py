@@ -61,6 +61,30 @@ class ModelNotBuiltError(FileNotFoundError):
     """The artefact for the current model version has not been built on this machine."""
 
 
+class NotWritableError(PermissionError):
+    """A build cannot be written where it should go (a read-only model cache); one line."""
+
+
+#: Where builds made while a worker runs go (adapted builds materialised from the model
+#: registry), when the model cache itself is read-only (an image's, under Kubernetes'
+#: ``readOnlyRootFilesystem``): ``RISKSTREAM_BUILDS_DIR``, set by the worker through
+#: :func:`use_builds_dir`. A build there is found before the model cache's. None: builds go
+#: into the model cache, as they always did.
+_builds_dir: Path | None = None
+
+
+def use_builds_dir(path: Path | None) -> None:
+    """Make ``path`` (a writable folder, laid out as a model cache) where run-time builds go and
+    are looked up first, for this process; None: the model cache alone."""
+    global _builds_dir
+    _builds_dir = None if path is None else Path(path).expanduser()
+
+
+def builds_dir() -> Path | None:
+    """The folder set by :func:`use_builds_dir`, if any."""
+    return _builds_dir
+
+
 def riskstream_cache_dir() -> Path:
     """Where wheels, embeddings and built models live: big artefacts stay out of the repo."""
     configured = os.environ.get("RISKSTREAM_CACHE_DIR")
@@ -91,8 +115,12 @@ def models_root(cache_dir: Path | None = None) -> Path:
 
 
 def artefact_dir(version: str | None = None, cache_dir: Path | None = None) -> Path:
-    """The folder a build of ``version`` (default: the current one) lives in."""
-    return models_root(cache_dir) / (version or model_version())
+    """The folder a build of ``version`` (default: the current one) lives in: the builds
+    folder's (:func:`use_builds_dir`) where it holds a complete one, else the model cache's."""
+    version = version or model_version()
+    if _builds_dir is not None and is_built(made := models_root(_builds_dir) / version):
+        return made
+    return models_root(cache_dir) / version
 
 
 #: What a worker serving onnx-cpu reads of a build: the card, the fp32 and INT8 graphs, the

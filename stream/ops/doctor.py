@@ -615,10 +615,12 @@ async def collect(
                             if entry["config_value"] is not None
                         }
                     )
+        # replicas on distinct brokers: Tansu accepts any replication on one broker and lists
+        # that broker as every replica ([111, 111, 111]), which is one copy, not three
         topics = {
             t["topic"]: TopicState(
                 partitions=len(t["partitions"]),
-                replication=min((len(p["replicas"]) for p in t["partitions"]), default=0),
+                replication=min((len(set(p["replicas"])) for p in t["partitions"]), default=0),
                 configs=configs.get(t["topic"]),
             )
             for t in described

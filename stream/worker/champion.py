@@ -10,7 +10,9 @@ this machine lacks it, builds and loads the handler for the new pair of builds o
 loop, and swaps it into the micro-batcher between two batches (``MicroBatcher.swap``): texts
 already in a batch finish on the old build, every later batch uses the new one. A build that
 cannot be materialised or loaded is logged and counted, and the old one goes on serving: a
-bad promotion never stops scoring.
+bad promotion never stops scoring. Builds are made in ``RISKSTREAM_BUILDS_DIR`` where it is set
+(the image's model cache is read-only under Kubernetes' ``readOnlyRootFilesystem``), and the
+builds there that no registry record, served or shadowed pair names any longer are removed.
 
 It follows each route's challenger the same way (``riskstream models shadow``): the challenger's
 handler is the champions' pair with the challenger's build in its route, loaded off the loop
@@ -32,6 +34,8 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from models.serving import artefacts
+from models.serving.adapted import AdaptedBuildError
 from models.serving.base import ModelHandler
 from stream.config import Settings
 from stream.core.registry import ROUTES, RegistryRecord, fold
@@ -93,6 +97,9 @@ class ChampionFollower:
         self.stages = stages
         self.factory = factory
         self.materialise = materialise
+        #: Builds made here go to RISKSTREAM_BUILDS_DIR (and are looked up there first) in this
+        #: process: the factory finds them by version (``artefacts.artefact_dir``).
+        artefacts.use_builds_dir(settings.builds_dir)
         self.security = security
         self.startup_timeout_s = startup_timeout_s
         self.retry_s = retry_s
@@ -205,12 +212,12 @@ class ChampionFollower:
         routes = self._changed_routes(pair)
         try:
             handler, model, seconds = await self._prepare(pair)
-        except Exception:
+        except Exception as exc:
             self._failed = pair
             for route in routes:
                 metrics.CHAMPION_SWITCHES.labels(route, "failed").inc()
-            logger.exception(
-                "could not serve %s (routes %s): keeping %s", pair, ", ".join(routes), self.serving
+            _log_failure(
+                exc, "could not serve %s (routes %s): keeping %s", pair, routes, self.serving
             )
             return False
         self._adopt_thresholds()
@@ -221,6 +228,7 @@ class ChampionFollower:
         logger.info("now serving %s (routes %s; loaded in %.2fs)", pair, ", ".join(routes), seconds)
         self._served(pair, handler, seconds)
         self._registry_changed.set()  # a challenger pair holds the other route's champion
+        await self._prune()
         return True
 
     # -- what to shadow -------------------------------------------------------------------
@@ -269,11 +277,11 @@ class ChampionFollower:
             else:
                 handler, model, seconds = await self._prepare(pair, self._challenger_bundles())
                 await self._shadow(handler, model, seconds)
-        except Exception:
+        except Exception as exc:
             self._shadow_failed = pair
             for route in routes:
                 metrics.CHAMPION_SWITCHES.labels(route, "shadow_failed").inc()
-            logger.exception("could not shadow %s (routes %s)", pair, ", ".join(routes))
+            _log_failure(exc, "could not shadow %s (routes %s)", pair, routes)
             if pair is not None and self.shadowing is not None:
                 await self._stop_replaced()
             return False
@@ -281,7 +289,35 @@ class ChampionFollower:
         self.shadowing_routes = routes if pair is not None else []
         for route in routes:
             metrics.CHAMPION_SWITCHES.labels(route, "shadowed" if pair else "unshadowed").inc()
+        await self._prune()
         return True
+
+    def _named(self) -> set[str]:
+        """Every build this worker serves, shadows or may be told to: the registry's champions
+        and challengers, the served and shadowed pairs, the configured ones."""
+        named = {b for pair in (self.serving, self.shadowing, self.configured) for b in pair or ()}
+        if self.configured_shadow is not None:
+            named.add(self.configured_shadow.version)
+        for record in self.registry.values():
+            named.add(record.champion.model_version)
+            if record.challenger is not None:
+                named.add(record.challenger.model_version)
+        return {b for b in named if b}
+
+    async def _prune(self) -> None:
+        """Remove the builds in RISKSTREAM_BUILDS_DIR that nothing names any longer (never the
+        model cache's): the folder holds what is served and shadowed, not every build ever."""
+        if self.settings.builds_dir is None:
+            return
+        from models.serving.adapted import prune
+
+        try:
+            removed = await asyncio.to_thread(prune, self.settings.builds_dir, self._named())
+        except OSError as exc:
+            logger.warning("could not prune %s: %s", self.settings.builds_dir, exc)
+            return
+        if removed:
+            logger.info("removed builds no longer named: %s", ", ".join(removed))
 
     async def _stop_replaced(self) -> None:
         """The registry replaced the challenger shadowed now, and its successor failed: stop
@@ -478,6 +514,19 @@ class ChampionFollower:
     async def stop(self) -> None:
         await self._stop_challengers()
         await self._drop_consumer()
+
+
+#: Failures the operator fixes (a read-only model cache, a missing base build, a bad bundle):
+#: logged in one line; anything else with its traceback.
+_ONE_LINE_FAILURES = (artefacts.NotWritableError, artefacts.ModelNotBuiltError, AdaptedBuildError)
+
+
+def _log_failure(exc: Exception, what: str, pair: Pair, routes: list[str], *rest: Any) -> None:
+    args = (pair, ", ".join(routes), *rest)
+    if isinstance(exc, _ONE_LINE_FAILURES):
+        logger.error(what + ": %s", *args, exc)
+    else:
+        logger.exception(what, *args)
 
 
 def from_settings_factory(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ import pytest
 from models.serving import adapted, artefacts
 from models.serving.base import HEAD_NAMES, PredictionResult, TextScores
 from models.serving.factory import create_handler
+from tests.unprivileged import as_unprivileged, open_folder, read_only, writable
 
 TEXTS = ["Terrible, it broke after a day.", "Lovely taste, will buy again!", "WIN a prize now!!"]
 
@@ -160,3 +162,78 @@ def test_the_multilingual_build_adapts_too(tmp_path: Path, built_model: Path, mo
         assert got.inference.sentiment_negative == pytest.approx(
             1 - want.inference.sentiment_negative, abs=2e-3
         )
+
+
+# ------------------------------------------------- a read-only model cache (Kubernetes' pods)
+
+
+@pytest.fixture
+def read_only_cache(built_model: Path, monkeypatch) -> Iterator[tuple[Path, Path]]:
+    """(a model cache holding what serving reads of the student's build, made read-only as an
+    image's is under readOnlyRootFilesystem; an empty builds folder, writable)."""
+    monkeypatch.setattr(artefacts, "_builds_dir", None)  # restored whatever a test sets
+    with open_folder("riskstream-ro-cache-") as root:
+        cache = root / "cache"
+        artefacts.copy_served(built_model.parents[1], cache, [built_model.name])
+        read_only(cache)
+        yield cache, writable(root / "builds")
+
+
+def test_a_read_only_cache_materialises_into_the_builds_dir(
+    read_only_cache: tuple[Path, Path], built_model: Path
+) -> None:
+    """The image's cache cannot be written (chmod; as root, the step runs as nobody): without
+    a builds folder, one line naming RISKSTREAM_BUILDS_DIR and nothing written; with one, the
+    build is made there, found there by version, and scores as its heads say."""
+    import onnx  # noqa: F401 (imported before the unprivileged step, which may be a fork)
+
+    cache, builds = read_only_cache
+    flipped = {h: (-w, -b) for h, (w, b) in base_heads(built_model / artefacts.ONNX_FILE).items()}
+    bundle = adapted.make_bundle(built_model.name, flipped, IDENTITY, {}, {})
+    before = sorted(p.relative_to(cache) for p in cache.rglob("*"))
+
+    def step() -> tuple[str, str, str]:
+        try:
+            adapted.materialise(bundle, cache)
+        except artefacts.NotWritableError as exc:
+            refused = str(exc)
+        else:
+            refused = "materialised into the read-only cache"
+        made = adapted.materialise(bundle, cache, builds_dir=builds)
+        again = adapted.materialise(bundle, cache, builds_dir=builds)
+        return refused, str(made), str(again)
+
+    refused, made, again = as_unprivileged(step)
+    version = bundle["model_version"]
+    assert "\n" not in refused and "RISKSTREAM_BUILDS_DIR" in refused, refused
+    assert f"cannot make adapted build {version}: {artefacts.models_root(cache)}" in refused
+    assert sorted(p.relative_to(cache) for p in cache.rglob("*")) == before  # nothing written
+    assert Path(made) == Path(again) == artefacts.models_root(builds) / version
+    assert [p.name for p in artefacts.models_root(builds).iterdir()] == [version]  # no staging
+
+    artefacts.use_builds_dir(builds)  # what the worker does with RISKSTREAM_BUILDS_DIR
+    assert artefacts.artefact_dir(version) == Path(made)
+    assert artefacts.artefact_dir(built_model.name, cache) == cache / "models" / built_model.name
+    assert adapted.read_bundle(version)["heads"] == bundle["heads"]
+    assert adapted.materialise(bundle, cache) == Path(made)  # found, not made again
+    base, new = create_handler("onnx-cpu", built_model.name), create_handler("onnx-cpu", version)
+    for got, want in zip(
+        new.run_inference(TEXTS, new.load_model()),
+        base.run_inference(TEXTS, base.load_model()),
+        strict=True,
+    ):
+        assert got.model_id == version
+        assert got.inference.scam_risk == pytest.approx(1 - want.inference.scam_risk, abs=2e-3)
+
+
+def test_prune_removes_only_unnamed_adapted_builds(tmp_path: Path) -> None:
+    for name in ("minilm-l6-adapted-aaaa", "minilm-l6-adapted-bbbb", "minilm-l6-student-cccc"):
+        (artefacts.models_root(tmp_path) / name).mkdir(parents=True)
+    (artefacts.models_root(tmp_path) / ".staging-minilm-l6-adapted-dddd-1234").mkdir()
+    assert adapted.prune(tmp_path, {"minilm-l6-adapted-bbbb"}) == ["minilm-l6-adapted-aaaa"]
+    assert sorted(p.name for p in artefacts.models_root(tmp_path).iterdir()) == [
+        ".staging-minilm-l6-adapted-dddd-1234",
+        "minilm-l6-adapted-bbbb",
+        "minilm-l6-student-cccc",
+    ]
+    assert adapted.prune(tmp_path / "absent", set()) == []

@@ -475,3 +475,90 @@ def test_doctor_over_sasl_with_good_and_wrong_credentials(tmp_path, monkeypatch)
     assert "SASL authentication failed" in first and "RISKSTREAM_KAFKA_SASL_PASSWORD" in first
     assert "right-pw" not in bad.output and "wrong-pw" not in bad.output
     assert last == "fail: 1 failures, 0 warnings (exit 4)"
+
+
+@pytest.mark.integration
+def test_doctor_finds_replication_retention_and_min_insync_on_the_embedded_broker(
+    kafka_broker, topic_prefix, monkeypatch
+) -> None:
+    """The rest of what one Tansu broker can show, each read back from the broker:
+
+    - ``RISKSTREAM_REPLICATION_FACTOR=3`` on one broker, before the topics exist: FAIL (Kafka
+      would refuse the creation; Tansu accepts it and lists its one broker three times as the
+      replicas, which the collector counts as the one copy it is, so a later doctor says what
+      it made: min.insync.replicas=2 above one replica, every acks=all write refused);
+    - an input keeping one hour (WARN), the labels topic compacted and deleted (WARN), the
+      registry with min.insync.replicas above its replicas (FAIL), an input with another
+      partition count under the fused member stage (INFO)."""
+    from stream.ops.admin import ensure_topics
+    from stream.ops.cli import main
+
+    monkeypatch.setenv("KAFKA_BROKER", kafka_broker.url)
+    monkeypatch.setenv("RISKSTREAM_TOPIC_PREFIX", topic_prefix)
+    monkeypatch.setenv("RISKSTREAM_PARTITIONS", "2")
+    monkeypatch.setenv("RISKSTREAM_REPLICATION_FACTOR", "3")
+    three = Settings(
+        KAFKA_BROKER=kafka_broker.url, topic_prefix=topic_prefix, partitions=2, replication_factor=3
+    )
+
+    before = CliRunner().invoke(main, ["doctor", "--timeout", "10"])
+    assert before.exit_code == EXIT_FAIL, before.output
+    assert before.output.splitlines()[0] == (
+        "FAIL  RISKSTREAM_REPLICATION_FACTOR=3 but the cluster has 1 broker(s): creating the "
+        "missing topics will fail; fix: set RISKSTREAM_REPLICATION_FACTOR=1 or leave it unset"
+    )
+    asyncio.run(ensure_topics(three))  # what Kafka would refuse
+    registry = f"{topic_prefix}model-registry"
+    snapshot = asyncio.run(collect(three))
+    assert snapshot.topics[registry].replication == 1  # one broker, listed three times
+    assert snapshot.topics[registry].configs["min.insync.replicas"] == "2"
+    made = CliRunner().invoke(main, ["doctor"])
+    assert made.exit_code == EXIT_FAIL, made.output
+    failed = [line for line in made.output.splitlines() if line.startswith("FAIL")]
+    # every topic the worker made, and the setting again (Faust's leader topic is missing)
+    assert len(failed) == len(snapshot.topics) + 1, made.output
+    assert failed[0] == before.output.splitlines()[0]
+    assert (
+        f"FAIL  {registry}: min.insync.replicas=2 above its 1 replicas: every acks=all write of "
+        f"the worker is refused (NotEnoughReplicas); fix: kafka-configs.sh --bootstrap-server "
+        f"{kafka_broker.bootstrap} --alter --entity-type topics --entity-name {registry} "
+        "--add-config min.insync.replicas=1"
+    ) in failed
+
+    # a second set of topics, as the worker makes them on one broker, then five changed
+    monkeypatch.delenv("RISKSTREAM_REPLICATION_FACTOR")
+    prefix = f"{topic_prefix}b."
+    monkeypatch.setenv("RISKSTREAM_TOPIC_PREFIX", prefix)
+    second = Settings(KAFKA_BROKER=kafka_broker.url, topic_prefix=prefix, partitions=2)
+    asyncio.run(ensure_topics(second))
+    made_with = {
+        name: state.partitions for name, state in asyncio.run(collect(second)).topics.items()
+    }
+    reviews, chats, labels, registry, dead = (
+        f"{prefix}{t}" for t in ("reviews", "chats", "labels", "model-registry", "dead-letter")
+    )
+    for name, configs in (
+        (reviews, {"retention.ms": "3600000"}),
+        (labels, {"cleanup.policy": "compact,delete"}),
+        (registry, {"cleanup.policy": "compact"}),  # as the worker makes it
+        (dead, {"min.insync.replicas": "2"}),
+    ):
+        asyncio.run(_create(kafka_broker.bootstrap, name, made_with[name], configs))
+    asyncio.run(_create(kafka_broker.bootstrap, chats, 3))
+    monkeypatch.setenv("RISKSTREAM_MEMBER_STAGE", "fused")
+    wrong = CliRunner().invoke(main, ["doctor"])
+    assert wrong.exit_code == EXIT_FAIL, wrong.output
+    lines = wrong.output.splitlines()
+    assert [line.split(";")[0] for line in lines if line[:4] in ("FAIL", "WARN")] == [
+        f"FAIL  {dead}: min.insync.replicas=2 above its 1 replicas: every "
+        "acks=all write of the worker is refused (NotEnoughReplicas)",
+        f"WARN  {reviews}: retention.ms=3600000 (1 h): a worker down longer, or a replay further "
+        "back, finds its events deleted",
+        f"WARN  {labels}: cleanup.policy=compact,delete: keys quiet longer than retention.ms are "
+        "deleted, so analysts' labels would be deleted, and with them build-set's",
+    ]
+    assert (
+        f"INFO  {chats}: 3 partitions, not RISKSTREAM_PARTITIONS=2: every record takes the "
+        "member-events hop (the fused member stage needs the same count)"
+    ) in lines
+    assert lines[-1] == "fail: 1 failures, 2 warnings (exit 4)"

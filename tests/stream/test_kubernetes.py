@@ -272,12 +272,16 @@ def _names_a_path(annotation: typing.Any) -> bool:
     return any(_names_a_path(arg) for arg in args)
 
 
+#: Settings that name a folder the worker writes (on a volume), not a file it reads.
+_FOLDER_FIELDS = ("data_dir", "builds_dir")
+
+
 def _file_fields() -> dict[str, str]:
     """Variable -> field of every setting that names a file (a secret, mounted read-only)."""
     fields = {}
     for cls, name_of in ((Settings, config.env_name), (KafkaSecurity, security.env)):
         for field, info in cls.model_fields.items():
-            if field != "data_dir" and _names_a_path(info.annotation):
+            if field not in _FOLDER_FIELDS and _names_a_path(info.annotation):
                 fields[name_of(field)] = field
     return fields
 
@@ -338,6 +342,10 @@ def test_the_worker_accepts_the_settings(rendered, tmp_path, monkeypatch):
         else:
             local.write_text("secret\n")
         environ[name] = str(local)
+    for field in _FOLDER_FIELDS:  # a folder the worker writes: here, one it can write
+        name = config.env_name(field)
+        if name in environ:
+            environ[name] = str(tmp_path / environ[name].lstrip("/"))
     for name in list(os.environ):
         if name.startswith("RISKSTREAM_") or name == "KAFKA_BROKER":
             monkeypatch.delenv(name)
@@ -420,6 +428,36 @@ def test_runs_as_the_images_non_root_user(rendered):
     _, tmp = rendered.volume_behind("/tmp")
     assert "emptyDir" in tmp, "/tmp must be writable with a read-only root"
     assert container["args"] == ["worker"]
+
+
+#: An adapted build on disk (ONNX fp32 + INT8, tokenizer, bundle): 158 MB over the English
+#: student, about 175 MB over the multilingual one (``du`` of ``riskstream adapt``'s builds).
+ADAPTED_BUILD_BYTES = 200 * 2**20
+
+
+def test_a_promoted_adapted_build_has_a_writable_folder(rendered):
+    """The root filesystem, and so the image's model cache, is read-only: a promotion's build
+    is made in RISKSTREAM_BUILDS_DIR (``models.serving.adapted.materialise``), a pod volume
+    with room for both routes' champion and challenger and the one being made, inside the
+    container's ephemeral-storage limit (an emptyDir counts against it)."""
+    assert rendered.container["securityContext"]["readOnlyRootFilesystem"] is True
+    builds = rendered.setting("builds_dir")
+    assert builds, "RISKSTREAM_BUILDS_DIR unset: a promotion would write into the read-only image"
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    cache = re.search(r"RISKSTREAM_CACHE_DIR=(\S+)", dockerfile).group(1)
+    assert not PurePosixPath(builds).is_relative_to(cache)
+    mount, volume = rendered.volume_behind(str(builds))
+    assert mount["mountPath"] != "/tmp" and not mount.get("readOnly")
+    if volume:  # a pod volume: an emptyDir on disk, large enough
+        assert "emptyDir" in volume and volume["emptyDir"].get("medium") != "Memory"
+        assert _bytes(volume["emptyDir"]["sizeLimit"]) >= 5 * ADAPTED_BUILD_BYTES
+    on_disk = sum(
+        _bytes(v["emptyDir"]["sizeLimit"])
+        for v in rendered.pod["volumes"]
+        if "emptyDir" in v and v["emptyDir"].get("medium") != "Memory"
+    )
+    limit = rendered.container["resources"]["limits"]["ephemeral-storage"]
+    assert _bytes(limit) > on_disk, "the emptyDirs can outgrow the ephemeral-storage limit"
 
 
 def _bytes(quantity: str) -> float:

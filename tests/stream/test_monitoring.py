@@ -20,7 +20,10 @@ from stream.ops.monitoring import (
     ALERTS_TEST_PATH,
     DASHBOARD_PATH,
     DATASOURCE_UID,
+    EXPORTER_JOB,
+    EXPORTER_PORT,
     JOB,
+    JOB_METRICS,
     MONITORING_DIR,
     PROMETHEUS_CONFIG_PATH,
     WORKER_METRICS,
@@ -93,6 +96,22 @@ def _rules() -> list[dict]:
     return [r for g in yaml.safe_load(ALERTS_PATH.read_text())["groups"] for r in g["rules"]]
 
 
+def _jobs(expr: str) -> set[str]:
+    """The scrape jobs an expression selects."""
+    return set(re.findall(r'\bjob="([^"]+)"', expr))
+
+
+def _scrape_jobs() -> set[str]:
+    """The jobs the compose Prometheus scrapes, but its own."""
+    config = yaml.safe_load(PROMETHEUS_CONFIG_PATH.read_text())
+    return {j["job_name"] for j in config["scrape_configs"]} - {"prometheus"}
+
+
+def test_the_queried_jobs_are_the_scraped_ones():
+    """The worker and the Kafka exporter: each with the series it exports (JOB_METRICS)."""
+    assert _scrape_jobs() == set(JOB_METRICS) == {JOB, EXPORTER_JOB}
+
+
 def test_committed_dashboard_is_the_generated_one():
     assert DASHBOARD_PATH.read_text() == render(), (
         "stream/ops/monitoring/grafana/dashboards/riskstream.json differs from the generator: edit "
@@ -108,6 +127,7 @@ def test_dashboard_has_the_panels():
     assert titles >= {
         "Throughput in / out",
         "Consumer lag",
+        "Consumer lag (broker)",
         "End-to-end latency",
         "Batch size",
         "Batch fill",
@@ -127,9 +147,14 @@ def test_dashboard_has_the_panels():
         assert panel["gridPos"]["x"] + panel["gridPos"]["w"] <= 24
         for target in panel["targets"]:
             assert target["datasource"] == {"type": "prometheus", "uid": DATASOURCE_UID}
-            assert f'job="{JOB}"' in target["expr"], (panel["title"], target["expr"])
+            jobs = _jobs(target["expr"])  # every selector names its job, a scraped one
+            assert jobs and jobs <= _scrape_jobs(), (panel["title"], target["expr"])
     exprs = " ".join(_dashboard_exprs(dashboard).values())
     assert "histogram_quantile(0.5, " in exprs and "histogram_quantile(0.99, " in exprs
+    # the broker's view of the group's lag: from the exporter alone, so it outlives the workers
+    broker = next(p for p in _panels(dashboard) if p["title"] == "Consumer lag (broker)")
+    assert {j for t in broker["targets"] for j in _jobs(t["expr"])} == {EXPORTER_JOB}
+    assert all("kafka_consumergroup_lag" in t["expr"] for t in broker["targets"])
     model = next(p for p in _panels(dashboard) if p["title"] == "Model")
     assert all(
         label in model["targets"][0]["expr"] for label in ("backend", "version", "precision")
@@ -137,14 +162,20 @@ def test_dashboard_has_the_panels():
 
 
 def test_dashboard_and_rules_query_only_exported_metrics():
+    """Each query only series that the jobs it selects export (the worker's, the exporter's)."""
     known = known_series()
     queried: dict[str, set[str]] = {}
-    for where, expr in _dashboard_exprs(_dashboard()).items():
-        queried[f"dashboard {where}"] = promql_metric_names(expr)
-    for rule in _rules():
-        queried[f"alert {rule['alert']}"] = promql_metric_names(rule["expr"])
-    unknown = {where: names - known for where, names in queried.items() if names - known}
-    assert not unknown, f"queries of metrics the worker does not export: {unknown}"
+    exprs = {f"dashboard {where}": expr for where, expr in _dashboard_exprs(_dashboard()).items()}
+    exprs |= {f"alert {rule['alert']}": rule["expr"] for rule in _rules()}
+    unknown = {}
+    for where, expr in exprs.items():
+        queried[where] = promql_metric_names(expr)
+        jobs = _jobs(expr)
+        assert jobs and jobs <= set(JOB_METRICS), f"{where}: selects jobs {jobs or 'none'}"
+        exported = set().union(*(known_series(job) for job in jobs))
+        if queried[where] - exported:
+            unknown[where] = queried[where] - exported
+    assert not unknown, f"queries of metrics their job does not export: {unknown}"
     assert all(queried.values()), [where for where, names in queried.items() if not names]
     # riskstream_* by its own pattern as well, whatever the parser above makes of the syntax
     exprs = [*_dashboard_exprs(_dashboard()).values(), *(r["expr"] for r in _rules())]
@@ -153,7 +184,9 @@ def test_dashboard_and_rules_query_only_exported_metrics():
 
 def test_dashboard_shows_every_exported_metric():
     used = set().union(*map(promql_metric_names, _dashboard_exprs(_dashboard()).values()))
-    missing = [m.name for m in WORKER_METRICS if not set(m.series()) & used]
+    exported = [m for metrics in JOB_METRICS.values() for m in metrics]
+    assert set(WORKER_METRICS) <= set(exported)
+    missing = [m.name for m in exported if not set(m.series()) & used]
     assert not missing, f"metrics the dashboard does not show: {missing}"
 
 
@@ -204,6 +237,14 @@ def test_prometheus_config_scrapes_the_compose_workers():
             # the worker binds 127.0.0.1 unless told otherwise: Prometheus could not reach it
             assert service["environment"]["RISKSTREAM_WEB_BIND"] == "0.0.0.0"
     assert {n for sd in job["dns_sd_configs"] for n in sd["names"]} >= {"worker"}
+    # the Kafka exporter: a compose service on the broker's internal listener, no host port
+    (exporter,) = [j for j in config["scrape_configs"] if j["job_name"] == EXPORTER_JOB]
+    ((target,),) = [c["targets"] for c in exporter["static_configs"]]
+    host, port = target.rsplit(":", 1)
+    service = services[host]
+    assert int(port) == EXPORTER_PORT and "ports" not in service
+    assert re.search(r":v\d+\.\d+\.\d+$", service["image"]), service["image"]
+    assert any(arg.startswith("--kafka.server=broker:") for arg in service["command"])
 
 
 def _bind_mounts(service: dict) -> dict[str, tuple[Path, str]]:
@@ -269,6 +310,15 @@ def test_prometheus_config_for():
     assert job["job_name"] == JOB and job["metrics_path"] == "/metrics"
     assert job["static_configs"] == [{"targets": ["127.0.0.1:6066", "worker-2:7000", "[::1]:6066"]}]
     assert config["global"]["scrape_interval"] == "5s"
+    both = yaml.safe_load(
+        prometheus_config_for(["127.0.0.1:6066"], rules, exporter_targets=["127.0.0.1:9308"])
+    )
+    assert [(j["job_name"], j["static_configs"]) for j in both["scrape_configs"]] == [
+        (JOB, [{"targets": ["127.0.0.1:6066"]}]),
+        (EXPORTER_JOB, [{"targets": ["127.0.0.1:9308"]}]),
+    ]
+    with pytest.raises(ValueError):
+        prometheus_config_for(["127.0.0.1:6066"], rules, exporter_targets=["exporter"])
     for bad in ([], ["localhost"], ["http://localhost:6066"], ["host:0"], ["host:70000"]):
         with pytest.raises(ValueError):
             prometheus_config_for(bad, rules)

@@ -1,8 +1,8 @@
 """The monitoring config against real Prometheus parts (Debian's `prometheus` package, which
 .ci/run installs): promtool checks the scrape config and the rules and runs the rules' unit
 tests (stream/ops/monitoring/alerts_test.yml); a real prometheus binary, configured by
-prometheus_config_for(), scrapes an exporter of every metric the worker exports and answers
-every dashboard and alert query.
+prometheus_config_for(), scrapes a fake worker exporting every metric the worker exports and a
+fake Kafka exporter (the broker-side lag), and answers every dashboard and alert query.
 """
 
 from __future__ import annotations
@@ -28,11 +28,15 @@ from stream.ops.monitoring import (
     ALERTS_PATH,
     ALERTS_TEST_PATH,
     DASHBOARD_PATH,
+    EXPORTER_JOB,
+    EXPORTER_METRICS,
     JOB,
     PROMETHEUS_CONFIG_PATH,
     WORKER_METRICS,
+    Metric,
     prometheus_config_for,
 )
+from stream.ops.monitoring.dashboard import DEFAULT_GROUP
 
 PROMTOOL = shutil.which("promtool")
 PROMETHEUS = shutil.which("prometheus")
@@ -66,7 +70,7 @@ def test_promtool_check_config(tmp_path: Path):
 @needs_promtool
 def test_promtool_check_rules():
     output = promtool("check", "rules", str(ALERTS_PATH))
-    assert "SUCCESS: 8 rules found" in output
+    assert "SUCCESS: 9 rules found" in output
 
 
 @needs_promtool
@@ -81,7 +85,7 @@ def test_promtool_checks_prometheus_config_for(tmp_path: Path):
     config = tmp_path / "prometheus.json"
     config.write_text(prometheus_config_for(["127.0.0.1:6066", "worker:6066"], ALERTS_PATH))
     output = promtool("check", "config", str(config))
-    assert "SUCCESS" in output and "8 rules found" in output
+    assert "SUCCESS" in output and "9 rules found" in output
 
 
 # ---------------------------------------------------------------- a live Prometheus
@@ -111,18 +115,22 @@ LABEL_VALUES = {
     "outcome": ["switched", "shadowed"],
     "table": ["member-to-profile", "subject-to-surge"],
     "kind": ["active", "standby"],
+    # the Kafka exporter's: the group the dashboard shows by default
+    "consumergroup": [DEFAULT_GROUP],
 }
 
 
 class FakeWorker:
     """An exporter of every metric in WORKER_METRICS (as prometheus_client writes them), with
-    values that keep moving, in place of a worker."""
+    values that keep moving, in place of a worker; of ``metrics`` instead (the Kafka
+    exporter's), in place of that."""
 
-    def __init__(self) -> None:
+    def __init__(self, metrics: tuple[Metric, ...] = WORKER_METRICS) -> None:
         self.registry = CollectorRegistry()
-        ProcessCollector(registry=self.registry)  # process_start_time_seconds
+        if metrics is WORKER_METRICS:
+            ProcessCollector(registry=self.registry)  # process_start_time_seconds
         self.metrics = []
-        for m in WORKER_METRICS:
+        for m in metrics:
             if m.name.startswith("process_"):
                 continue
             unknown = set(m.labels) - set(LABEL_VALUES)
@@ -185,10 +193,17 @@ def _get(url: str) -> dict:
 
 
 @contextlib.contextmanager
-def prometheus_scraping(targets: list[str], tmp_path: Path) -> Iterator[str]:
-    """A real Prometheus scraping ``targets`` every second with the alert rules; -> its URL."""
+def prometheus_scraping(
+    targets: list[str], tmp_path: Path, exporter_targets: list[str] | None = None
+) -> Iterator[str]:
+    """A real Prometheus scraping the workers at ``targets`` (and a Kafka exporter at
+    ``exporter_targets``) every second with the alert rules; -> its URL."""
     config = tmp_path / "prometheus.yml"
-    config.write_text(prometheus_config_for(targets, ALERTS_PATH, scrape_interval="1s"))
+    config.write_text(
+        prometheus_config_for(
+            targets, ALERTS_PATH, scrape_interval="1s", exporter_targets=exporter_targets
+        )
+    )
     port = _free_port()
     log = (tmp_path / "prometheus.log").open("w")
     proc = subprocess.Popen(
@@ -226,22 +241,26 @@ def prometheus_scraping(targets: list[str], tmp_path: Path) -> Iterator[str]:
 
 
 @pytest.fixture
-def live_prometheus(tmp_path: Path) -> Iterator[tuple[str, FakeWorker]]:
+def live_prometheus(tmp_path: Path) -> Iterator[tuple[str, FakeWorker, FakeWorker]]:
     with (
         FakeWorker() as worker,
-        prometheus_scraping([f"127.0.0.1:{worker.port}"], tmp_path) as base,
+        FakeWorker(EXPORTER_METRICS) as exporter,
+        prometheus_scraping(
+            [f"127.0.0.1:{worker.port}"], tmp_path, [f"127.0.0.1:{exporter.port}"]
+        ) as base,
     ):
-        yield base, worker
+        yield base, worker, exporter
 
 
-def empty_dashboard_queries(base: str) -> list[str]:
-    """The dashboard's queries that return no series."""
+def empty_dashboard_queries(base: str, job: str | None = None) -> list[str]:
+    """The dashboard's queries (of ``job`` only, if given) that return no series."""
     dashboard = json.loads(DASHBOARD_PATH.read_text())
     return [
         f"{panel['title']}/{t['refId']}: {t['expr']}"
         for panel in dashboard["panels"]
         for t in panel.get("targets", [])
-        if not _query(base, _grafana_to_promql(t["expr"]))
+        if (job is None or f'job="{job}"' in t["expr"])
+        and not _query(base, _grafana_to_promql(t["expr"]))
     ]
 
 
@@ -254,14 +273,17 @@ def _query(base: str, expr: str) -> list[dict]:
 def _grafana_to_promql(expr: str) -> str:
     """Grafana's variables substituted (all workers; windows wide enough for a slow machine)."""
     return (
-        expr.replace("$__rate_interval", "20s").replace("$__range", "5m").replace("$instance", ".*")
+        expr.replace("$__rate_interval", "20s")
+        .replace("$__range", "5m")
+        .replace("$instance", ".*")
+        .replace("$group", DEFAULT_GROUP)
     )
 
 
 @needs_prometheus
 @pytest.mark.timeout(180)
 def test_live_prometheus_answers_every_dashboard_and_alert_query(live_prometheus):
-    base, worker = live_prometheus
+    base, worker, exporter = live_prometheus
     # until rates have samples from two scrapes
     deadline = time.monotonic() + 60
     probe = f'rate(riskstream_model_batch_size_count{{job="{JOB}"}}[20s]) > 0'
@@ -270,18 +292,23 @@ def test_live_prometheus_answers_every_dashboard_and_alert_query(live_prometheus
         time.sleep(0.5)
     time.sleep(3)
 
-    (target,) = _get(f"{base}/api/v1/targets")["data"]["activeTargets"]
-    assert target["health"] == "up" and target["labels"]["job"] == JOB
-    assert target["labels"]["instance"] == f"127.0.0.1:{worker.port}"
+    targets = _get(f"{base}/api/v1/targets")["data"]["activeTargets"]
+    assert {(t["labels"]["job"], t["labels"]["instance"], t["health"]) for t in targets} == {
+        (JOB, f"127.0.0.1:{worker.port}", "up"),
+        (EXPORTER_JOB, f"127.0.0.1:{exporter.port}", "up"),
+    }
 
     dashboard = json.loads(DASHBOARD_PATH.read_text())
     empty = empty_dashboard_queries(base)
     assert not empty, "dashboard queries with no data from a worker exporting every metric:\n" + (
         "\n".join(empty)
     )
-    (variable,) = dashboard["templating"]["list"]
+    instance, group = dashboard["templating"]["list"]
     values = _get(f'{base}/api/v1/label/instance/values?match[]=up{{job="{JOB}"}}')["data"]
-    assert values == [f"127.0.0.1:{worker.port}"], variable["query"]
+    assert values == [f"127.0.0.1:{worker.port}"], instance["query"]
+    match = urllib.parse.quote(f'kafka_consumergroup_lag{{job="{EXPORTER_JOB}"}}')
+    values = _get(f"{base}/api/v1/label/consumergroup/values?match[]={match}")["data"]
+    assert values == [DEFAULT_GROUP] == [group["current"]["value"]], group["query"]
 
     # the rules loaded from the file prometheus_config_for() names and evaluate cleanly
     deadline = time.monotonic() + 30
@@ -291,7 +318,7 @@ def test_live_prometheus_answers_every_dashboard_and_alert_query(live_prometheus
             break
         assert time.monotonic() < deadline, rules
         time.sleep(0.5)
-    assert len(rules) == 8
+    assert len(rules) == 9
     bad = {r["name"]: r.get("lastError") for r in rules if r["health"] != "ok"}
     assert not bad, bad
     # a healthy worker: no alert but the processing-errors one (its counters move here)

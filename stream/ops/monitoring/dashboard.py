@@ -6,7 +6,8 @@
 Grafana provisions the committed JSON (``grafana/provisioning/dashboards/riskstream.yml``);
 ``tests/stream/test_monitoring.py`` fails when it differs from this module's output, so edit
 here and regenerate. Every panel queries the provisioned Prometheus datasource
-(``DATASOURCE_UID``) and only series in ``WORKER_METRICS``.
+(``DATASOURCE_UID``) and only series in ``WORKER_METRICS``, of the worker's job, or in
+``EXPORTER_METRICS``, of the Kafka exporter's (broker-side consumer-group lag).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import json
 import sys
 
-from stream.ops.monitoring import DATASOURCE_UID, JOB
+from stream.ops.monitoring import DATASOURCE_UID, EXPORTER_JOB, JOB
 
 try:
     from grafana_foundation_sdk.builders import common as common_builder
@@ -37,6 +38,10 @@ TITLE = "riskstream worker"
 DATASOURCE = model.DataSourceRef(type_val="prometheus", uid=DATASOURCE_UID)
 # Every selector: the worker job, narrowed by the dashboard's instance variable.
 SEL = f'job="{JOB}", instance=~"$instance"'
+# The Kafka exporter's series: the consumer group chosen by the dashboard's group variable.
+GROUP_SEL = f'job="{EXPORTER_JOB}", consumergroup=~"$group"'
+#: The group the compose workers join (RISKSTREAM_TOPIC_PREFIX + RISKSTREAM_APP_ID).
+DEFAULT_GROUP = "riskstream"
 RATE = "$__rate_interval"
 
 
@@ -188,6 +193,17 @@ def build() -> model.Dashboard:
         .all_value(".*")
         .current(model.VariableOption(selected=True, text="All", value="$__all"))
     )
+    group = (
+        dash.QueryVariable("group")
+        .label("consumer group")
+        .description("The workers' consumer group, for the broker-side lag (kafka-exporter).")
+        .datasource(DATASOURCE)
+        .query(f'label_values(kafka_consumergroup_lag{{job="{EXPORTER_JOB}"}}, consumergroup)')
+        .refresh(model.VariableRefresh.ON_TIME_RANGE_CHANGED)
+        .sort(model.VariableSort.ALPHABETICAL_ASC)
+        .current(model.VariableOption(selected=True, text=DEFAULT_GROUP, value=DEFAULT_GROUP))
+    )
+    broker_lag = f"sum by (topic) (kafka_consumergroup_lag{{{GROUP_SEL}}})"
     consumed = f"sum(rate(riskstream_stream_events_consumed_total{{{SEL}}}[{RATE}]))"
     scored = f"sum(rate(riskstream_stream_scored_events_total{{{SEL}}}[{RATE}]))"
     lag = f"max by (topic, partition) (riskstream_stream_consumer_lag{{{SEL}}})"
@@ -206,6 +222,7 @@ def build() -> model.Dashboard:
         .timezone("browser")
         .tooltip(model.DashboardCursorSync.CROSSHAIR)
         .with_variable(instance)
+        .with_variable(group)
         # Overview
         .with_row(dash.Row("Overview"))
         .with_panel(
@@ -264,6 +281,19 @@ def build() -> model.Dashboard:
                 "and their sum. A partition's lag is reported by the worker that owns it.",
                 [(f"sum({lag})", "all partitions"), (lag, "{{topic}}/{{partition}}")],
                 "short",
+            )
+        )
+        .with_panel(
+            _timeseries(
+                "Consumer lag (broker)",
+                "Records behind the end of each topic the consumer group reads, as the broker "
+                "sees it: the log end minus the group's committed offset (kafka_consumergroup_lag, "
+                "from kafka-exporter). Unlike the workers' own gauge it stays, and grows, while "
+                "every worker is down; it runs ahead of that gauge by what is processed but not "
+                "committed yet.",
+                [(f"sum({broker_lag})", "all topics"), (broker_lag, "{{topic}}")],
+                "short",
+                w=24,
             )
         )
         .with_panel(
