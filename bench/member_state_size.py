@@ -4,13 +4,15 @@ text scores and a fake fraud model with one reason, 150 members, 20,000 events.
     .venv/bin/python bench/member_state_size.py
 
 Reports the JSON size of the state written per member event (medians over the second half,
-when most members' recent-event horizon is full) and of its ``recent_outputs`` part.
+when most members' recent-event horizon is full), of its ring of recent event ids (``seen``),
+and the Python memory of a member's state (``sys.getsizeof`` over the nested containers).
 """
 
 from __future__ import annotations
 
 import random
 import statistics
+import sys
 
 import orjson
 
@@ -53,12 +55,24 @@ def main(events: int = 20_000, members: int = 150) -> None:
             states[event.member_id] = outcome.state
             sizes.append(len(orjson.dumps(outcome.state)))
     tail = sorted(sizes[len(sizes) // 2 :])
-    recent = [len(orjson.dumps(s.get("recent_outputs"))) for s in states.values()]
+    ring = [len(orjson.dumps(s.get("seen"))) for s in states.values()]
+    memory = [deep_size(s) for s in states.values()]
     print(
-        f"RECENT_OUTPUTS={member.RECENT_OUTPUTS}: state bytes per write median "
+        f"RECENT_EVENTS={member.RECENT_EVENTS}: state bytes per write median "
         f"{statistics.median(tail):.0f}, p99 {tail[int(len(tail) * 0.99)]}, max {tail[-1]}; "
-        f"recent_outputs median {statistics.median(recent):.0f}"
+        f"seen median {statistics.median(ring):.0f}; "
+        f"memory per member median {statistics.median(memory) / 1024:.1f} KiB"
     )
+
+
+def deep_size(value: object) -> int:
+    """Bytes of a JSON-like value in memory, containers and their items."""
+    size = sys.getsizeof(value)
+    if isinstance(value, dict):
+        size += sum(deep_size(k) + deep_size(v) for k, v in value.items())
+    elif isinstance(value, list):
+        size += sum(deep_size(v) for v in value)
+    return size
 
 
 if __name__ == "__main__":

@@ -2,6 +2,12 @@
 
     .venv/bin/python bench/worker_cost.py [--events 20000] [--runs 3] [--partitions 2]
         [--app both|worker|bare] [--mix 40:35:25] [--json bench/results/worker_cost.json]
+        [--warm 0] [--members 500]
+
+``--warm N``: the steady state users see. N events of the same members are processed first
+(``--members 200 --warm 20000``: 100 events a member, past the member stage's 64-event
+horizon), then the measured events are produced into the running app; every figure (window,
+CPU, records and bytes written) covers the measured events only.
 
 With the model answering at once (``RISKSTREAM_BACKEND=stub``), what is left is the worker's
 own cost: decode, batching, member state, changelogs, outputs. The yardstick is
@@ -91,11 +97,13 @@ def quotas(count: int, mix: dict[str, float]) -> dict[str, int]:
     return counts
 
 
-def demo_events(count: int, mix: dict[str, float], seed: int) -> list[OutgoingRecord]:
+def demo_events(
+    count: int, mix: dict[str, float], seed: int, members: int = 500
+) -> list[OutgoingRecord]:
     """``count`` valid demo records in the asked mix: each kind in the demo's own order,
     kinds interleaved at random (seeded), so no stretch of the input is all one kind."""
     want = quotas(count, mix)
-    traffic = DemoTraffic(DemoCorpus.load(), seed=seed, malformed_ratio=0.0)
+    traffic = DemoTraffic(DemoCorpus.load(), seed=seed, members=members, malformed_ratio=0.0)
     pools: dict[str, list[OutgoingRecord]] = {t: [] for t in INPUT_TOPICS}
     while any(len(pools[t]) < want[t] for t in INPUT_TOPICS):
         record = traffic.next_record()
@@ -270,6 +278,8 @@ class Options:
     stall_s: float
     json_path: Path
     run_dir: Path
+    warm: int = 0
+    members: int = 500
     kinds: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -364,12 +374,13 @@ async def one_run(
     broker: EmbeddedBroker,
     records: list[OutgoingRecord],
     opts: Options,
+    warm: list[OutgoingRecord] | None = None,
 ) -> dict[str, Any]:
     prefix = f"wc{number}{kind[0]}{uuid.uuid4().hex[:6]}."
     await ensure_topics(
         Settings(KAFKA_BROKER=broker.url, topic_prefix=prefix, partitions=opts.partitions)
     )
-    await produce_backlog(broker.bootstrap, prefix, records)
+    await produce_backlog(broker.bootstrap, prefix, warm or records)
     ids = {orjson.loads(r.value)["event_id"] for r in records}
     texts = sum(r.topic in TEXT_TOPICS for r in records)
     log = opts.run_dir / f"{prefix}{kind}.log"
@@ -380,7 +391,16 @@ async def one_run(
     assert broker.process is not None
     sampler = CpuSampler(process.pid, broker.process.pid)
     sampler.start()
+    before: dict[str, dict] = {}
     try:
+        if warm:
+            warm_ids = {orjson.loads(r.value)["event_id"] for r in warm}
+            if await wait_for_outputs(collector, warm_ids, process, opts):
+                raise RuntimeError(f"{kind}: the warm-up did not finish (log {log})")
+            await asyncio.sleep(opts.settle_s)
+            before = await topic_counts(broker.bootstrap, prefix)
+            launched = time.time()
+            await produce_backlog(broker.bootstrap, prefix, records)
         missing = await wait_for_outputs(collector, ids, process, opts)
         if missing == len(ids):
             raise RuntimeError(f"{kind}: no output (log {log}):\n{log_tail(log)}")
@@ -392,14 +412,17 @@ async def one_run(
         stop_app(process)
         await collector.stop()
     done = [collector.seen[i] for i in ids if i in collector.seen]
-    first, last = min(collector.seen.values()), max(done)
+    first, last = min(done), max(done)
     window = last - first
     (app0, broker0), (app1, broker1) = sampler.at(first), sampler.at(last)
     app_cpu, broker_cpu = app1 - app0, broker1 - broker0
     topics = await topic_counts(broker.bootstrap, prefix)
-    for name, entry in topics.items():
+    for name, entry in topics.items():  # what the measured events wrote
+        for key in ("records", "bytes", "offsets"):
+            entry[key] -= before.get(name, {}).get(key, 0)
         entry["role"] = "input" if name in INPUT_TOPICS else "written"
     writes = [t for t in topics.values() if t["role"] == "written"]
+    inputs_bytes = sum(t["bytes"] for t in topics.values() if t["role"] == "input")
     events = len(records)
 
     def per(value: float, count: int, digits: int = 3) -> float | None:
@@ -428,6 +451,8 @@ async def one_run(
         "writes_per_text_event": per(sum(t["records"] for t in writes), texts),
         "bytes_per_event": per(sum(t["bytes"] for t in writes), events, 1),
         "bytes_per_text_event": per(sum(t["bytes"] for t in writes), texts, 1),
+        "input_bytes_per_event": per(inputs_bytes, events, 1),
+        "written_over_input_bytes": per(sum(t["bytes"] for t in writes), inputs_bytes, 2),
         "topics": {
             name: {
                 **entry,
@@ -465,6 +490,8 @@ SUMMARY_KEYS = (
     "writes_per_text_event",
     "bytes_per_event",
     "bytes_per_text_event",
+    "input_bytes_per_event",
+    "written_over_input_bytes",
     "first_output_after_s",
     "window_s",
 )
@@ -541,6 +568,8 @@ def markdown(summary: dict[str, Any], opts: Options, inputs: dict[str, int]) -> 
         ("writes / input event", "writes_per_event", 3),
         ("writes / text event", "writes_per_text_event", 3),
         ("bytes written / input event", "bytes_per_event", 1),
+        ("input bytes / input event", "input_bytes_per_event", 1),
+        ("bytes written ÷ input bytes", "written_over_input_bytes", 2),
         ("first output after start, s", "first_output_after_s", 1),
     ]
     lines = [
@@ -583,7 +612,10 @@ def markdown(summary: dict[str, Any], opts: Options, inputs: dict[str, int]) -> 
 
 async def run(opts: Options) -> tuple[list[dict[str, Any]], dict[str, int]]:
     opts.run_dir.mkdir(parents=True, exist_ok=True)
-    records = await asyncio.to_thread(demo_events, opts.events, opts.mix, opts.seed)
+    every = await asyncio.to_thread(
+        demo_events, opts.warm + opts.events, opts.mix, opts.seed, opts.members
+    )
+    warm, records = every[: opts.warm], every[opts.warm :]
     inputs = dict(Counter(r.topic for r in records))
     click.echo(f"{len(records)} events {inputs}; logs in {opts.run_dir}", err=True)
     runs: list[dict[str, Any]] = []
@@ -591,7 +623,7 @@ async def run(opts: Options) -> tuple[list[dict[str, Any]], dict[str, int]]:
         for number in range(1, opts.runs + 1):
             order = opts.kinds if number % 2 else tuple(reversed(opts.kinds))
             for kind in order:
-                runs.append(await one_run(kind, number, broker, records, opts))
+                runs.append(await one_run(kind, number, broker, records, opts, warm))
     return runs, inputs
 
 
@@ -624,6 +656,14 @@ async def run(opts: Options) -> tuple[list[dict[str, Any]], dict[str, int]]:
     show_default=True,
 )
 @click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), default=None)
+@click.option(
+    "--warm",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Events of the same members processed before the measured ones (steady state).",
+)
+@click.option("--members", type=int, default=500, show_default=True, help="Demo members.")
 def main(
     events: int,
     runs: int,
@@ -636,6 +676,8 @@ def main(
     stall_seconds: float,
     json_path: Path,
     run_dir: Path | None,
+    warm: int,
+    members: int,
 ) -> None:
     """This worker's events/s, CPU and broker writes per event beside a bare Faust app's."""
     stamp = datetime.now(UTC)
@@ -651,6 +693,8 @@ def main(
         stall_s=stall_seconds,
         json_path=json_path,
         run_dir=run_dir or Path(f"/tmp/riskstream-worker-cost-{stamp:%Y%m%d-%H%M%S}"),
+        warm=warm,
+        members=members,
     )
     signal.signal(signal.SIGTERM, _raise_interrupt)  # so children and the broker are stopped
     started = time.monotonic()

@@ -160,6 +160,12 @@ class DeliveryLedger:
         cursor.committable = max(cursor.committable, admission.offset + 1)
         return True
 
+    def current(self, admission: Admission) -> bool:
+        """Whether ``admission``'s partition is still assigned here since it was admitted (a
+        revoked partition's new owner processes the record again)."""
+        cursor = self._cursors.get(admission.partition)
+        return cursor is not None and cursor.epoch == admission.epoch
+
     def committable(self, key: PartitionKey) -> int | None:
         cursor = self._cursors.get(key)
         return None if cursor is None else cursor.committable

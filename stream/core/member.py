@@ -1,14 +1,18 @@
 """The member stage as one pure function: (state before, scored event) -> (state after, outputs).
 
 A redelivered event (at-least-once: the state may already hold it after a crash) must change
-nothing and give the same outputs as its first delivery. Its fraud score and reasons depend on
-the state *before* it, which is gone, and its text scores may come from a second model batch; so
-the state keeps what its last ``RECENT_OUTPUTS`` events were published with, keyed by event id.
-That one map is both the de-duplication set and the replay record: an event the state knows it
-applied is always re-published exactly. Measured before: 494 of 5,000 redelivered events were
-scored differently from their first copy after five SIGKILLs (e.g. fraud_risk 0.0189, then
-0.0158); then, with ids remembered for 64 events but outputs for only 16, CI still saw 2 (a
-redelivery 17-64 events back was re-scored against a state that already knew its merchant).
+nothing. The shell writes a member's state only after every output of the events it holds was
+delivered (``Stages`` in ``stream/worker/stages.py``: outputs first, then the table), so a state
+that counts an event proves the event's outputs are in their topics: a redelivery is recognised
+by its event id in the state's ring of recent ids (:data:`RECENT_EVENTS`, kept as 48-bit digests)
+and publishes nothing. An event whose state write was lost is applied again to the same state
+before it, so its outputs come out the same.
+
+Before, the state itself was the replay record: it kept what its last 64 events were published
+with, to re-publish a redelivery exactly whatever had reached the topics. That map was most of
+every changelog write (about 8.7 of 10.6 KB per write once a member's horizon was full,
+``bench/member_state_size.py``) and of the memory a member costs; the ring is 0.5 KB. States
+written before still carry ``recent_outputs``: an event found there is re-published as then.
 
 The Faust shell (``stream/worker/stages.py``) reads the table, calls :func:`member_step`, writes the
 table and sends the outputs; it has no logic of its own.
@@ -37,6 +41,8 @@ counted ahead of the window, sit in it for good (a 2099 transaction, forever).
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,10 +62,12 @@ from stream.core.rules import AlertThresholds, evaluate_rules, rate_limit, text_
 from stream.core.steps import scored_event
 from stream.core.surge import subject_events, subject_key
 
-#: Events whose published scores a member's state remembers for exact redelivery. A crash
-#: redelivers what came after the last commit (Faust commits every 2.8 s): far fewer than
-#: this per member. Older redeliveries, if any, are re-scored (``recomputed`` counts them).
-RECENT_OUTPUTS = 64
+#: Event ids a member's state remembers, to skip redeliveries. A crash redelivers what came
+#: after the last commit (Faust commits every 2.8 s): far fewer than this per member. An older
+#: redelivery, if any, is applied again.
+RECENT_EVENTS = 64
+#: Bytes of an event id's digest in the ring: a false "seen" is 64 in 2^48 per event.
+DIGEST_BYTES = 6
 
 FraudScorer = Callable[[Mapping[str, Any]], ModelOutput | None]
 
@@ -87,7 +95,34 @@ class MemberOutcome:
 
 
 def _remembered(state: Mapping[str, Any] | None, event_id: str) -> list | dict | None:
+    """What a state written by the previous release recorded for ``event_id``, if anything."""
     return ((state or {}).get("recent_outputs") or {}).get(event_id)
+
+
+def id_digest(event_id: str) -> bytes:
+    return hashlib.blake2b(event_id.encode(), digest_size=DIGEST_BYTES).digest()
+
+
+def _ring(state: Mapping[str, Any] | None) -> bytes:
+    """The state's recent ids, newest last, as concatenated digests (older states: rebuilt
+    from the ids they listed)."""
+    state = state or {}
+    text = state.get("seen")
+    if text is not None:
+        return base64.b85decode(text)
+    legacy = [*(state.get("recent_event_ids") or ()), *(state.get("recent_outputs") or {})]
+    return b"".join(id_digest(i) for i in dict.fromkeys(legacy))[-RECENT_EVENTS * DIGEST_BYTES :]
+
+
+def has_seen(state: Mapping[str, Any] | None, event_id: str) -> bool:
+    ring, digest = _ring(state), id_digest(event_id)
+    return any(ring[i : i + DIGEST_BYTES] == digest for i in range(0, len(ring), DIGEST_BYTES))
+
+
+def _seen_with(state: Mapping[str, Any] | None, event_id: str) -> str:
+    """The ring with ``event_id`` added (the oldest falls out), as stored: base85 text."""
+    ring = (_ring(state) + id_digest(event_id))[-RECENT_EVENTS * DIGEST_BYTES :]
+    return base64.b85encode(ring).decode()
 
 
 #: Text score keys and fraud block keys, stored as lists in this order (in a member's state the
@@ -124,26 +159,6 @@ def _as_first_published(member_evt: Mapping[str, Any], first: list | Mapping[str
     return restored
 
 
-def _compact(member_evt: Mapping[str, Any]) -> list:
-    """What an event was published with, as a tagged list: ``["f", *fraud block, version]``
-    for a scored transaction, ``["t", negative, polarity, scam, version]`` for a text,
-    ``["s", scores, version]`` otherwise."""
-    scores, version = member_evt["scores"], member_evt.get("model_version")
-    if member_evt.get("fraud"):
-        return ["f", *(member_evt["fraud"][k] for k in FRAUD_FIELDS), version]
-    if set(scores) == set(TEXT_SCORES):
-        return ["t", *(scores[k] for k in TEXT_SCORES), version]
-    return ["s", dict(scores), version]
-
-
-def _remember(state: Mapping[str, Any], member_evt: Mapping[str, Any]) -> dict[str, list]:
-    """Add the event's published scores (about 50 bytes for a text, 200 for a transaction),
-    keeping the newest ``RECENT_OUTPUTS``."""
-    outputs = dict(state.get("recent_outputs") or {})
-    outputs[member_evt["event"]["event_id"]] = _compact(member_evt)
-    return dict(list(outputs.items())[-RECENT_OUTPUTS:])
-
-
 def counted_time(event_ms: int, now_ms: int | None) -> int:
     """When an event counts in its member's (and its subjects') state: its event time, or the
     wall clock ``now_ms`` when that is earlier (None: not capped). See the module docstring."""
@@ -169,10 +184,11 @@ def member_step(
         member_evt = {**member_evt, "event_time_ms": counted}
     event_id = member_evt["event"]["event_id"]
     first = _remembered(previous, event_id)
-    # states written before the outputs map was the de-duplication set listed ids only
-    legacy = first is None and event_id in (previous or {}).get("recent_event_ids", ())
-    changed = first is None and not legacy
-    if first is not None:
+    if first is None and has_seen(previous, event_id):
+        # applied, and (the shell writes states after their outputs) published: nothing to do
+        return MemberOutcome(None, redelivered=True)
+    changed = first is None
+    if first is not None:  # known to a state of the previous release: re-published as then
         evt = _as_first_published(member_evt, first)
     elif member_evt["event_type"] == "transaction":
         evt = assess_transaction_event(previous, member_evt, fraud_scorer(member_evt["event"]))
@@ -183,7 +199,6 @@ def member_step(
         state = apply_member_event(
             previous, evt, negative_threshold=own.negative_review, neutral_band=own.neutral_band
         )
-        state.pop("recent_event_ids", None)
     else:
         state = {**empty_state(member_evt["event"]["member_id"]), **(previous or {})}
     event_ms = evt["event_time_ms"]
@@ -194,11 +209,13 @@ def member_step(
         event_id,
         redelivered=not changed,
     )
-    # a redelivered event re-publishes its profile: the first copy may not have gone out
+    # a redelivery the previous release recorded re-publishes its profile too
     publish = not changed or should_publish(state, event_ms, profile_throttle_ms, bool(alerts))
     new_state = None
     if changed:
-        new_state = {**state, "alert_log": alert_log, "recent_outputs": _remember(state, evt)}
+        new_state = {**state, "alert_log": alert_log, "seen": _seen_with(state, event_id)}
+        for legacy in ("recent_outputs", "recent_event_ids"):
+            new_state.pop(legacy, None)
         if publish:
             new_state = mark_published(new_state, event_ms)
     key = evt["event"]["member_id"].encode()

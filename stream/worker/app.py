@@ -50,7 +50,7 @@ from stream.topics import (
 )
 from stream.worker import faust_fixes, metrics
 from stream.worker.shadow import ShadowScoring
-from stream.worker.stages import SURGE_TICK, FraudScorerT, Stages
+from stream.worker.stages import SURGE_TICK, FraudScorerT, HopRecord, Stages
 
 logger = logging.getLogger("riskstream.worker")
 
@@ -502,7 +502,18 @@ def build_app(
     # operator labels: an invalid one goes to dead-letter with its reason, a valid one is
     # counted (``riskstream labels build-set`` reads the topic itself)
     record_agent(LABELS, "check_labels", stages.check_label, "label")
-    record_agent(MEMBER_EVENTS, "track_member_activity", stages.member_record, "member event")
+
+    @app.agent(topics[MEMBER_EVENTS], name="track_member_activity")
+    async def track_member_activity(stream: StreamT) -> None:
+        """Member-events records (after the hop) go to the publisher, which runs the member
+        stage a batch at a time and marks them done."""
+        manual = stream.noack()
+        async for event, admission in worker.delivered(manual):
+            try:
+                record = worker.raw_record(MEMBER_EVENTS, event)
+                await stages.in_flight.put(HopRecord(manual, event, admission, record))
+            except Exception as exc:
+                fatal(exc, f"member event at {event.message.tp} offset {event.message.offset}")
 
     @app.agent(topics[SUBJECT_EVENTS], name="detect_opinion_surges")
     async def detect_opinion_surges(stream: StreamT) -> None:

@@ -5,12 +5,17 @@ timers to it). Its collaborators come in through the constructor, so tests run e
 in-process with dict tables, a recording ``send`` and the fake model (``tests/fakes.py``):
 
 - the edge: decode -> micro-batch -> queue for publication in consumption order;
-- the publisher: dead letter or member event (re-keyed by member), then mark done;
-- the member stage: table -> ``member_step`` (pure) -> table and outputs;
+- the publisher: dead letter, member stage here (fused) or member event (re-keyed by member),
+  and the member-events records after the hop, a batch at a time, then mark done;
+- the member stage: table -> ``member_step`` (pure) -> outputs, then, once every output of the
+  batch was delivered, one table write per member;
 - the surge stage: hold mentions, fold them in event-time order, flush quiet subjects.
 
 Delivery: a record is marked done in the ledger (``stream/core/delivery.py``) only after its outputs
 were handed to the producer; Faust flushes the producer before it commits the ledger's offsets.
+A member's state is written only after the outputs of the events it counts were delivered
+(``OutputBatch``), so a state that counts an event proves its outputs are out: a redelivery is
+skipped on its id alone (``stream.core.member``), and no replay record is rewritten per event.
 Errors (``stream/core/errors.py``): bad input is dead-lettered by the edge; an exception while
 processing one event is dead-lettered as ``processing_error`` (or stops the worker with the
 ``fail`` policy); a failure that is not about the event stops the worker before it commits.
@@ -25,7 +30,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, MutableMapping
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import orjson
@@ -80,6 +85,41 @@ class InFlight:
     admission: Admission
     decoded: ValidEvent | InvalidEvent
     scores: asyncio.Future[PredictionResult] | None
+
+    @property
+    def record(self) -> RawRecord:
+        return self.decoded.record
+
+
+@dataclass(slots=True)
+class HopRecord:
+    """A member-events record (after the hop), queued for the publisher like an input event."""
+
+    stream: Acker
+    event: Any
+    admission: Admission
+    record: RawRecord
+
+
+@dataclass(slots=True)
+class StateWrite:
+    """A member's newest state in a batch, written when the batch's outputs are delivered."""
+
+    state: dict[str, Any]
+    #: The Faust event it came from: the write goes to its partition (None in tests).
+    event: Any
+    admission: Admission | None
+
+
+@dataclass(slots=True)
+class OutputBatch:
+    """One publisher batch: its outputs go out first (surge mentions packed per subject at the
+    end); its member states are written once per member, only after every output was
+    delivered (``Stages.finish``)."""
+
+    deliveries: list[Any] = field(default_factory=list)
+    mentions: list[Output] = field(default_factory=list)
+    states: dict[str, StateWrite] = field(default_factory=dict)
 
 
 class MemberExpiry:
@@ -146,6 +186,11 @@ def member_partition(event: ValidEvent, partitions: int) -> int:
     """The partition a member's state lives on: Kafka's default partitioner over the member id
     as the producer sent it (``ValidEvent.partition_key``), not over its pseudonym."""
     return (murmur2(event.partition_key) & 0x7FFFFFFF) % partitions
+
+
+def _scored(item: InFlight | HopRecord) -> bool:
+    """Whether publishing ``item`` can go on without waiting for the model."""
+    return isinstance(item, HopRecord) or item.scores is None or item.scores.done()
 
 
 class Stages:
@@ -226,18 +271,31 @@ class Stages:
         logger.exception("processing_error in the %s stage at %s: dead-lettered", stage, where)
         await self.publish_dead_letter(processing_error(record, stage, exc))
 
-    async def send_all(self, outputs: list[Output], mentions: list[Output] | None = None) -> None:
-        """Send ``outputs``; surge mentions go into ``mentions`` when a batch collects them
-        (sent packed by subject at its end), else packed and sent now."""
+    async def send_into(self, batch: OutputBatch, outputs: list[Output]) -> None:
+        """Send ``outputs`` as part of ``batch`` (surge mentions wait for its end)."""
         for output in outputs:
-            if output.topic != SUBJECT_EVENTS:
-                await self.send(output.topic, output.key, output.value)
-        said = [output for output in outputs if output.topic == SUBJECT_EVENTS]
-        if mentions is not None:
-            mentions.extend(said)
-        else:
-            for packed in pack_mentions(said):
-                await self.send(packed.topic, packed.key, packed.value)
+            if output.topic == SUBJECT_EVENTS:
+                batch.mentions.append(output)
+                continue
+            delivery = await self.send(output.topic, output.key, output.value)
+            if asyncio.isfuture(delivery):
+                batch.deliveries.append(delivery)
+
+    async def finish(self, batch: OutputBatch) -> None:
+        """The batch's mentions, packed per subject; then, once every output is delivered,
+        each member's newest state (one table write per member per batch). A state whose
+        partition was revoked meanwhile is not written: its new owner applies the events."""
+        for packed in pack_mentions(batch.mentions):
+            delivery = await self.send(packed.topic, packed.key, packed.value)
+            if asyncio.isfuture(delivery):
+                batch.deliveries.append(delivery)
+        if batch.deliveries:
+            await asyncio.gather(*batch.deliveries)
+        for member_id, write in batch.states.items():
+            if write.admission is not None and not self.ledger.current(write.admission):
+                continue
+            with self.within_event(write.event):
+                self.member_table[member_id] = write.state
 
     async def check_label(self, record: RawRecord) -> None:
         """A ``labels`` record: dead-lettered with its reason when invalid, else counted."""
@@ -276,9 +334,13 @@ class Stages:
             return False  # an input topic of another size is not co-partitioned with the table
         return member_partition(event, partitions) == event.record.partition
 
-    async def publish(self, item: InFlight, mentions: list[Output] | None = None) -> None:
+    async def publish(self, item: InFlight | HopRecord, batch: OutputBatch) -> None:
         """Dead letter, or the member stage (here, or after the hop to the member's partition).
-        The caller marks the event done once everything it sent is with the producer."""
+        The caller finishes the batch, then marks the event done."""
+        if isinstance(item, HopRecord):
+            with self.within_event(item.event):
+                await self.member_record(item.record, batch, item.event, item.admission)
+            return
         if isinstance(item.decoded, InvalidEvent):
             await self.publish_dead_letter(item.decoded)
             return
@@ -297,7 +359,7 @@ class Stages:
             return
         if body is None:
             with self.within_event(item.event):  # table writes go to its partition
-                await self.member_stage(evt, item.decoded.record, mentions)
+                await self.member_stage(evt, item.decoded.record, batch, item.event, item.admission)
             metrics.MEMBER_STAGE_FUSED.inc()
         else:
             # keyed by the pseudonym, on the partition of the member id the producer sent (as
@@ -305,16 +367,24 @@ class Stages:
             partition = member_partition(item.decoded, self.settings.partitions)
             await self.send(MEMBER_EVENTS, item.decoded.member_id.encode(), body, partition)
 
-    async def publish_batch(self, items: list[InFlight]) -> None:
+    async def publish_batch(self, items: list[InFlight | HopRecord]) -> None:
         """Publish queued events in consumption order; their surge mentions go out packed,
-        one record per subject for the whole batch (a review names a product and a brand, and
-        brands repeat: one record each was 1.0 subject-events write per text event). Then,
-        and only then, every event of the batch is done."""
-        mentions: list[Output] = []
+        one record per subject for the batch (a review names a product and a brand, and
+        brands repeat: one record each was 1.0 subject-events write per text event); member
+        states once per member after the outputs (``finish``). Then, and only then, those
+        events are done. A batch ends early where the next event's scores are not back yet,
+        so states and commits do not wait for the model's next batch."""
+        batch, published = OutputBatch(), []
         for item in items:
-            await self.publish(item, mentions)
-        for packed in pack_mentions(mentions):
-            await self.send(packed.topic, packed.key, packed.value)
+            if published and not _scored(item):
+                await self._done(batch, published)
+                batch, published = OutputBatch(), []
+            await self.publish(item, batch)
+            published.append(item)
+        await self._done(batch, published)
+
+    async def _done(self, batch: OutputBatch, items: list[InFlight | HopRecord]) -> None:
+        await self.finish(batch)
         for item in items:
             self.ledger.complete(item.admission)
             await item.stream.ack(item.event)
@@ -329,34 +399,53 @@ class Stages:
             try:
                 await self.publish_batch(items)
             except Exception as exc:
-                record = items[0].decoded.record
+                record = items[0].record
                 where = f"{record.topic}[{record.partition}] offset {record.offset}"
                 self.fatal(exc, f"publishing a batch of {len(items)} from {where}")
 
     # -- member ---------------------------------------------------------------------------
 
-    async def handle_member_event(self, record: RawRecord) -> None:
-        """A member-events record (after the hop) -> the member stage."""
+    async def handle_member_event(
+        self,
+        record: RawRecord,
+        batch: OutputBatch | None = None,
+        event: Any = None,
+        admission: Admission | None = None,
+    ) -> None:
+        """A member-events record (after the hop) -> the member stage (as a batch of its own
+        when no batch is given)."""
+        own = batch is None
+        batch = OutputBatch() if batch is None else batch
         try:
             evt = orjson.loads(record.value)
         except Exception as exc:
             await self.on_processing_error(record, "member", exc)
-            return
-        await self.member_stage(evt, record)
+        else:
+            await self.member_stage(evt, record, batch, event, admission)
+        if own:
+            await self.finish(batch)
 
     async def member_stage(
-        self, evt: dict[str, Any], record: RawRecord, mentions: list[Output] | None = None
+        self,
+        evt: dict[str, Any],
+        record: RawRecord,
+        batch: OutputBatch,
+        event: Any = None,
+        admission: Admission | None = None,
     ) -> None:
-        """Table -> ``member_step`` (pure) -> table and outputs. An exception inside the step
-        is about this event (dead-lettered); one reading the table or sending is not (fatal).
-        ``record`` is where the event was read (for errors, and the state's partition)."""
+        """Table (or the batch's newer state) -> ``member_step`` (pure) -> outputs, and the new
+        state for the batch to write. An exception inside the step is about this event
+        (dead-lettered); one reading the table or sending is not (fatal). ``record`` is where
+        the event was read (for errors, and the state's partition); ``event`` and
+        ``admission``, its Faust event and ledger entry."""
         await self.models_ready.wait()
         try:
             member_id = evt["event"]["member_id"]
         except Exception as exc:
             await self.on_processing_error(record, "member", exc)
             return
-        previous = self.member_table.get(member_id)
+        pending = batch.states.get(member_id)
+        previous = pending.state if pending is not None else self.member_table.get(member_id)
         try:
             outcome = member_step(
                 previous,
@@ -370,12 +459,13 @@ class Stages:
             await self.on_processing_error(record, "member", exc)
             return
         if outcome.state is not None:
-            self.member_table[member_id] = {**outcome.state, "partition": record.partition}
+            state = {**outcome.state, "partition": record.partition}
+            batch.states[member_id] = StateWrite(state, event, admission)
             self.expiry.saw(record.partition, evt["event_time_ms"])
         if outcome.redelivered:
             metrics.DUPLICATES_SKIPPED.inc()
         metrics.ALERTS_SUPPRESSED.inc(outcome.suppressed_alerts)
-        await self.send_all(outcome.outputs, mentions)
+        await self.send_into(batch, outcome.outputs)
         metrics.SCORED_EVENTS.labels(evt["event_type"]).inc()
         if evt.get("input_timestamp_ms"):
             metrics.E2E_LATENCY.observe(max(time.time() - evt["input_timestamp_ms"] / 1000, 0.0))
@@ -385,9 +475,15 @@ class Stages:
             metrics.PROFILES_PUBLISHED.inc()
         self.expiry.sweep(record.partition)
 
-    async def member_record(self, record: RawRecord) -> None:
+    async def member_record(
+        self,
+        record: RawRecord,
+        batch: OutputBatch | None = None,
+        event: Any = None,
+        admission: Admission | None = None,
+    ) -> None:
         """One member-events record, then a few keys of the expiry sweep."""
-        await self.handle_member_event(record)
+        await self.handle_member_event(record, batch, event, admission)
         metrics.MEMBER_EVENTS_DONE.inc()
 
     # -- surge ----------------------------------------------------------------------------

@@ -1,12 +1,14 @@
 """The member stage as a pure function: outputs per event, and a redelivered event (the state
-already holds it) re-publishes exactly what its first delivery published."""
+already counts it) changes nothing and publishes nothing: its outputs went out first."""
 
 from __future__ import annotations
+
+import base64
 
 import orjson
 
 from stream.core.codec import validate
-from stream.core.member import FRAUD_FIELDS, RECENT_OUTPUTS, member_step
+from stream.core.member import DIGEST_BYTES, FRAUD_FIELDS, RECENT_EVENTS, member_step
 from stream.core.rules import AlertThresholds
 
 T = AlertThresholds(negative_review=0.85, scam_chat=0.9, fraud_risk=0.15)
@@ -79,74 +81,65 @@ def test_outputs_are_schema_valid() -> None:
     assert [m["kind"] for m in outputs["riskstream-subject-events"]] == ["product", "brand"]
 
 
-def test_a_redelivered_transaction_is_scored_against_the_state_before_it() -> None:
-    """After a crash the state already holds the event: scoring it again would see its own
-    merchant as known and its own time in the velocity window (measured: 494 of 5,000
-    redeliveries differed)."""
+def test_a_redelivered_event_changes_nothing_and_publishes_nothing() -> None:
+    """The shell writes a state only after its events' outputs were delivered, so a state that
+    counts an event proves its outputs are out: a redelivery is skipped on its id."""
     state = None
     for i in range(4):
         state = step(state, txn(i)).state
     first = step(state, txn(4, merchant="mer-new"))
     again = step(first.state, txn(4, merchant="mer-new"))
-    assert again.redelivered and again.state is None
-    first_scored = [o for o in first.outputs if o.topic == "scored-events"]
-    again_scored = [o for o in again.outputs if o.topic == "scored-events"]
-    assert first_scored == again_scored
-    assert [o for o in first.outputs if o.topic == "alerts"] == [
-        o for o in again.outputs if o.topic == "alerts"
-    ]
+    assert again.redelivered and again.state is None and again.outputs == []
+    text = step(first.state, review(5, 0.95))
+    rescored = step(text.state, review(5, 0.95, scores_jitter=-1e-7))  # scored in another batch
+    assert rescored.redelivered and rescored.outputs == []
 
 
-def test_a_redelivered_text_keeps_its_first_scores() -> None:
-    """The edge may score a re-read text in another batch: the first scores are published."""
-    first = step(None, review(1, 0.95))
-    again = step(first.state, review(1, 0.95, scores_jitter=-1e-7))
-    assert [o for o in first.outputs if o.topic != "member-profiles"] == [
-        o for o in again.outputs if o.topic != "member-profiles"
-    ]
-
-
-def test_every_event_the_state_knows_is_republished_exactly() -> None:
-    """Crashes in a row before a commit redeliver a long run of a member's events: every one
-    the state counts as applied is re-published as first scored. (CI once saw 2 events 17-64
-    back re-scored, without "first purchase at this merchant", when ids were kept for 64
-    events but outputs for 16.)"""
-    state, firsts = None, []
-    for i in range(RECENT_OUTPUTS):
-        outcome = step(state, txn(i, merchant=f"mer-{i % 7}", amount=20.0 + i % 5))
-        state = outcome.state
-        firsts.append([o for o in outcome.outputs if o.topic != "member-profiles"])
-    assert any("first purchase" in o.value.decode() for first in firsts for o in first)
-    for i, first in enumerate(firsts):
-        again = step(state, txn(i, merchant=f"mer-{i % 7}", amount=20.0 + i % 5))
-        assert again.redelivered and again.state is None
-        assert [o for o in again.outputs if o.topic != "member-profiles"] == first
-
-
-def test_an_event_beyond_the_horizon_is_applied_again() -> None:
-    """The documented limit: the state forgets an event after ``RECENT_OUTPUTS`` newer ones."""
+def test_an_event_whose_state_was_lost_is_published_the_same_again() -> None:
+    """Outputs delivered, state write lost (a crash before the changelog): the event is
+    applied again to the same state before it, so its outputs are the same records."""
     state = None
-    for i in range(RECENT_OUTPUTS + 5):
+    for i in range(4):
+        state = step(state, txn(i, merchant=f"mer-{i % 2}")).state
+    first = step(state, txn(4, merchant="mer-new"))
+    again = step(state, txn(4, merchant="mer-new"))
+    assert not again.redelivered and again.outputs == first.outputs
+    assert again.state == first.state
+
+
+def test_the_ring_remembers_the_last_events_and_forgets_older_ones() -> None:
+    """The documented limit: the state forgets an event after ``RECENT_EVENTS`` newer ones."""
+    state = None
+    for i in range(RECENT_EVENTS + 5):
         state = step(state, txn(i)).state
-    assert len(state["recent_outputs"]) == RECENT_OUTPUTS
-    assert "tx-0" not in state["recent_outputs"]
+    assert len(base64.b85decode(state["seen"])) == RECENT_EVENTS * DIGEST_BYTES
+    assert len(orjson.dumps(state["seen"])) <= 5 * RECENT_EVENTS * DIGEST_BYTES // 4 + 2
+    for i in range(5, RECENT_EVENTS + 5):
+        assert step(state, txn(i)).redelivered
     old = step(state, txn(0))
     assert not old.redelivered
-    assert old.state["counts"]["transaction"] == RECENT_OUTPUTS + 6
+    assert old.state["counts"]["transaction"] == RECENT_EVENTS + 6
 
 
-def test_a_state_written_before_the_compact_form_still_replays_exactly() -> None:
-    """States in a changelog written by the previous release: ids listed separately, outputs
-    as ``{"f": block}`` / ``{"s": [...], "v": ..}``."""
+def test_a_state_written_by_the_previous_release_still_replays_exactly() -> None:
+    """States in a changelog written before: ids listed separately, what each recent event was
+    published with in ``recent_outputs`` (compact lists or ``{"f": block}`` / ``{"s": ..}``).
+    An event found there is re-published as then (its outputs may not have gone out)."""
     tx = step(None, txn(1, merchant="mer-new"))
     rv = step(tx.state, review(2, 0.95))
-    entries = rv.state["recent_outputs"]
-    legacy = {
-        **rv.state,
+    fraud = orjson.loads(next(o.value for o in tx.outputs if o.topic == "scored-events"))
+    scores = orjson.loads(next(o.value for o in rv.outputs if o.topic == "scored-events"))
+    block = {
+        "score": fraud["scores"]["fraud_risk"],
+        **{k: fraud["fraud"][k] for k in FRAUD_FIELDS if k != "score"},
+    }
+    text = [scores["scores"][k] for k in ("sentiment_negative", "sentiment_polarity", "scam_risk")]
+    legacy = {k: v for k, v in rv.state.items() if k != "seen"}
+    legacy |= {
         "recent_event_ids": ["tx-0", "tx-1", "r-2"],
         "recent_outputs": {
-            "tx-1": {"f": dict(zip(FRAUD_FIELDS, entries["tx-1"][1:6], strict=True))},
-            "r-2": {"s": entries["r-2"][1:4], "v": entries["r-2"][4]},
+            "tx-1": {"f": block},
+            "r-2": {"s": text, "v": scores["model_version"]},
         },
     }
     for first, evt in ((tx, txn(1, merchant="mer-new")), (rv, review(2, 0.95))):
@@ -154,7 +147,9 @@ def test_a_state_written_before_the_compact_form_still_replays_exactly() -> None
         assert again.redelivered and again.state is None
         scored = [o for o in again.outputs if o.topic == "scored-events"]
         assert scored == [o for o in first.outputs if o.topic == "scored-events"]
-    listed_only = step(legacy, txn(0))  # id listed, output not kept: counted once, re-scored
+    listed_only = step(legacy, txn(0))  # id listed, output not kept: skipped
     assert listed_only.redelivered and listed_only.state is None
     new = step(legacy, txn(3)).state
-    assert "recent_event_ids" not in new and new["counts"]["transaction"] == 2
+    assert "recent_event_ids" not in new and "recent_outputs" not in new
+    assert new["counts"]["transaction"] == 2
+    assert all(step(new, txn(i)).redelivered for i in (0, 1, 3))

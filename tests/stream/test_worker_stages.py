@@ -20,7 +20,7 @@ from stream.core.steps import RawRecord
 from stream.core.surge import REORDER
 from stream.topics import ALERTS, DEAD_LETTER, MEMBER_EVENTS, SUBJECT_EVENTS
 from stream.worker.batcher import MicroBatcher
-from stream.worker.stages import SURGE_TICK, MemberExpiry, Stages
+from stream.worker.stages import SURGE_TICK, HopRecord, MemberExpiry, Stages
 from tests.fakes import FakeModelHandler
 from tests.fixtures import pseudonym
 from tests.test_import_rules import run_python
@@ -142,7 +142,7 @@ async def test_an_event_on_its_member_partition_skips_the_hop(stages) -> None:
     hops = [(orjson.loads(v), p) for t, _, v, p in stages.recorder.sent if t == MEMBER_EVENTS]
     # the hop is keyed by m2's pseudonym but sent to m2's partition (1), not the pseudonym's
     assert [(body["event"]["member_id"], p) for body, p in hops] == [(m2, 1)]
-    assert entered == ["event-0"]
+    assert entered == ["event-0", "event-0"]  # the step, then the state write after it
     assert stages.member_table[m1]["counts"]["review"] == 1 and m2 not in stages.member_table
     assert stages.member_table[m1]["partition"] == 0
     assert stages.ledger.committable(("reviews", 0)) == 2
@@ -213,6 +213,61 @@ async def test_member_stage_publishes_and_keeps_state(stages) -> None:
     assert [a["alert_type"] for a in stages.recorder.on(ALERTS)] == ["negative_review"]
 
 
+async def test_a_state_is_written_once_per_batch_and_only_after_its_outputs_are_delivered(
+    stages,
+) -> None:
+    """Outputs first, then the state: a state that counts an event proves its outputs are out,
+    so a redelivery may publish nothing. Three events of one member in one batch: one write."""
+    loop = asyncio.get_running_loop()
+    deliveries: list[asyncio.Future] = []
+
+    async def send(topic, key, value, partition=None):
+        stages.recorder.sent.append((topic, key, value, partition))
+        deliveries.append(loop.create_future())
+        return deliveries[-1]
+
+    stages.send = send
+    stages.member_table = table = CountingTable()
+    stages.ledger.assign({(MEMBER_EVENTS, 1): 0})
+    items = []
+    for offset in range(3):
+        admission = stages.ledger.admit((MEMBER_EVENTS, 1), offset).admission
+        value = orjson.dumps(member_event(f"r{offset}", negative=0.99))
+        items.append(
+            HopRecord(stages.recorder, f"event-{offset}", admission, member_record(value, offset))
+        )
+    task = asyncio.ensure_future(stages.publish_batch(items))
+    await asyncio.sleep(0.05)
+    assert deliveries and not task.done()
+    assert "m1" not in table and not stages.recorder.acked  # nothing written before delivery
+    for delivery in deliveries[:-1]:
+        delivery.set_result(None)
+    await asyncio.sleep(0.05)
+    assert "m1" not in table  # one output still in flight
+    deliveries[-1].set_result(None)
+    await asyncio.wait_for(task, 1)
+    assert table.writes == 1 and table["m1"]["counts"]["review"] == 3
+    assert stages.recorder.acked == ["event-0", "event-1", "event-2"]
+    assert stages.ledger.committable((MEMBER_EVENTS, 1)) == 3
+    # redelivered after a crash before the commit: the state knows them, nothing goes out
+    sent = len(stages.recorder.sent)
+    await stages.member_record(member_record(orjson.dumps(member_event("r1", negative=0.99)), 1))
+    assert len(stages.recorder.sent) == sent and table.writes == 1
+
+
+async def test_a_state_of_a_partition_revoked_during_the_batch_is_not_written(stages) -> None:
+    """Its new owner reads the events again from the last commit and applies them there."""
+    stages.ledger.assign({(MEMBER_EVENTS, 1): 0})
+    admission = stages.ledger.admit((MEMBER_EVENTS, 1), 0).admission
+    item = HopRecord(
+        stages.recorder, "event-0", admission, member_record(orjson.dumps(member_event()))
+    )
+    stages.ledger.revoke([(MEMBER_EVENTS, 1)])
+    await stages.publish_batch([item])
+    assert "scored-events" in {t for t, *_ in stages.recorder.sent}
+    assert "m1" not in stages.member_table
+
+
 async def test_a_failing_event_is_dead_lettered_and_the_next_one_processed(stages) -> None:
     broken = {**member_event(), "event_type": "refund"}  # no such type: the member step raises
     await stages.handle_member_event(member_record(orjson.dumps(broken)))
@@ -255,6 +310,8 @@ def test_inactive_members_expire_by_event_time() -> None:
 
 
 class CountingTable(dict):
+    """A table that counts writes (a changelog record each in Faust)."""
+
     def __init__(self) -> None:
         super().__init__()
         self.writes = 0
