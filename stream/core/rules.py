@@ -194,23 +194,30 @@ def rate_limit(
     """Keep at most one alert per (type, subject) per cooldown of event time, unless its
     severity rises -> (alerts to send, new log, number suppressed).
 
-    The log maps ``type|kind|id`` to ``[event ms, severity, event id]``. A redelivered event
-    re-sends exactly the alerts it was allowed the first time (their ids are deterministic).
+    The log maps ``type|kind|id`` to ``[event ms, severity]``; an entry whose cooldown has run
+    out by ``event_ms`` can suppress nothing more and leaves it (a member's state is rewritten
+    on every event). Entries written before also hold the event id: a redelivered event found
+    there (a state of the previous release) re-sends exactly the alerts it was allowed then.
     """
-    new_log = {key: list(value) for key, value in log.items()}
+    new_log = {
+        key: list(value)
+        for key, value in log.items()
+        if event_ms - value[0] < ALERT_COOLDOWN_MS.get(key.split("|", 1)[0], 0)
+        or (redelivered and len(value) > 2)
+    }
     kept, suppressed = [], 0
     for alert in alerts:
         key = f"{alert['alert_type']}|{alert['subject']['kind']}|{alert['subject']['id']}"
         last = new_log.get(key)
         if redelivered:
-            if last is not None and last[2] == event_id:
+            if last is not None and len(last) > 2 and last[2] == event_id:
                 kept.append(alert)
             continue
         cooldown = ALERT_COOLDOWN_MS.get(alert["alert_type"], 0)
         escalates = last is not None and _SEVERITY_RANK[alert["severity"]] > _SEVERITY_RANK[last[1]]
         if last is None or escalates or not 0 <= event_ms - last[0] < cooldown:
             kept.append(alert)
-            new_log[key] = [event_ms, alert["severity"], event_id]
+            new_log[key] = [event_ms, alert["severity"]]
         else:
             suppressed += 1
     newest = sorted(new_log.items(), key=lambda item: item[1][0])[-MAX_ALERT_LOG:]

@@ -132,7 +132,11 @@ class MemberExpiry:
     and ``now_ms`` is the wall clock the member step caps event times with. One event dated 2099
     (with the future bound lifted) set the clock to 2099 before and dropped 486 of 2,000 other
     members of its partitions; now it moves it to the wall clock at most. Old data (a backtest
-    of 2015) is never capped, so its expiry runs on event time alone."""
+    of 2015) is never capped, so its expiry runs on event time alone.
+
+    One key per event on average (``keys_per_sweep`` every ``every`` events): each check decodes
+    a state (the table holds JSON bytes), and a pass over 1 M members every 1 M events is far
+    quicker than a TTL of days."""
 
     def __init__(
         self,
@@ -140,7 +144,7 @@ class MemberExpiry:
         ttl_days: float | None,
         *,
         every: int = 200,
-        keys_per_sweep: int = 2000,
+        keys_per_sweep: int = 200,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.table = table

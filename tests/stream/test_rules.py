@@ -117,11 +117,22 @@ def test_rate_limit_keeps_one_alert_per_subject_per_cooldown_unless_it_escalates
     assert [a["subject"]["id"] for a in kept] == ["m2"] and dropped == 1
     kept, log3, _ = rate_limit(log2, [alert("high")], 2_000, "e3")
     assert len(kept) == 1  # escalation goes out
-    kept, _, _ = rate_limit(log3, [alert("high")], 2_000 + cooldown, "e4")
+    kept, log4, _ = rate_limit(log3, [alert("high")], 2_000 + cooldown, "e4")
     assert len(kept) == 1  # cooldown over
-    # a redelivered event re-sends exactly what it was allowed the first time
-    assert len(rate_limit(log3, [alert("high")], 2_000, "e3", redelivered=True)[0]) == 1
-    assert rate_limit(log3, [alert("medium", "m2")], 1_000, "e1", redelivered=True)[0] == []
+    assert log3 == {
+        "fraud_risk|member|m1": [2_000, "high"],
+        "fraud_risk|member|m2": [1_000, "medium"],
+    }
+    # entries whose cooldown ran out leave the log: they suppress nothing any more
+    assert log4 == {"fraud_risk|member|m1": [2_000 + cooldown, "high"]}
+    # a log of the previous release (event ids kept): a redelivered event found there
+    # re-sends exactly what it was allowed the first time
+    legacy = {
+        "fraud_risk|member|m1": [2_000, "high", "e3"],
+        "fraud_risk|member|m2": [1_000, "medium", "e2"],
+    }
+    assert len(rate_limit(legacy, [alert("high")], 2_000, "e3", redelivered=True)[0]) == 1
+    assert rate_limit(legacy, [alert("medium", "m2")], 1_000, "e1", redelivered=True)[0] == []
 
 
 @pytest.mark.parametrize(
