@@ -109,20 +109,24 @@ def _ring(state: Mapping[str, Any] | None) -> bytes:
     state = state or {}
     text = state.get("seen")
     if text is not None:
-        return base64.b85decode(text)
+        return base64.b64decode(text)
     legacy = [*(state.get("recent_event_ids") or ()), *(state.get("recent_outputs") or {})]
     return b"".join(id_digest(i) for i in dict.fromkeys(legacy))[-RECENT_EVENTS * DIGEST_BYTES :]
 
 
 def has_seen(state: Mapping[str, Any] | None, event_id: str) -> bool:
     ring, digest = _ring(state), id_digest(event_id)
-    return any(ring[i : i + DIGEST_BYTES] == digest for i in range(0, len(ring), DIGEST_BYTES))
+    at = ring.find(digest)
+    while at >= 0 and at % DIGEST_BYTES:  # a match across two digests is no match
+        at = ring.find(digest, at + 1)
+    return at >= 0
 
 
 def _seen_with(state: Mapping[str, Any] | None, event_id: str) -> str:
-    """The ring with ``event_id`` added (the oldest falls out), as stored: base85 text."""
+    """The ring with ``event_id`` added (the oldest falls out), as stored: base64 text (the
+    C codec; base85 is pure Python and was 10 % of the worker's CPU)."""
     ring = (_ring(state) + id_digest(event_id))[-RECENT_EVENTS * DIGEST_BYTES :]
-    return base64.b85encode(ring).decode()
+    return base64.b64encode(ring).decode()
 
 
 #: Text score keys and fraud block keys, stored as lists in this order (in a member's state the

@@ -569,13 +569,19 @@ class Stages:
         self.unfinished.setdefault(partition, deque()).append(admission)
         mentioned = await self.hold(record, now)
         first_held = self.held_from.get(partition, {})
-        due = [key for key, (_, since) in first_held.items() if now - since >= REORDER.hold_s]
+        # subjects in the order their oldest mention arrived (and offsets rise with it): the
+        # due ones are a prefix, and the oldest offset still held the first real one
+        due = []
+        for key, (_, since) in first_held.items():
+            if now - since < REORDER.hold_s:
+                break
+            due.append(key)
         for key in mentioned:
             if key not in due and flush_due(self.held_in(partition)[key], now):
                 due.append(key)  # a busy subject: by count
         for key in due:
             await self.flush_subject(key, partition, record)
-        oldest_held = min((o for o, _ in first_held.values()), default=None)
+        oldest_held = next((o for o, _ in first_held.values() if o != sys.maxsize), None)
         unfinished = self.unfinished[partition]
         while unfinished and (oldest_held is None or unfinished[0].offset < oldest_held):
             self.ledger.complete(unfinished.popleft())
