@@ -202,8 +202,9 @@ class SubjectEvent(Struct, kw_only=True):
 
 
 class SubjectMentions(Struct, kw_only=True):
-    """``riskstream-subject-events`` (keyed ``kind:id``): the mentions of one subject, packed
-    per published batch (``stream.core.member.pack_mentions``)."""
+    """``riskstream-subject-events``: the mentions of the subjects of one partition, packed per
+    published batch (``stream.core.member.pack_mentions``); records written before hold one
+    subject's, keyed ``kind:id``."""
 
     mentions: Annotated[list[SubjectEvent], Meta(min_length=1)]
 

@@ -56,7 +56,7 @@ from stream.core.steps import (
     text_to_score,
     utc_now,
 )
-from stream.core.surge import REORDER, flush_due, flush_pending, hold_mention
+from stream.core.surge import REORDER, flush_due, flush_pending, hold_mention, subject_key
 from stream.topics import ALERTS, DEAD_LETTER, MEMBER_EVENTS, SUBJECT_EVENTS
 from stream.worker import metrics
 from stream.worker.batcher import MicroBatcher
@@ -240,6 +240,8 @@ class Stages:
         self.within_event: Callable[[Any], AbstractContextManager[Any]] = lambda _: nullcontext()
         #: Admitted events in consumption order. Bounded: a full queue stalls the edge agents.
         self.in_flight: asyncio.Queue[InFlight] = asyncio.Queue(maxsize=batcher.max_pending)
+        #: Member-events records after the hop, for the publisher (``publish_in_order``).
+        self.hop_queue: asyncio.Queue[HopRecord] = asyncio.Queue(maxsize=batcher.max_pending)
         #: Subject-events partition -> subject -> its state with the held mentions.
         self.held: dict[int, dict[str, dict[str, Any]]] = {}
         #: Subject-events partition -> subject -> (offset, arrival) of its oldest held mention.
@@ -289,8 +291,9 @@ class Stages:
         """The batch's mentions, packed per subject; then, once every output is delivered,
         each member's newest state (one table write per member per batch). A state whose
         partition was revoked meanwhile is not written: its new owner applies the events."""
-        for packed in pack_mentions(batch.mentions):
-            delivery = await self.send(packed.topic, packed.key, packed.value)
+        partitions = self.partitions_of(SUBJECT_EVENTS) or self.settings.partitions
+        for packed in pack_mentions(batch.mentions, partitions):
+            delivery = await self.send(packed.topic, packed.key, packed.value, packed.partition)
             if asyncio.isfuture(delivery):
                 batch.deliveries.append(delivery)
         if batch.deliveries:
@@ -394,18 +397,56 @@ class Stages:
             await item.stream.ack(item.event)
 
     async def publish_in_order(self, max_batch: int = 256) -> None:
-        """One publisher keeps outputs in consumption order (replays stay deterministic). It
-        takes what is queued, up to ``max_batch`` events, as one batch."""
+        """One publisher keeps outputs in consumption order (replays stay deterministic) and
+        is the member table's only writer. Each batch is what can be published without
+        waiting for the model: the queued input events whose scores are back, in order, up to
+        ``max_batch``, and the member-events records queued after the hop (these must not wait
+        behind texts still at the model: their members' states would lag by seconds)."""
+        waiting: deque[InFlight] = deque()  # taken from ``in_flight``, scores not back yet
+        hops: deque[HopRecord] = deque()  # taken from ``hop_queue``
         while True:
-            items = [await self.in_flight.get()]
-            while len(items) < max_batch and not self.in_flight.empty():
-                items.append(self.in_flight.get_nowait())
+            items = await self._publishable(waiting, hops, max_batch)
             try:
                 await self.publish_batch(items)
             except Exception as exc:
                 record = items[0].record
                 where = f"{record.topic}[{record.partition}] offset {record.offset}"
                 self.fatal(exc, f"publishing a batch of {len(items)} from {where}")
+
+    async def _publishable(
+        self, waiting: deque[InFlight], hops: deque[HopRecord], max_batch: int
+    ) -> list[InFlight | HopRecord]:
+        """The next batch: the scored head of the input events, then the hop records."""
+        while True:
+            while len(waiting) < max_batch and not self.in_flight.empty():
+                waiting.append(self.in_flight.get_nowait())
+            while len(hops) < max_batch and not self.hop_queue.empty():
+                hops.append(self.hop_queue.get_nowait())
+            items: list[InFlight | HopRecord] = []
+            while waiting and len(items) < max_batch and _scored(waiting[0]):
+                items.append(waiting.popleft())
+            while hops and len(items) < max_batch:
+                items.append(hops.popleft())
+            if items:
+                return items
+            # nothing to publish yet: wait for a hop record, and for the head's scores or
+            # (none waiting) a new input event
+            next_hop = asyncio.ensure_future(self.hop_queue.get())
+            if waiting:
+                head = waiting[0].scores
+                assert head is not None  # unscored, so it has a future
+                other: asyncio.Future[Any] = asyncio.ensure_future(asyncio.wait([head]))
+            else:
+                other = asyncio.ensure_future(self.in_flight.get())
+            try:
+                await asyncio.wait([next_hop, other], return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                next_hop.cancel()
+                other.cancel()
+            if next_hop.done() and not next_hop.cancelled():
+                hops.append(next_hop.result())  # the queue was empty: it is the oldest
+            if not waiting and other.done() and not other.cancelled():
+                waiting.append(other.result())
 
     # -- member ---------------------------------------------------------------------------
 
@@ -537,29 +578,41 @@ class Stages:
 
     async def hold(self, record: RawRecord, now: float) -> list[str]:
         """Hold a record's mentions in memory; -> the subjects that took a new one (none for
-        a tick or repeats). A record carries ``{"mentions": [...]}`` of one subject (or, as
-        written before, one mention)."""
-        if record.key == SURGE_TICK:
-            return []
-        held = self.held_in(record.partition)
+        a tick or repeats). A record carries ``{"mentions": [...]}`` of the subjects of its
+        partition (or, as written before, of the one subject it is keyed by, or one mention).
+        A subject whose mentions fail is dead-lettered alone, with its mentions."""
         try:
-            mentioned = (record.key or b"").decode()
             body = orjson.loads(record.value)
-            mentions = body.get("mentions", [body])
-            state = held.get(mentioned) or self.surge_table.get(mentioned)
-            took = False
+            mentions = body.get("mentions", [body] if body else [])
+            by_subject: dict[str, list[dict[str, Any]]] = {}
             for mention in mentions:
-                new = hold_mention(state, mention, now)
-                if new is not None:
-                    state, took = new, True
+                by_subject.setdefault(subject_key(mention).decode(), []).append(mention)
         except Exception as exc:
             await self.on_processing_error(record, "surge", exc)
             return []
-        if not took:
-            return []
-        held[mentioned] = state
-        self.held_from.setdefault(record.partition, {}).setdefault(mentioned, (record.offset, now))
-        return [mentioned]
+        held = self.held_in(record.partition)
+        took = []
+        for subject, theirs in by_subject.items():
+            try:
+                state = held.get(subject) or self.surge_table.get(subject)
+                changed = False
+                for mention in theirs:
+                    new = hold_mention(state, mention, now)
+                    if new is not None:
+                        state, changed = new, True
+            except Exception as exc:
+                value = orjson.dumps({"mentions": theirs})
+                failed = RawRecord(
+                    record.topic, record.partition, record.offset, subject.encode(), value
+                )
+                await self.on_processing_error(failed, "surge", exc)
+                continue
+            if changed:
+                held[subject] = state
+                first = self.held_from.setdefault(record.partition, {})
+                first.setdefault(subject, (record.offset, now))
+                took.append(subject)
+        return took
 
     async def subject_record(self, record: RawRecord, now: float, admission: Admission) -> None:
         """Hold the mention, flush the subjects that are due (by the age of their oldest held

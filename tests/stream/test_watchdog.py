@@ -138,6 +138,8 @@ def test_the_shell_starts_the_watchdog_with_the_app_and_readyz_gives_its_finding
     """Faust starts ``app.task`` functions only after table recovery; the watchdog (and the
     model loading) run in a dependency of the app instead, started with it, so a recovery that
     never ends is watched."""
+    from faust.types import TP
+
     from stream.config import Settings
     from stream.worker.app import _StartsWithTheApp, build_app
     from tests.fakes import FakeModelHandler
@@ -153,3 +155,9 @@ def test_the_shell_starts_the_watchdog_with_the_app_and_readyz_gives_its_finding
     worker.watchdog.observe(lost(1, "missing topics: x.labels"))
     assert worker.why_not_ready().startswith("the broker lost data this worker knew")
     assert worker.recovery_progress() == (False, 0)
+    # Faust holds None for a changelog partition it has not read yet: no crash, not counted
+    recovery = worker.app.tables.recovery
+    tps = [TP("x.riskstream-member-to-profile-changelog", p) for p in range(3)]
+    recovery.active_offsets.update({tps[0]: 41, tps[1]: None})
+    recovery.standby_offsets.update({tps[2]: None})
+    assert worker.recovery_progress() == (False, 41)

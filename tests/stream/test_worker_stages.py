@@ -16,11 +16,12 @@ import pytest
 from stream.config import Settings
 from stream.core.delivery import DeliveryLedger
 from stream.core.errors import FailurePolicy
-from stream.core.steps import RawRecord
-from stream.core.surge import REORDER
+from stream.core.member import PACKED_MENTIONS_KEY, subject_partition
+from stream.core.steps import RawRecord, decode_record
+from stream.core.surge import REORDER, subject_key
 from stream.topics import ALERTS, DEAD_LETTER, MEMBER_EVENTS, SUBJECT_EVENTS
 from stream.worker.batcher import MicroBatcher
-from stream.worker.stages import SURGE_TICK, HopRecord, MemberExpiry, Stages
+from stream.worker.stages import SURGE_TICK, HopRecord, InFlight, MemberExpiry, Stages
 from tests.fakes import FakeModelHandler
 from tests.fixtures import pseudonym
 from tests.test_import_rules import run_python
@@ -148,7 +149,7 @@ async def test_an_event_on_its_member_partition_skips_the_hop(stages) -> None:
     assert stages.ledger.committable(("reviews", 0)) == 2
 
 
-async def test_a_batch_packs_its_mentions_one_record_per_subject(stages) -> None:
+async def test_a_batch_packs_its_mentions_one_record_per_partition(stages) -> None:
     await edge(
         stages,
         [
@@ -157,11 +158,13 @@ async def test_a_batch_packs_its_mentions_one_record_per_subject(stages) -> None
             review("r3", "fine", member="m4", product="p2"),
         ],
     )  # m1, m3 and m4 all live on partition 0: all fused
-    packed = {k: orjson.loads(v) for t, k, v, _ in stages.recorder.sent if t == SUBJECT_EVENTS}
-    assert {k: [m["event_id"] for m in v["mentions"]] for k, v in packed.items()} == {
-        b"product:p1": ["r1", "r2"],
-        b"product:p2": ["r3"],
-    }
+    packed = [(k, p, orjson.loads(v)) for t, k, v, p in stages.recorder.sent if t == SUBJECT_EVENTS]
+    expected: dict[int, list[tuple[str, str]]] = {}
+    for subject, event_id in (("p1", "r1"), ("p1", "r2"), ("p2", "r3")):
+        partition = subject_partition(f"product:{subject}".encode(), 2)
+        expected.setdefault(partition, []).append((subject, event_id))
+    assert len(packed) == len(expected) and all(k == PACKED_MENTIONS_KEY for k, _, _ in packed)
+    assert {p: [(m["id"], m["event_id"]) for m in v["mentions"]] for _, p, v in packed} == expected
     assert stages.recorder.sent[-1][0] == SUBJECT_EVENTS  # after every other output...
     assert stages.ledger.committable(("reviews", 0)) == 3  # ...and before the events are done
     import msgspec
@@ -338,16 +341,16 @@ async def test_surge_holds_mentions_in_memory_and_commits_only_what_was_folded(s
             RawRecord(SUBJECT_EVENTS, 0, offset, key, value), now, admission
         )
 
+    subjects = [subject_key(m).decode() for _, v in mentions for m in orjson.loads(v)["mentions"]]
     for offset, (key, value) in enumerate(mentions):
         await feed(offset, key, value, now=100.0)
     assert stages.partitions_holding_mentions() == [0]
     assert table.writes == 0  # held in memory, not written per mention
     assert ledger.committable(tp) == 0  # nothing done while its mentions are only held
     await feed(len(mentions), SURGE_TICK, b"{}", now=100.0 + REORDER.hold_s)
-    keys = {key.decode() for key, _ in mentions}
-    assert table.writes == len(keys)  # once per subject
+    assert table.writes == len(set(subjects))  # once per subject
     assert {k: len(s["recent_event_ids"]) for k, s in table.items()} == {
-        k: sum(key.decode() == k for key, _ in mentions) for k in keys
+        k: subjects.count(k) for k in set(subjects)
     }
     assert stages.partitions_holding_mentions() == []
     assert ledger.committable(tp) == len(mentions) + 1  # all folded: all done
@@ -429,3 +432,63 @@ def test_importing_any_stream_module_loads_no_model() -> None:
 def test_the_worker_imports_no_training_or_backtest_libraries() -> None:
     code = "import stream.worker.app, stream.worker.scoring, stream.worker.stages, stream.ops.cli"
     assert imported_after(code) == set()
+
+
+async def test_a_packed_record_holds_each_subject_and_dead_letters_a_bad_one_alone(stages) -> None:
+    good = {**orjson.loads(stages_mention("r1")), "kind": "product", "id": "p1"}
+    bad = {**good, "id": "p2"}
+    del bad["event_id"]  # holding it fails
+    stages.ledger.assign({(SUBJECT_EVENTS, 0): 0})
+    admission = stages.ledger.admit((SUBJECT_EVENTS, 0), 0).admission
+    value = orjson.dumps({"mentions": [good, bad]})
+    record = RawRecord(SUBJECT_EVENTS, 0, 0, PACKED_MENTIONS_KEY, value)
+    await stages.subject_record(record, 100.0, admission)
+    await stages.subject_record(
+        RawRecord(SUBJECT_EVENTS, 0, 1, SURGE_TICK, b"{}"),
+        100.0 + REORDER.hold_s,
+        stages.ledger.admit((SUBJECT_EVENTS, 0), 1).admission,
+    )
+    assert stages.surge_table["product:p1"]["recent_event_ids"] == ["r1"]
+    letters = stages.recorder.on(DEAD_LETTER)
+    assert len(letters) == 1 and letters[0]["reason"] == "processing_error"
+    assert "product:p2" not in stages.surge_table
+
+
+def stages_mention(event_id: str) -> bytes:
+    return orjson.dumps(
+        {
+            "event_id": event_id,
+            "event_time": "2026-11-23T10:00:00Z",
+            "event_time_ms": 1_795_428_000_000,
+            "negative": True,
+            "model_version": "v1",
+        }
+    )
+
+
+async def test_hop_records_do_not_wait_behind_texts_still_at_the_model(stages) -> None:
+    """The publisher takes what it can publish now: a member-events record goes out while an
+    input event ahead of it in time still waits for its scores (its state would lag by the
+    model's backlog: seconds on a CPU)."""
+    loop = asyncio.get_running_loop()
+    stages.ledger.assign({("reviews", 0): 0, (MEMBER_EVENTS, 1): 0})
+    text = stages.ledger.admit(("reviews", 0), 0).admission
+    record = RawRecord("reviews", 0, 0, b"m1", review("r0", "slow"), 1_795_428_000_000)
+
+    at_the_model = InFlight(
+        stages.recorder, "text-0", text, decode_record(record), loop.create_future()
+    )
+    await stages.in_flight.put(at_the_model)
+    hop = stages.ledger.admit((MEMBER_EVENTS, 1), 0).admission
+    value = orjson.dumps(member_event("r1", negative=0.99))
+    await stages.hop_queue.put(HopRecord(stages.recorder, "hop-0", hop, member_record(value, 0)))
+    publisher = asyncio.ensure_future(stages.publish_in_order())
+    try:
+        for _ in range(100):
+            if stages.recorder.acked:
+                break
+            await asyncio.sleep(0.01)
+        assert stages.recorder.acked == ["hop-0"]  # the text is still at the model
+        assert stages.member_table["m1"]["counts"]["review"] == 1
+    finally:
+        publisher.cancel()
