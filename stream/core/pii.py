@@ -623,6 +623,9 @@ def _union(spans: list[tuple[int, int, str]]) -> tuple[list[int], list[int]]:
     return starts, ends
 
 
+#: What every PII class contains somewhere (after ``fold``): a digit of any script, or an "@".
+_CUE = re.compile(r"[\d@]")
+
 _PRIORITY = {"[email]": 0, "[iban]": 1, "[id]": 2, "[card]": 3, "[phone]": 4, "[digits]": 5}
 
 
@@ -631,6 +634,8 @@ def find_pii(text: str, *, regions: Iterable[str] = PHONE_REGIONS) -> list[tuple
     Overlapping finds are merged (never dropped: what either covers is masked), named by the
     strongest: e-mail, card, phone, then ``[digits]`` (past the phone budget)."""
     folded = fold(text)
+    if not _CUE.search(folded):  # every class needs a digit or an "@": most texts end here
+        return []
     found = _email_spans(folded) + _iban_spans(folded) + _national_id_spans(folded)
     named_starts, named_ends = _union(found)  # runs inside these need no further look
     regions = tuple(regions)
