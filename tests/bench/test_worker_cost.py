@@ -71,7 +71,8 @@ def test_tiny_run_reports_both_apps(tmp_path: Path) -> None:
             assert topics[name]["records"] == report["inputs"][name]
             assert topics[name]["role"] == "input"
     worker = next(r for r in report["runs"] if r["kind"] == "worker")["topics"]
-    assert worker["riskstream-member-to-profile-changelog"]["records"] == EVENTS
+    # one member state write per member per published batch: at most one per event
+    assert 0 < worker["riskstream-member-to-profile-changelog"]["records"] <= EVENTS
     # inputs keyed by member sit on their member's partition: no member-events hop
     assert worker["riskstream-member-events"]["records"] == 0
     assert worker["riskstream-subject-to-surge-changelog"]["records"] > 0
