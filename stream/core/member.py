@@ -48,7 +48,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from aiokafka.partitioner import murmur2
 
 from stream.core.codec import encode
 from stream.core.fraud import ModelOutput, assess_transaction_event
@@ -251,20 +250,15 @@ def member_step(
 PACKED_MENTIONS_KEY = b"__tick__"
 
 
-def subject_partition(key: bytes, partitions: int) -> int:
-    """The partition of a subject's surge state: Kafka's default partitioner over its key (where
-    the records keyed by subject went before)."""
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
-
-
-def pack_mentions(outputs: list[Output], partitions: int) -> list[Output]:
+def pack_mentions(outputs: list[Output], partition_of: Callable[[bytes], int]) -> list[Output]:
     """Surge mentions, one record per subject-events partition: ``{"mentions": [...]}`` in the
-    order given, each on its subject's partition (the surge stage splits them by subject,
+    order given, each on its subject's partition (``partition_of(subject key)``, the shell's
+    partitioner; the surge stage splits them by subject,
     dedups by event id and folds in event-time order, so packing changes no alert). One record
     per subject was 0.78 writes per input event; one per partition is one per batch at most."""
     by_partition: dict[int, list[bytes]] = {}
     for output in outputs:
-        partition = subject_partition(output.key, partitions)
+        partition = partition_of(output.key)
         by_partition.setdefault(partition, []).append(output.value)
     return [
         Output(

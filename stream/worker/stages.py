@@ -56,7 +56,15 @@ from stream.core.steps import (
     text_to_score,
     utc_now,
 )
-from stream.core.surge import REORDER, flush_due, flush_pending, hold_mention, subject_key
+from stream.core.surge import (
+    REORDER,
+    absorb,
+    flush_due,
+    flush_pending,
+    hold_mention,
+    prior_key,
+    subject_key,
+)
 from stream.topics import ALERTS, DEAD_LETTER, MEMBER_EVENTS, SUBJECT_EVENTS
 from stream.worker import metrics
 from stream.worker.batcher import MicroBatcher
@@ -186,6 +194,12 @@ class MemberExpiry:
         return dropped
 
 
+def subject_partition(key: bytes, partitions: int) -> int:
+    """The partition of a subject's surge state: Kafka's default partitioner over its key
+    ``kind:id`` (where the records keyed by subject went before mentions were packed)."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
 def member_partition(event: ValidEvent, partitions: int) -> int:
     """The partition a member's state lives on: Kafka's default partitioner over the member id
     as the producer sent it (``ValidEvent.partition_key``), not over its pseudonym."""
@@ -292,7 +306,8 @@ class Stages:
         each member's newest state (one table write per member per batch). A state whose
         partition was revoked meanwhile is not written: its new owner applies the events."""
         partitions = self.partitions_of(SUBJECT_EVENTS) or self.settings.partitions
-        for packed in pack_mentions(batch.mentions, partitions):
+        packs = pack_mentions(batch.mentions, lambda key: subject_partition(key, partitions))
+        for packed in packs:
             delivery = await self.send(packed.topic, packed.key, packed.value, packed.partition)
             if asyncio.isfuture(delivery):
                 batch.deliveries.append(delivery)
@@ -561,8 +576,16 @@ class Stages:
         one bad subject cannot fail again on every tick."""
         held_state = self.held_in(partition).pop(key)
         self.held_from.get(partition, {}).pop(key, None)
+        # the partition's stream prior (``stream.core.surge``): what a new subject leans on
+        # until it has history of its own; written here, while this partition's record is
+        # processed, so it lives in the partition's changelog and moves with it
+        at = prior_key(partition)
+        prior = self.surge_table.get(at)
         try:
-            state, alerts = flush_pending(held_state)
+            state, alerts = flush_pending(held_state, prior=prior)
+            if (state.get("contrib") or {}).get("windows"):  # closed windows to pool
+                prior, state = absorb(prior, state)
+                self.surge_table[at] = prior
         except Exception as exc:
             pending = orjson.dumps({"subject": key, "pending": held_state.get("pending")})
             await self.on_processing_error(

@@ -32,3 +32,16 @@ def test_a_value_written_by_fausts_json_codec_reads_the_same() -> None:
 def test_a_missing_key_is_a_key_error() -> None:
     with pytest.raises(KeyError):
         JsonValues({"m1": None})["m1"]
+
+
+class KeysItCannotFind(dict):
+    """Like a ``rocksdb://`` table: ``keys()`` lists a key that ``get`` does not find."""
+
+    def get(self, key, default=None):
+        return None if key == "standby" else super().get(key, default)
+
+
+def test_items_reads_pairs_and_skips_keys_a_lookup_cannot_find() -> None:
+    table = JsonValues(KeysItCannotFind({"m1": b'{"a":1}', "standby": b'{"b":2}', "gone": None}))
+    assert dict(table.items()) == {"m1": {"a": 1}, "standby": {"b": 2}}
+    assert table.get("standby") is None
