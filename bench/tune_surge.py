@@ -1,25 +1,28 @@
-"""Choose the surge detector's warm-up and tail probability, and measure it against the
-detector it replaces.
+"""Draw the surge detector's recall / false-surge curves, choose its served ``max_tail_p`` on
+them, and measure it against the detector it replaces.
 
-    python bench/tune_surge.py    # ~5-8 min on 2 cores once the texts are scored (cached)
+    python bench/tune_surge.py    # ~20 min on 2 cores once the texts are scored (cached)
 
-Procedure (fixed before any result was looked at):
+Procedure (fixed before any curve was drawn):
 
-* Traffic: ``stream.backtest.evaluation.simulate_surges`` on the **tuning seeds 100-101**
-  only, in both review domains (Fine Foods, Rotten Tomatoes) at both background rates (2 and 8
-  texts per product-hour): four cells, 230,400 product windows each.
-* Grid: ``warmup_windows`` in 16/32/48/96 hops (4/8/12/24 h) x ``max_tail_p`` in
-  1e-3/1e-4/1e-5/1e-6; z, minimum negatives, variance floor, alpha and cooldown unchanged.
-* Rule: keep the points whose false alerts are at most 0.10 per 10k windows in **every** cell,
-  at the product level and at the brand level (brands pool 5 products: they stand in for busy
-  subjects, 10 and 40 texts an hour); among them take the highest product recall pooled over
-  the cells; ties go to the shorter warm-up (it misses fewer bursts on new products), then to
-  the larger tail probability (the more sensitive trigger). If no point qualifies, take the
-  lowest worst-cell false rate.
+* Curve: ``max_tail_p`` over ``TAILS`` (1e-2 to 1e-8); everything else at the defaults of
+  ``stream/core/surge.py``. Traffic from ``stream.backtest.evaluation``, in the four domains:
+  a month of background at 2 and at 8 texts per product-hour with 30 bursts of 10 and of 15
+  real negative texts (``simulate_surges``); new products meeting a 10-text burst 1 h and 3 h
+  into their life, launched into a stream whose prior holds 3 days of that background
+  (``cold_start``, ``background_prior``); and a month with no surge whose products, of rates
+  0.5-16 texts an hour, appear through its first half (``steady_stream``). One recorded
+  replay per traffic gives every point of the curve (``emulate_alerts``).
+* Rule, for products and brands separately: on the **tuning seeds 100-101**, the largest
+  ``max_tail_p`` whose false alerts are at most 0.10 per 10k windows in every cell (4 domains
+  x 2 rates, 10-text traffic) and which raises no alert on the no-surge streams. Recall only
+  rises with ``max_tail_p``, so that is the highest recall within the bounds. If no point
+  qualifies, the smallest on the grid.
+* Report on seeds 0-4: the curve; the chosen point replayed for real (not emulated); the
+  previous detector (``--before``, a git revision) on the same traffic; and what the best
+  possible window test would reach (``oracle``), so a target out of reach is seen as such.
 
-It then replays the report seeds (0-4) through the detector of ``--before`` (a git revision,
-default the last one before the warm-up) and through the current one, and writes both, with
-the grid, to ``bench/results/tune-surge.json`` and a section of ``docs/evaluation.md``.
+Writes ``bench/results/surge_curves.json`` and a section of ``docs/evaluation.md``.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
+import math
 import subprocess
 import sys
 import tempfile
@@ -36,30 +40,32 @@ from types import ModuleType
 from typing import Any
 
 import click
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from stream.backtest import evaluation
 from stream.core import surge
 
-WARMUPS = (16, 32, 48, 96)
-TAILS = (1e-3, 1e-4, 1e-5, 1e-6)
+TAILS = (1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 3e-5, 1e-5, 3e-6, 1e-6, 3e-7, 1e-7, 1e-8)
 MAX_FALSE_PER_10K = 0.10
-#: The last revision whose detector had no warm-up and no tail test.
-BEFORE_REV = "264e0ca"
-RESULTS = Path("bench/results/tune-surge.json")
-TITLE = "Surge detector: choosing the warm-up and tail probability, before and after"
+BURST_SIZES = (10, 15)
+AGES_H = (1, 3)
+#: The detector before the stream prior and score weighting (warm-up + Poisson tail).
+BEFORE_REV = "800da51"
+RESULTS = Path("bench/results/surge_curves.json")
+TITLE = "Surge detector: recall against false surges, the chosen point, before and after"
+KINDS = ("product", "brand")
 
 
-def load_revision(rev: str) -> ModuleType:
-    """``stream/surge.py`` as it was at ``rev`` (before it moved to ``stream/core/``), imported
-    under another name."""
+def load_revision(rev: str, path: str = "stream/core/surge.py") -> ModuleType:
+    """``path`` as it was at ``rev``, imported under another name."""
     source = subprocess.run(
-        ["git", "show", f"{rev}:stream/surge.py"], check=True, capture_output=True, text=True
+        ["git", "show", f"{rev}:{path}"], check=True, capture_output=True, text=True
     ).stdout
-    path = Path(tempfile.mkdtemp()) / "surge_before.py"
-    path.write_text(source, encoding="utf-8")
-    spec = importlib.util.spec_from_file_location("surge_before", path)
+    file = Path(tempfile.mkdtemp()) / "surge_before.py"
+    file.write_text(source, encoding="utf-8")
+    spec = importlib.util.spec_from_file_location("surge_before", file)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules["surge_before"] = module  # dataclasses look their module up
@@ -67,128 +73,405 @@ def load_revision(rev: str) -> ModuleType:
     return module
 
 
-def pooled(runs: dict[int, Any], kind: str = "product") -> dict[str, Any]:
-    total = evaluation._total(runs, kind)
-    day1 = sum(
-        sum(t < 24 * 3_600_000 for t in r[kind]["false_alert_times_ms"]) for r in runs.values()
-    )
-    return {**total, "false_day1": day1}
+def _cells(corpora: dict[str, evaluation.ScoredCorpus]) -> list[tuple[str, str, float]]:
+    return [
+        (f"{domain}@{rate:g}", domain, rate)
+        for domain in corpora
+        for rate in evaluation.SURGE_RATES
+    ]
 
 
-def grid(corpora: dict[str, evaluation.ScoredCorpus]) -> list[dict[str, Any]]:
-    points = []
-    for warmup in WARMUPS:
-        for tail in TAILS:
-            cfg = dataclasses.replace(surge.DEFAULT, warmup_windows=warmup, max_tail_p=tail)
-            brand = dataclasses.replace(surge.BRAND, warmup_windows=warmup, max_tail_p=tail)
-            cells = evaluation._cells(corpora, cfg, brand, evaluation.TUNING_SEEDS)
-            by_cell = {cell: pooled(runs) for cell, runs in cells.items()}
-            brands = {cell: pooled(runs, "brand") for cell, runs in cells.items()}
-            bursts = sum(c["bursts"] for c in by_cell.values())
-            points.append(
-                {
-                    "warmup_windows": warmup,
-                    "max_tail_p": tail,
-                    "recall": sum(c["recall"] * c["bursts"] for c in by_cell.values()) / bursts,
-                    "worst_false_per_10k": max(
-                        c["false_per_10k"] for c in [*by_cell.values(), *brands.values()]
-                    ),
-                    "cells": by_cell,
-                    "brand_cells": brands,
+def record_curves(
+    corpora: dict[str, evaluation.ScoredCorpus], seeds: tuple[int, ...], echo: Any = click.echo
+) -> dict[str, Any]:
+    """Every traffic of the procedure on ``seeds``, recorded once, read at every tail:
+    ``{"bursts": {size: {cell: {tail: {kind: pooled}}}}, "cold": ..., "steady": ...}``."""
+    bursts: dict[int, dict[str, Any]] = {}
+    for size in BURST_SIZES:
+        bursts[size] = {}
+        for cell, domain, rate in _cells(corpora):
+            runs = {
+                seed: evaluation.simulate_surges(
+                    corpora[domain],
+                    surge.DEFAULT,
+                    brand_cfg=surge.BRAND,
+                    rate_per_hour=rate,
+                    burst_size=size,
+                    seed=seed,
+                    tails=TAILS,
+                )
+                for seed in seeds
+            }
+            bursts[size][cell] = {
+                f"{tail:g}": {
+                    kind: evaluation._total({s: r[tail] for s, r in runs.items()}, kind)
+                    for kind in KINDS
                 }
+                for tail in TAILS
+            }
+            echo(f"  {size}-text bursts, {cell}: recorded")
+    cold: dict[str, Any] = {}
+    for cell, domain, rate in _cells(corpora):
+        hits: dict[str, dict[str, float]] = {f"{t:g}": dict.fromkeys(map(str, AGES_H), 0.0)
+                                             for t in TAILS}  # fmt: skip
+        quiet = dict.fromkeys(hits, 0.0)
+        for seed in seeds:
+            prior = evaluation.background_prior(corpora[domain], rate, seed=seed)
+            result = evaluation.cold_start(
+                corpora[domain],
+                surge.DEFAULT,
+                ages_h=AGES_H,
+                rate_per_hour=rate,
+                trials=100,
+                quiet_products=200,
+                seed=seed,
+                prior=prior,
+                tails=TAILS,
             )
-            click.echo(
-                f"warm-up {warmup:3d}  tail {tail:g}: recall {points[-1]['recall']:.3f}, "
-                f"worst cell {points[-1]['worst_false_per_10k']:.2f} false per 10k windows"
-            )
-    return points
+            for tail in hits:
+                figures = result["by_tail"][tail]
+                for age in hits[tail]:
+                    hits[tail][age] += figures["recall_by_age_h"][age] / len(seeds)
+                quiet[tail] += figures["new_products_alerting_without_burst_day1"] / len(seeds)
+        cold[cell] = {
+            tail: {"recall_by_age_h": hits[tail], "quiet_alerting_day1": quiet[tail]}
+            for tail in hits
+        }
+        echo(f"  new products, {cell}: recorded")
+    steady: dict[str, Any] = {}
+    for domain, corpus in corpora.items():
+        runs = [
+            evaluation.steady_stream(corpus, surge.DEFAULT, seed=seed, tails=TAILS)
+            for seed in seeds
+        ]
+        steady[domain] = {
+            f"{tail:g}": {
+                kind: {
+                    "alerts": sum(r["by_tail"][tail][kind]["alerts"] for r in runs),
+                    "windows": sum(r["by_tail"][tail][kind]["windows"] for r in runs),
+                }
+                for kind in KINDS
+            }
+            for tail in TAILS
+        }
+        echo(f"  no surge, {domain}: recorded")
+    return {"bursts": bursts, "cold": cold, "steady": steady}
 
 
-def choose(points: list[dict[str, Any]]) -> dict[str, Any]:
-    """The rule in the module docstring."""
-    ok = [p for p in points if p["worst_false_per_10k"] <= MAX_FALSE_PER_10K]
-    if not ok:
-        return min(points, key=lambda p: p["worst_false_per_10k"])
-    return max(ok, key=lambda p: (p["recall"], -p["warmup_windows"], p["max_tail_p"]))
+def choose(curves: dict[str, Any], kind: str) -> float:
+    """The rule in the module docstring, for one kind: the largest tail within the bounds."""
+    ok = []
+    for tail in TAILS:
+        key = f"{tail:g}"
+        cells = curves["bursts"][BURST_SIZES[0]].values()
+        worst = max(c[key][kind]["false_per_10k"] for c in cells)
+        steady = sum(d[key][kind]["alerts"] for d in curves["steady"].values())
+        if worst <= MAX_FALSE_PER_10K and steady == 0:
+            ok.append(tail)
+    return max(ok) if ok else min(TAILS)
+
+
+# --------------------------------------------------------------------------- the bound
+
+
+def _bins(values: np.ndarray) -> np.ndarray:
+    return np.bincount(np.minimum((values * surge.BINS).astype(int), surge.BINS - 1),
+                       minlength=surge.BINS) / len(values)  # fmt: skip
+
+
+def _null_threshold(mu: np.ndarray, weights: np.ndarray, tail: float, step: float) -> int:
+    """The smallest weighted count (in ``step`` units) with P(S >= it) <= ``tail`` under
+    independent Poisson counts ``mu`` per bin (exact, on the discretised weights)."""
+    units = np.maximum(np.round(weights / step).astype(int), 0)
+    dist = np.array([1.0])
+    for m, k in zip(mu, units, strict=True):
+        if m <= 0:
+            continue
+        n = np.arange(0, int(m + 12 * math.sqrt(m) + 30))
+        log_pmf = n * math.log(m) - m - np.array([math.lgamma(i + 1) for i in n])
+        d = np.zeros(n[-1] * k + 1)
+        np.add.at(d, n * k, np.exp(log_pmf))
+        dist = np.convolve(dist, d)
+    upper = np.cumsum(dist[::-1])[::-1]
+    return int(np.argmax(upper <= tail)) if (upper <= tail).any() else len(upper)
+
+
+def oracle(
+    corpus: evaluation.ScoredCorpus,
+    rate: float,
+    burst_size: int,
+    tail: float = 1e-5,
+    trials: int = 20_000,
+    seed: int = 0,
+) -> dict[str, float]:
+    """The best a window test can do on this traffic at a false-alarm chance of ``tail`` per
+    window, knowing everything the detector has to estimate: the background's texts per bin
+    and the burst's (the labelled negatives'), weighted by their exact likelihood ratio
+    (``scores``); and with perfect labels instead of scores (``labels``: counting labelled
+    negatives against their known background rate). A burst is found if any 1-hour window on
+    the 15-minute grid within 2 windows of its start crosses the threshold."""
+    rng = np.random.default_rng(seed)
+    hops, hop_rate = 4, rate / 4
+    background = _bins(corpus.p_negative)
+    burst = _bins(corpus.p_negative[corpus.labels])
+    mu = rate * background
+    weights = np.log1p(burst_size * burst / np.maximum(mu, 1e-12))
+    step = 0.01
+    threshold = _null_threshold(mu, weights, tail, step) * step - 1e-9
+    share = float(np.mean(corpus.labels))
+    count_threshold = _null_threshold(np.array([rate * share]), np.array([1.0]), tail, 1.0)
+    found = {"scores": 0, "labels": 0}
+    span = 12  # hops simulated around the burst
+    for _ in range(trials):
+        per_hop = rng.poisson(hop_rate * background, size=(span, surge.BINS)).astype(float)
+        labels = rng.poisson(hop_rate * share, size=span).astype(float)
+        offsets = rng.uniform(0, 4, burst_size) + 4  # hours in hop units, from hop 4
+        cells = rng.choice(surge.BINS, size=burst_size, p=burst)
+        for at, b in zip(offsets.astype(int), cells, strict=True):
+            per_hop[at, b] += 1
+            labels[at] += 1
+        s = per_hop @ weights
+        windows = [s[i - hops + 1 : i + 1].sum() for i in range(4, span)]
+        counted = [labels[i - hops + 1 : i + 1].sum() for i in range(4, span)]
+        found["scores"] += max(windows) >= threshold
+        found["labels"] += max(counted) >= count_threshold
+    return {key: value / trials for key, value in found.items()}
+
+
+# --------------------------------------------------------------------------- report
+
+
+def measured(
+    corpora: dict[str, evaluation.ScoredCorpus],
+    configs: dict[str, Any],
+    seeds: tuple[int, ...],
+    observe: Any = None,
+) -> dict[str, Any]:
+    """A real replay (no emulation) of the 10-text traffic at ``configs``."""
+    out = {}
+    for cell, domain, rate in _cells(corpora):
+        runs = {
+            seed: evaluation.simulate_surges(
+                corpora[domain],
+                configs["product"],
+                brand_cfg=configs["brand"],
+                rate_per_hour=rate,
+                seed=seed,
+                observe=observe,
+            )
+            for seed in seeds
+        }
+        out[cell] = {kind: evaluation._total(runs, kind) for kind in KINDS}
+    return out
 
 
 def render(result: dict[str, Any]) -> list[str]:
     chosen = result["chosen"]
-    cells = list(result["grid"][0]["cells"])
+    curves = result["report"]
+    cells = list(curves["bursts"][str(BURST_SIZES[0])])
+    names = {c: evaluation._cell_name(c).replace("/product-hour", "/h") for c in cells}
     lines = [
         f"## {TITLE}",
         "",
-        f"Command: `python bench/tune_surge.py` ({result['seconds']:.0f} s on 2 cores). Grid on "
-        "the tuning seeds 100-101 (every domain and rate of the previous section): warm-up "
-        f"{'/'.join(map(str, WARMUPS))} windows x max tail P {'/'.join(f'{t:g}' for t in TAILS)}"
-        f". Rule, fixed beforehand: false alerts ≤ {MAX_FALSE_PER_10K} per 10k windows in "
-        "every cell at the product and at the brand level, then the highest product recall, "
-        "then the shorter warm-up, then the larger tail P. Chosen: **warm-up "
-        f"{chosen['warmup_windows']} windows, max tail P {chosen['max_tail_p']:g}**.",
+        f"Command: `python bench/tune_surge.py` ({result['seconds']:.0f} s on 2 cores, scores "
+        'read from the cache of `riskstream eval surge`). The detector of "Public-opinion '
+        'surges" above at every `max_tail_p` of the grid, everything else at its defaults; '
+        "the traffic is that section's (30 bursts per seed and cell, 40 products, 8 brands, a "
+        "month), and each curve comes from one recorded replay per traffic read at every "
+        "tail (`stream.backtest.evaluation.emulate_alerts`; the chosen point is then replayed "
+        "for real, below). Rule, fixed before any curve was drawn, for products and brands "
+        f"separately: on the tuning seeds 100-101, the largest `max_tail_p` with at most "
+        f"{MAX_FALSE_PER_10K} false surges per 10k windows in every cell (four domains x two "
+        "rates) and none on the no-surge streams. Chosen: **products "
+        f"{chosen['product']:g}, brands {chosen['brand']:g}**.",
         "",
-        "| warm-up | max tail P | product recall | "
-        + " | ".join(f"false per 10k, product / brand: {evaluation._cell_name(c)}" for c in cells)
-        + " |",
-        "|---|---|---|" + "---|" * len(cells),
+        "Product level, seeds 0-4 (none of them used for the choice): recall of 10-text bursts "
+        "/ false surges per 10k windows, per cell; recall of 15-text bursts (same background) "
+        "pooled over the four domains per rate; a 10-text burst on a new product 1 h and 3 h "
+        "into its life (100 trials per cell and seed, pooled over the domains per rate); "
+        "alerts on the no-surge streams (five seeds, four domains, 1.7 million product "
+        "windows).",
+        "",
+        "| max tail P | "
+        + " | ".join(names[c] for c in cells)
+        + " | 15 texts, 2/h | 15 texts, 8/h | new at 1 h, 2/h | new at 1 h, 8/h | new at 3 h, "
+        "2/h | new at 3 h, 8/h | no surge: alerts |",
+        "|---|" + "---|" * (len(cells) + 7),
     ]
-    for p in result["grid"]:
-        mark = "**" if p == chosen else ""
-        lines.append(
-            f"| {mark}{p['warmup_windows']}{mark} | {mark}{p['max_tail_p']:g}{mark} | "
-            f"{p['recall']:.3f} | "
+
+    def by_rate(values: dict[str, float], rate: str) -> float:
+        return float(np.mean([v for c, v in values.items() if c.endswith(f"@{rate}")]))
+
+    def row(tail: str, kind: str) -> str:
+        ten = curves["bursts"][str(BURST_SIZES[0])]
+        fifteen = curves["bursts"][str(BURST_SIZES[1])]
+        big = {c: fifteen[c][tail][kind]["recall"] for c in cells}
+        young = []
+        for age in AGES_H:
+            caught = {c: curves["cold"][c][tail]["recall_by_age_h"][str(age)] for c in cells}
+            young += [by_rate(caught, "2"), by_rate(caught, "8")]
+        steady = sum(d[tail][kind]["alerts"] for d in curves["steady"].values())
+        mark = "**" if float(tail) == chosen[kind] else ""
+        return (
+            f"| {mark}{tail}{mark} | "
             + " | ".join(
-                f"{p['cells'][c]['false_per_10k']:.2f} / {p['brand_cells'][c]['false_per_10k']:.2f}"
+                f"{ten[c][tail][kind]['recall']:.2f} / {ten[c][tail][kind]['false_per_10k']:.2f}"
                 for c in cells
             )
-            + " |"
+            + f" | {by_rate(big, '2'):.2f} | {by_rate(big, '8'):.2f} | "
+            + (" | ".join(f"{y:.2f}" for y in young) if kind == "product" else "- | - | - | -")
+            + f" | {steady} |"
         )
+
+    lines += [row(f"{t:g}", "product") for t in TAILS]
     lines += [
         "",
-        f"Before and after on the report seeds 0-4 (same traffic): before = `stream/core/surge.py` "
-        f"at {result['before_rev']} (baseline from zero, no warm-up, trigger z ≥ 3 and ≥ 6 "
-        "negatives); after = the chosen point. False alerts in day 1 are those raised "
-        "while every product's baseline is new.",
+        "Brand level (brands pool 5 products, so a 10-text burst is a small departure there; "
+        "the same columns, no new-product column):",
         "",
-        "| domain, background rate | level | detector | recall | false alerts (day 1) | "
-        "false per 10k windows | median delay (min) | max delay (windows) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| max tail P | "
+        + " | ".join(names[c] for c in cells)
+        + " | 15 texts, 2/h | 15 texts, 8/h | - | - | - | - | no surge: alerts |",
+        "|---|" + "---|" * (len(cells) + 7),
     ]
-    comparison = result["comparison"]
-    for cell in comparison["before"]:
-        for kind in ("product", "brand"):
-            for name in ("before", "after"):
-                t = comparison[name][cell][kind]
-                lines.append(
-                    f"| {evaluation._cell_name(cell)} | {kind} | {name} | {t['recall']:.3f} | "
-                    f"{t['false']} ({t['false_day1']}) | **{t['false_per_10k']:.2f}** | "
-                    f"{evaluation._fmt_opt(t['median_delay_minutes'])} | {t['max_delay']} |"
-                )
-    before, after = comparison["before"], comparison["after"]
-    worst_per_day = max(c["product"]["false_per_10k"] for c in before.values()) * 96 / 1e4
-    costs = "; ".join(
-        f"{evaluation._cell_name(c)}: recall {before[c]['product']['recall']:.2f} → "
-        f"{after[c]['product']['recall']:.2f}, false per 10k windows "
-        f"{before[c]['product']['false_per_10k']:.2f} → {after[c]['product']['false_per_10k']:.2f}"
-        for c in before
-    )
+    lines += [row(f"{t:g}", "brand") for t in TAILS]
+    real = result["after"]
+    before = result["before"]
     lines += [
         "",
-        f"What it costs (product level): {costs}. The old recall at 8 texts per product-hour was "
-        f"bought with up to {worst_per_day:.2f} false surges per product-day; the new trigger "
-        "holds false alerts near its tail probability per window whatever the volume or negative "
-        "share, and finds a burst when it is large next to the subject's usual negatives "
-        "(recall by burst size in the previous section). The warm-up itself costs no recall on "
-        "these bursts (they come after day 3: recall is the same for every warm-up in the "
-        "grid); it costs bursts in a product's first hours (previous section).",
+        f"The chosen point replayed for real on seeds 0-4 (10-text bursts), against the "
+        f"detector it replaces (`stream/core/surge.py` at {result['before_rev']}: a 16-window "
+        "warm-up, P(negative) ≥ 0.5 counted against a Poisson tail of 1e-5 at the subject's "
+        "own rate, z ≥ 3):",
         "",
-        "Procedure note: the brand-level bound in the rule was added after a smoke run of this "
-        "script (one grid point, tuning seed 100 and report seed 0) and before the grid ran; "
-        "nothing in the rule or the grid was changed after its results were seen. One variant "
-        "was tried afterwards on the tuning seeds only and dropped: a trigger counting the open "
-        "hop plus the whole window before it (so a burst is never cut by the hop grid) found no "
-        "more bursts and raised more false alerts.",
+        "| domain, background rate | level | before: recall / false per 10k | after: recall / "
+        "false per 10k | after: median delay (min) |",
+        "|---|---|---|---|---|",
     ]
-    return [*lines, "", ""]
+    for cell in cells:
+        for kind in KINDS:
+            b, a = before[cell][kind], real[cell][kind]
+            lines.append(
+                f"| {evaluation._cell_name(cell)} | {kind} | {b['recall']:.3f} / "
+                f"{b['false_per_10k']:.2f} | **{a['recall']:.3f} / {a['false_per_10k']:.2f}** | "
+                f"{evaluation._fmt_opt(a['median_delay_minutes'])} |"
+            )
+    bound = result["oracle"]
+    lines += [
+        "",
+        "What any window test could reach at 1e-5 false alarms per window (0.1 per 10k): one "
+        "that knows the background's texts per score bin and the burst's exactly and weighs "
+        "them by their true likelihood ratio (`oracle`, 20,000 simulated bursts), and one "
+        "that reads every text's label without error and counts labelled negatives against "
+        "their known rate:",
+        "",
+        "| domain, background rate | 10 texts: scores | 10 texts: perfect labels | 15 texts: "
+        "scores | 15 texts: perfect labels |",
+        "|---|---|---|---|---|",
+    ]
+    for cell in cells:
+        ten, fifteen = bound[cell]["10"], bound[cell]["15"]
+        lines.append(
+            f"| {evaluation._cell_name(cell)} | {ten['scores']:.2f} | {ten['labels']:.2f} | "
+            f"{fifteen['scores']:.2f} | {fifteen['labels']:.2f} |"
+        )
+    lines += ["", *summary(result), "", ""]
+    return lines
+
+
+def summary(result: dict[str, Any]) -> list[str]:
+    """The targets of issue 21 against the figures above, and why the unmet ones are."""
+    chosen, curves = result["chosen"], result["report"]
+    ten = curves["bursts"][str(BURST_SIZES[0])]
+    cells = list(ten)
+    real = result["after"]
+
+    def span(values: list[float]) -> str:
+        return f"{min(values):.2f}-{max(values):.2f}"
+
+    def at(rate: str, tail: str, key: str = "recall") -> list[float]:
+        return [ten[c][tail]["product"][key] for c in cells if c.endswith(f"@{rate}")]
+
+    def young(rate: str, tail: str) -> str:
+        return "/".join(
+            f"{np.mean([curves['cold'][c][tail]['recall_by_age_h'][str(a)] for c in cells if c.endswith(f'@{rate}')]):.2f}"  # noqa: E501
+            for a in AGES_H
+        )
+
+    served, brand_served = f"{chosen['product']:g}", f"{chosen['brand']:g}"
+    reach = next((f"{t:g}" for t in sorted(TAILS) if min(at("2", f"{t:g}")) >= 0.95), None)
+
+    def steady(tail: str, kind: str = "product") -> int:
+        return sum(d[tail][kind]["alerts"] for d in curves["steady"].values())
+
+    def bound(size: str, key: str, rate: str = "8") -> list[float]:
+        return [result["oracle"][c][size][key] for c in cells if c.endswith(f"@{rate}")]
+
+    fifteen = curves["bursts"][str(BURST_SIZES[1])]
+    big8 = [fifteen[c][served]["product"]["recall"] for c in cells if c.endswith("@8")]
+    brand15 = [fifteen[c][brand_served]["brand"]["recall"] for c in cells]
+    real2 = [real[c]["product"] for c in cells if c.endswith("@2")]
+    before2 = [result["before"][c]["product"]["recall"] for c in cells if c.endswith("@2")]
+    lines = [
+        "Against the targets (product level, seeds 0-4, the served point replayed for real):",
+        "",
+        "* **10-text bursts at 2/h, recall ≥ 0.95 at ≤ 0.1 false per 10k windows: not at the "
+        f"served point**: {span([r['recall'] for r in real2])} at "
+        f"{span([r['false_per_10k'] for r in real2])} false per 10k ({span(before2)} before). "
+        + (
+            f"Every 2/h cell reaches 0.95 at max tail P {reach} and looser ({span(at('2', reach))}"
+            f" at {span(at('2', reach, 'false_per_10k'))} false per 10k), "
+            if reach
+            else ""
+        )
+        + f"and at 1e-5 every cell is within 0.1 false per 10k at {span(at('2', '1e-05'))}: "
+        "what the rule gave up for its other clause, no alert on the no-surge streams (1.7 "
+        "million product windows on the report seeds, where a tail of 1e-5 per window raised "
+        f"{steady('1e-05')} and the served {served} raised {steady(served)}). The bound "
+        f"below is {span(bound('10', 'scores', '2'))}, so at 2/h the gap is the detector's: it "
+        "estimates each product's rates from its own texts (the predictive widens "
+        "accordingly), takes the burst's scores to be the calibrated ones rather than known, "
+        "and wants a more negative mean and 6 texts scored ≥ 0.5.",
+        "* **10-text bursts at 8/h, ≥ 0.8: out of reach for any window test** on these "
+        f"domains at 0.1 false per 10k: the best test, knowing every rate exactly, finds "
+        f"{span(bound('10', 'scores'))}, and even perfect labels "
+        f"{span(bound('10', 'labels'))}. A busy product's usual hour holds 2.5-4.4 texts the "
+        "model calls negative and 2.0-4.1 labelled so; a tail of 1e-5 over that takes 11-16 "
+        "negatives in the hour, about what a 10-text burst brings the window to on average, "
+        "so only bursts on a quiet hour clear it. The detector finds "
+        f"{span(at('8', served))} at the served point ({span(at('8', '1e-05'))} at 1e-5). "
+        f"For 15-text bursts the bound is {span(bound('15', 'scores'))} and the detector finds "
+        f"{span(big8)} at the served point.",
+        "* **Bursts 1 h and 3 h into a product's life, ≥ 0.8: met at 2/h** "
+        f"({young('2', served)} at 1 h/3 h at the served point; 0.00/0.00 before: the warm-up),"
+        f" **not at 8/h** ({young('8', served)}: the bound above holds for a busy product's "
+        "first hours as for its later ones). A product launched into an empty stream (no "
+        'prior yet) is silent in its first hour ("Public-opinion surges" above).',
+        f"* **A steady stream raises none: products, {steady(served)} alert** in 20 no-surge "
+        "months of 40 products of unlike rates (the rule made it none on the tuning seeds); "
+        f"**brands: {steady(brand_served, 'brand')} even at {brand_served}** "
+        f"({steady('1e-05', 'brand')} at 1e-5): those traced came within hours of a product "
+        "many times busier than the rest launching, when its brand's hour is much busier and "
+        "by chance a little more negative, before the step guard takes the new volume as "
+        "usual (it needs a full hour of it). So the rule sent brands to the "
+        "grid's end, where they alert on brand-sized surges only (15-text bursts: "
+        f"{span(brand15)}); brand recall on 10-text bursts was 0.00-0.10 before.",
+        "",
+        "Procedure notes: the design (score bins, the likelihood-ratio weights, the stream "
+        "prior, the mean-shift test at 0.2 for products and 0.01 for brands, the step guard) "
+        "was settled on tuning-seed traffic (100-101) before this grid ran; the report seeds "
+        "were not looked at until then, and the grid and the rule did not change after. One "
+        "fix to the detector came after its first run: the real replay of the no-surge "
+        "streams (`riskstream eval surge`) showed 5 brand alerts in Rotten Tomatoes where the "
+        "recording had 1, because an alert then kept its whole cooldown out of the baseline, "
+        "so a brand whose volume had stepped up never learnt it and alerted again after each "
+        "cooldown; now only the alerted window stays out. A recording raises no alert, so the "
+        "curves and the choice are the same with or without the fix; every figure here is "
+        "from the run after it. The emulated curve and the real replay of the chosen point "
+        "agree within a burst or two per cell (an alerted window stays out of a real "
+        "baseline, not of a recorded one).",
+    ]
+    return lines
 
 
 @click.command()
@@ -196,60 +479,57 @@ def render(result: dict[str, Any]) -> list[str]:
 @click.option(
     "--doc", type=click.Path(dir_okay=False, path_type=Path), default=Path("docs/evaluation.md")
 )
-@click.option("--grid/--no-grid", "run_grid", default=True, help="--no-grid: before/after only")
 @click.option(
-    "--render-only", is_flag=True, help="Rewrite the section from bench/results/tune-surge.json."
+    "--render-only", is_flag=True, help="Rewrite the section from bench/results/surge_curves.json."
 )
-def main(before_rev: str, doc: Path, run_grid: bool, render_only: bool) -> None:
+def main(before_rev: str, doc: Path, render_only: bool) -> None:
     if render_only:
         result = json.loads(RESULTS.read_text(encoding="utf-8"))
         evaluation.write_section(doc, TITLE, render(result))
         return
     started = time.perf_counter()
-    corpora = {d: evaluation.score_corpus(d, click.echo) for d in evaluation.TUNING_DOMAINS}
-    points = grid(corpora) if run_grid else []
-    chosen = choose(points) if points else None
-    click.echo(f"chosen: {chosen and {k: chosen[k] for k in ('warmup_windows', 'max_tail_p')}}")
-    old = load_revision(before_rev)
-    click.echo(f"before ({before_rev}) and after on seeds {evaluation.REPORT_SEEDS}")
-    after = {"warmup_windows": surge.WARMUP_WINDOWS, "max_tail_p": surge.MAX_TAIL_P}
-    if chosen is not None:
-        after = {k: chosen[k] for k in after}
-        if (
-            after["warmup_windows"] != surge.WARMUP_WINDOWS
-            or after["max_tail_p"] != surge.MAX_TAIL_P
-        ):
-            click.echo(
-                f"NOTE: stream/core/surge.py defaults differ from the chosen {after}; set them"
-            )
-    detectors = {
-        "before": (old.DEFAULT, old.BRAND, old.observe),
-        "after": (
-            dataclasses.replace(surge.DEFAULT, **after),
-            dataclasses.replace(surge.BRAND, **after),
-            surge.observe,
-        ),
+    corpora = {d: evaluation.score_corpus(d, click.echo) for d in evaluation.SURGE_DOMAINS}
+    click.echo(f"tuning seeds {evaluation.TUNING_SEEDS}")
+    tuning = record_curves(corpora, evaluation.TUNING_SEEDS)
+    chosen = {kind: choose(tuning, kind) for kind in KINDS}
+    click.echo(f"chosen: {chosen}")
+    if chosen != {"product": surge.DEFAULT.max_tail_p, "brand": surge.BRAND.max_tail_p}:
+        click.echo("NOTE: stream/core/surge.py's max_tail_p differ from the chosen; set them")
+    click.echo(f"report seeds {evaluation.REPORT_SEEDS}")
+    report = record_curves(corpora, evaluation.REPORT_SEEDS)
+    configs = {
+        "product": dataclasses.replace(surge.DEFAULT, max_tail_p=chosen["product"]),
+        "brand": dataclasses.replace(surge.BRAND, max_tail_p=chosen["brand"]),
     }
-    comparison = {}
-    for name, (cfg, brand, observe) in detectors.items():
-        cells = evaluation._cells(corpora, cfg, brand, evaluation.REPORT_SEEDS, observe)
-        comparison[name] = {
-            cell: {kind: pooled(runs, kind) for kind in ("product", "brand")}
-            for cell, runs in cells.items()
-        }
+    click.echo("the chosen point, replayed")
+    after = measured(corpora, configs, evaluation.REPORT_SEEDS)
+    old = load_revision(before_rev)
+    click.echo(f"the detector at {before_rev}, replayed")
+    before = measured(
+        corpora, {"product": old.DEFAULT, "brand": old.BRAND}, evaluation.REPORT_SEEDS, old.observe
+    )
+    click.echo("the bound")
+    bound = {
+        cell: {str(size): oracle(corpora[domain], rate, size) for size in BURST_SIZES}
+        for cell, domain, rate in _cells(corpora)
+    }
     result = {
-        "grid": points,
+        "tails": list(TAILS),
         "chosen": chosen,
+        "tuning": tuning,
+        "report": report,
         "after": after,
+        "before": before,
         "before_rev": before_rev,
-        "comparison": comparison,
+        "oracle": bound,
+        "config": dataclasses.asdict(surge.DEFAULT),
+        "brand_config": dataclasses.asdict(surge.BRAND),
         "seconds": round(time.perf_counter() - started, 1),
     }
     evaluation.dump(result, RESULTS)
-    if chosen is not None:
-        lines = render(result)
-        click.echo("\n".join(lines))
-        evaluation.write_section(doc, TITLE, lines)
+    lines = render(json.loads(json.dumps(result, default=float)))
+    click.echo("\n".join(lines))
+    evaluation.write_section(doc, TITLE, lines)
 
 
 if __name__ == "__main__":

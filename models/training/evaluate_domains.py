@@ -485,7 +485,8 @@ def render_domains(result: Mapping[str, Any]) -> list[str]:
         "Accuracy and PR-AUC are negative against positive (neutral left out). The threshold",
         "columns count neutral texts as *not negative*, as an alert would: precision / recall /",
         f"share of all texts flagged. `negative_review` fires at ≥ {limits.negative_review:g},",
-        f"a surge window counts a text at ≥ {limits.surge_negative:g}, `scam_chat` fires at ≥ "
+        f"a surge window's support counts a text at ≥ {limits.surge_negative:g} (its trigger "
+        "weighs every text by its score), `scam_chat` fires at ≥ "
         f"{limits.scam_chat:g}: on these sets (no scams in them) every flag is a false alarm.",
         "",
         "| domain | lang | accuracy | PR-AUC | `negative_review` P / R / flagged | "

@@ -16,12 +16,19 @@ import pytest
 from stream.config import Settings
 from stream.core.delivery import DeliveryLedger
 from stream.core.errors import FailurePolicy
-from stream.core.member import PACKED_MENTIONS_KEY, subject_partition
+from stream.core.member import PACKED_MENTIONS_KEY
 from stream.core.steps import RawRecord, decode_record
 from stream.core.surge import REORDER, subject_key
 from stream.topics import ALERTS, DEAD_LETTER, MEMBER_EVENTS, SUBJECT_EVENTS
 from stream.worker.batcher import MicroBatcher
-from stream.worker.stages import SURGE_TICK, HopRecord, InFlight, MemberExpiry, Stages
+from stream.worker.stages import (
+    SURGE_TICK,
+    HopRecord,
+    InFlight,
+    MemberExpiry,
+    Stages,
+    subject_partition,
+)
 from tests.fakes import FakeModelHandler
 from tests.fixtures import pseudonym
 from tests.test_import_rules import run_python
@@ -492,3 +499,31 @@ async def test_hop_records_do_not_wait_behind_texts_still_at_the_model(stages) -
         assert stages.member_table["m1"]["counts"]["review"] == 1
     finally:
         publisher.cancel()
+
+
+async def test_the_surge_stage_keeps_the_partitions_stream_prior_in_the_table(stages) -> None:
+    """A subject's closed windows are pooled into its partition's stream prior, stored under a
+    key no subject has, so a new subject of that partition has a prior to lean on."""
+    from stream.core.surge import prior_key
+
+    hour = 3_600_000
+    mentions = [
+        {
+            **orjson.loads(stages_mention(f"r{i}")),
+            "event_time_ms": 1_795_428_000_000 + i * hour // 2,
+            "p_negative": 0.2,
+            "negative": False,
+            "kind": "product",
+            "id": "p1",
+        }
+        for i in range(12)
+    ]
+    stages.ledger.assign({(SUBJECT_EVENTS, 0): 0})
+    for offset, mention in enumerate(mentions):
+        admission = stages.ledger.admit((SUBJECT_EVENTS, 0), offset).admission
+        value = orjson.dumps({"mentions": [mention]})
+        record = RawRecord(SUBJECT_EVENTS, 0, offset, PACKED_MENTIONS_KEY, value)
+        await stages.subject_record(record, 100.0 + offset * REORDER.hold_s, admission)
+    assert prior_key(0) in stages.surge_table
+    assert "pending" not in stages.surge_table[prior_key(0)]
+    assert "r0" in stages.surge_table["product:p1"]["recent_event_ids"]
