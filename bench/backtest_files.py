@@ -61,8 +61,9 @@ def demo_rows(
         chinese = n % 2 == 1 and bool(zh_negatives)
         reviews = corpus.zh_reviews if chinese else corpus.reviews
         burst_texts = zh_negatives if chinese else negatives
-        # the product's ordinary reviews before its burst: a subject with no history is in
-        # its warm-up and cannot alert (stream/core/surge.py), however negative its first hour
+        # the product's ordinary reviews before its burst: a baseline of its own (a new subject
+        # leans on its partition's stream prior, stream/core/surge.py, which a short replay
+        # may not have built yet)
         for h in range(history_hours):
             at = start - (history_hours - h) * HOUR_MS + rng.randrange(HOUR_MS)
             _, text, label = rng.choice(reviews)

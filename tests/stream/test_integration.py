@@ -145,8 +145,9 @@ def planted_pii() -> list[tuple[str, bytes, bytes]]:
 
 
 def surge_history() -> list[tuple[str, bytes, bytes]]:
-    """One ordinary review of the surge product a day before its burst: a subject with no
-    history is in its warm-up and raises no surge (``stream.core.surge``). Produce it first."""
+    """One ordinary review of the surge product a day before its burst, so the product has a
+    baseline of its own (a new subject leans on its partition's stream prior, which this short
+    run has not built: ``stream.core.surge``). Produce it first."""
     review = {
         "event_id": "surge-history",
         "member_id": "m-surge-0",
