@@ -297,9 +297,13 @@ class Stages:
             if output.topic == SUBJECT_EVENTS:
                 batch.mentions.append(output)
                 continue
-            delivery = await self.send(output.topic, output.key, output.value)
-            if asyncio.isfuture(delivery):
-                batch.deliveries.append(delivery)
+            await self._send_tracked(batch, output)
+
+    async def _send_tracked(self, batch: OutputBatch, output: Output) -> None:
+        """Send ``output``; ``finish`` waits for its delivery before writing the states."""
+        delivery = await self.send(output.topic, output.key, output.value, output.partition)
+        if asyncio.isfuture(delivery):
+            batch.deliveries.append(delivery)
 
     async def finish(self, batch: OutputBatch) -> None:
         """The batch's mentions, packed per subject; then, once every output is delivered,
@@ -308,9 +312,7 @@ class Stages:
         partitions = self.partitions_of(SUBJECT_EVENTS) or self.settings.partitions
         packs = pack_mentions(batch.mentions, lambda key: subject_partition(key, partitions))
         for packed in packs:
-            delivery = await self.send(packed.topic, packed.key, packed.value, packed.partition)
-            if asyncio.isfuture(delivery):
-                batch.deliveries.append(delivery)
+            await self._send_tracked(batch, packed)
         if batch.deliveries:
             await asyncio.gather(*batch.deliveries)
         for member_id, write in batch.states.items():
