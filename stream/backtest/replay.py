@@ -394,10 +394,13 @@ async def run_once(
     except asyncio.CancelledError:
         asyncio.current_task().uncancel()
         result.status = "interrupted"
+        if progress is not None:
+            progress.console.print("interrupted: stopping the worker, writing a partial report")
     finally:
         worker.stop()
         with contextlib.suppress(Exception):
-            await collector.stop()
+            # bounded: an interrupted run must end with its report, whatever the broker does
+            await asyncio.wait_for(collector.stop(), 10)
     result.elapsed_s = time.monotonic() - started
     return result
 

@@ -40,6 +40,9 @@ class WatchdogPolicy:
     not_ready_s: float = 600.0
     #: Records waiting but none admitted this long (while ready): resync, once per stall.
     resync_after_s: float = 30.0
+    #: A partition's hole (records it must re-read) open this long: resync, then again after
+    #: as long if it is still open.
+    hole_resync_after_s: float = 10.0
     #: Signs that the broker lost data this worker knew, seen this long: exit.
     data_loss_s: float = 10.0
     #: Table recovery under way and reading nothing this long: exit (None: no bound).
@@ -62,6 +65,8 @@ class Observation:
     #: Table recovery under way, and the changelog offsets it has read so far (all summed).
     recovering: bool = False
     recovery_read: int = 0
+    #: The hole open longest, as "reviews[3] at 57", and for how many seconds (None: none).
+    oldest_hole: tuple[str, float] | None = None
 
 
 class Watchdog:
@@ -74,6 +79,7 @@ class Watchdog:
         self._admitted = -1
         self._ready_since_check = started_s
         self._resynced_for: float | None = None  # the stall a resync was already tried for
+        self._hole_resynced_at = started_s
         self._unknown_seen = 0
         self._loss_since: float | None = None
         self._recovery_read = -1
@@ -140,14 +146,23 @@ class Watchdog:
 
     def resync_due(self, seen: Observation) -> str | None:
         """Why to resync now, or None: ready, and either partitions unknown to the ledger in two
-        observations in a row, or no record admitted for ``resync_after_s`` while records wait
-        (call after :meth:`observe`, which tracks progress)."""
+        observations in a row, a hole no seek has filled for ``hole_resync_after_s``, or no
+        record admitted for ``resync_after_s`` while records wait (call after
+        :meth:`observe`, which tracks progress)."""
         self._unknown_seen = self._unknown_seen + 1 if seen.unknown_partitions else 0
         if not seen.ready:
             return None
         if self._unknown_seen >= 2:
             self._unknown_seen = 0
             return f"{seen.unknown_partitions} assigned partitions unknown to the delivery ledger"
+        if seen.oldest_hole is not None:
+            where, open_s = seen.oldest_hole
+            if (
+                open_s >= self.policy.hole_resync_after_s
+                and seen.now_s - self._hole_resynced_at >= self.policy.hole_resync_after_s
+            ):
+                self._hole_resynced_at = seen.now_s
+                return f"the records of {where} not re-read after {open_s:.0f} s"
         stalled_for = seen.now_s - self._progress_at
         if (
             seen.lag_total

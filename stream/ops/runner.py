@@ -79,6 +79,16 @@ class WorkerProcess:
         except subprocess.TimeoutExpired:
             self.kill()
 
+    def warnings(self, limit: int = 40) -> str:
+        """The log's WARNING and ERROR lines but heartbeat noise, the last ``limit`` of them."""
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        found = [
+            line
+            for line in text.splitlines()
+            if ("[WARNING]" in line or "[ERROR]" in line) and "Heartbeat failed" not in line
+        ]
+        return "\n".join(found[-limit:])
+
     def log_tail(self, lines: int = 40) -> str:
         text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
         return "\n".join(text.splitlines()[-lines:])

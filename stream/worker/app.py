@@ -262,6 +262,13 @@ class Worker:
         read = sum(offset for offset in offsets if offset is not None)
         return bool(recovery.in_recovery), int(read)
 
+    def oldest_hole(self) -> tuple[str, float] | None:
+        hole = self.ledger.oldest_hole()
+        if hole is None:
+            return None
+        (topic, partition), offset, open_s = hole
+        return f"{topic}[{partition}] at {offset}", open_s
+
     async def watch(self) -> None:
         """Exit, so the supervisor starts a fresh worker, when the broker lost data this worker
         knew, table recovery makes no progress, nothing moves while records wait, or the worker
@@ -312,6 +319,7 @@ class Worker:
                 data_lost=data_lost,
                 recovering=recovering,
                 recovery_read=recovery_read,
+                oldest_hole=self.oldest_hole(),
             )
             reason = dog.observe(seen)
             if reason is not None:

@@ -30,6 +30,11 @@ MEMBER_EVENTS_DONE = Counter(
     "riskstream_stream_member_events_processed",
     "Member-stage events whose outputs were all handed to the producer.",
 )
+MEMBER_EVENTS_LEFT = Counter(
+    "riskstream_stream_member_events_left_to_new_owner",
+    "Member-stage events not applied because their partition was revoked while they waited "
+    "(the new owner applies them).",
+)
 MEMBER_STAGE_FUSED = Counter(
     "riskstream_stream_member_stage_fused",
     "Input events that went through the member stage in the edge, without the member-events "

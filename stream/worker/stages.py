@@ -501,6 +501,13 @@ class Stages:
         the event was read (for errors, and the state's partition); ``event`` and
         ``admission``, its Faust event and ledger entry."""
         await self.models_ready.wait()
+        if admission is not None and not self.ledger.current(admission):
+            # its partition moved on while the event waited (in the hop queue, or the batch):
+            # the new owner applies it from the committed offset. Applied here, it would read
+            # a state this worker no longer keeps and publish a stale profile after the new
+            # owner's (seen as miscounted profiles in the scale-out test).
+            metrics.MEMBER_EVENTS_LEFT.inc()
+            return
         try:
             member_id = evt["event"]["member_id"]
         except Exception as exc:

@@ -383,11 +383,17 @@ def test_ctrl_c_leaves_a_valid_partial_report(kafka_broker, built_model, tmp_pat
             assert process.poll() is None, process.stdout.read().decode()
             time.sleep(0.3)
         process.send_signal(signal.SIGINT)
-        output = process.communicate(timeout=60)[0].decode()
+        interrupted_at = time.monotonic()
+        output = process.communicate(timeout=120)[0].decode()
+        took = time.monotonic() - interrupted_at
+        print(f"exit {took:.1f} s after Ctrl-C")
     finally:
         if process.poll() is None:
             process.kill()
     assert process.returncode == 1, output
+    # the worker gets 20 s to stop, the collector 10 s; the partial report is written after
+    assert took < 60, f"{took:.0f} s from Ctrl-C to exit\n{output}"
+    assert "interrupted: stopping the worker" in output
     report = orjson.loads(report_path.read_bytes())
     assert report["status"] == "interrupted"
     assert 50 <= report["events"]["accounted"] < report["events"]["input_total"] == RECORDS

@@ -83,7 +83,16 @@ async def run_through(kafka_broker, make_worker, prefix: str, demo: list, scale_
     )
     missing = expected_ids - {orjson.loads(m.value)["event_id"] for m in found[scored_t]}
     assert not missing, f"{len(missing)} events never scored\n{first.log_tail()}"
-    assert complete(found), "profiles miscount"
+    latest = {m.key.decode(): orjson.loads(m.value)["counts"] for m in found[profiles_t]}
+    wrong = {
+        m: (latest.get(m), dict(c))
+        for m, c in counts.items()
+        if latest.get(m) != {k: c.get(k, 0) for k in KINDS}
+    }
+    assert not wrong, (
+        f"{len(wrong)} profiles miscount (profile, expected): {list(wrong.items())[:5]}\n"
+        + "\n".join(w.warnings() for w in [first, *extra])
+    )
     return {
         m.key.decode(): (
             orjson.loads(m.value)["alert_type"],

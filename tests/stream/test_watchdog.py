@@ -72,6 +72,20 @@ def test_partitions_unknown_to_the_ledger_are_resynced_when_seen_twice_while_rea
     assert dog.resync_due(busy) is None  # not while rebalancing
 
 
+def test_a_hole_no_seek_fills_is_resynced_every_so_often_while_it_stays_open() -> None:
+    """The ledger never skips a hole on time alone; a hole its own seeks do not fill (the
+    partition paused, say) gets a resync of every partition after 10 s, not the 30 s stall."""
+    dog = Watchdog(WatchdogPolicy(hole_resync_after_s=10), started_s=0)
+    whys = {}
+    for t in range(0, 40, 2):
+        hole = ("chats[2] at 57", float(t - 4)) if t >= 4 else None
+        obs = Observation(t, True, True, t, 100, oldest_hole=hole)  # other partitions move
+        assert dog.observe(obs) is None
+        whys[t] = dog.resync_due(obs)
+    assert [t for t, why in whys.items() if why] == [14, 24, 34]
+    assert whys[14] == "the records of chats[2] at 57 not re-read after 10 s"
+
+
 def lost(t: float, *signs: str, ready=False) -> Observation:
     return Observation(t, True, ready, 0, 0, data_lost=signs)
 
