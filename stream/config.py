@@ -394,6 +394,13 @@ class Settings(BaseSettings):
     profile_throttle_s: float = Field(
         60.0, ge=0, description="Event-time seconds between a member's profile publications."
     )
+    state_flush_ms: int = Field(
+        1000,
+        ge=0,
+        description="Longest a member's new state waits to be written (its events are "
+        "committed after it): one table write per active member per flush, not per event. "
+        "Outputs never wait for it; 0 writes after every publisher batch.",
+    )
     log_level: Literal["debug", "info", "warning", "error", "critical"] = Field(
         "info", description="Worker log level."
     )

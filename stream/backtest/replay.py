@@ -330,6 +330,7 @@ async def run_once(
     checkpoint: Callable[[RunResult], None],
     progress: Progress | None,
     broker_env: Mapping[str, str] | None = None,
+    interrupted: asyncio.Event | None = None,
 ) -> RunResult:
     """Copy ``records`` under ``prefix``, run a worker over them, collect until drained.
     ``broker_env``: the worker's environment for this broker (``plaintext_env()`` for an
@@ -364,6 +365,10 @@ async def run_once(
         confirmations = 0
         url = f"http://127.0.0.1:{web_port}/metrics"
         while True:
+            if interrupted is not None and interrupted.is_set():
+                # the task's cancellation alone is not enough: a Ctrl-C in CI was swallowed
+                # on its way through a client library and the replay ran to its end
+                raise asyncio.CancelledError
             await collector.poll()
             now = time.monotonic()
             snapshot = await asyncio.to_thread(live.scrape, url, now)
@@ -541,8 +546,19 @@ async def replay(source: ReplaySource, options: ReplayOptions, console: Console)
     meta["broker"] = "embedded" if broker else broker_url
     main_task = asyncio.current_task()
     loop = asyncio.get_running_loop()
-    with contextlib.suppress(NotImplementedError, RuntimeError):
-        loop.add_signal_handler(signal.SIGTERM, main_task.cancel)
+    interrupted = asyncio.Event()
+
+    def interrupt() -> None:
+        """Ctrl-C or SIGTERM: stop the run and write the partial report; a second Ctrl-C
+        exits at once."""
+        if interrupted.is_set():
+            raise KeyboardInterrupt
+        interrupted.set()
+        main_task.cancel()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(signum, interrupt)
     columns = (*Progress.get_default_columns()[:2], MofNCompleteColumn(), TimeRemainingColumn())
     progress = Progress(*columns, console=console, disable=not options.show_progress)
     try:
@@ -567,6 +583,7 @@ async def replay(source: ReplaySource, options: ReplayOptions, console: Console)
                     checkpoint,
                     progress,
                     broker_env,
+                    interrupted,
                 )
                 if results[label].status != "complete":
                     break
@@ -576,8 +593,9 @@ async def replay(source: ReplaySource, options: ReplayOptions, console: Console)
             if result.status == "running":
                 result.status = "interrupted"
     finally:
-        with contextlib.suppress(Exception):
-            loop.remove_signal_handler(signal.SIGTERM)
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(Exception):
+                loop.remove_signal_handler(signum)
         if broker is not None:
             broker.stop()
     return write(final=True)

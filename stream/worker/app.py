@@ -464,7 +464,7 @@ def build_app(
     )
     stages.within_event = _within_event
     stages.partitions_of = lambda logical: app.consumer.topic_partitions(settings.topic(logical))
-    metrics.IN_FLIGHT.set_function(stages.in_flight.qsize)
+    metrics.IN_FLIGHT.set_function(stages.in_flight_count)
     worker = Worker(settings, app, ledger, stages, topics)
     from stream.worker.champion import ChampionFollower, from_settings_factory
 

@@ -78,6 +78,9 @@ FraudScorerT = Callable[[dict], "tuple[float, list, str] | None"]
 
 #: Key of the tick records that flush held mentions when a subject goes quiet.
 SURGE_TICK = b"__tick__"
+#: Published events waiting for the write-behind of their member states, at most: then it is
+#: flushed whatever ``RISKSTREAM_STATE_FLUSH_MS`` says (Faust keeps them unacked meanwhile).
+MAX_UNDONE = 4096
 
 
 class Acker(Protocol):
@@ -256,6 +259,15 @@ class Stages:
         self.in_flight: asyncio.Queue[InFlight] = asyncio.Queue(maxsize=batcher.max_pending)
         #: Member-events records after the hop, for the publisher (``publish_in_order``).
         self.hop_queue: asyncio.Queue[HopRecord] = asyncio.Queue(maxsize=batcher.max_pending)
+        #: Taken by the publisher from ``in_flight``, their scores not back yet.
+        self.waiting: deque[InFlight] = deque()
+        #: Write-behind of member states (``RISKSTREAM_STATE_FLUSH_MS``): the newest state
+        #: per member not yet written, and the published events (outputs delivered) that are
+        #: done once it is, in publication order.
+        self.unwritten: dict[str, StateWrite] = {}
+        self.undone: list[InFlight | HopRecord] = []
+        self.unwritten_since: float | None = None
+        self.state_flush_s = settings.state_flush_ms / 1000
         #: Subject-events partition -> subject -> its state with the held mentions.
         self.held: dict[int, dict[str, dict[str, Any]]] = {}
         #: Subject-events partition -> subject -> (offset, arrival) of its oldest held mention.
@@ -306,20 +318,35 @@ class Stages:
             batch.deliveries.append(delivery)
 
     async def finish(self, batch: OutputBatch) -> None:
-        """The batch's mentions, packed per subject; then, once every output is delivered,
-        each member's newest state (one table write per member per batch). A state whose
-        partition was revoked meanwhile is not written: its new owner applies the events."""
+        """``deliver`` the batch's outputs, then write each member's newest state."""
+        await self.deliver(batch)
+        self.write_states(batch.states)
+
+    async def deliver(self, batch: OutputBatch) -> None:
+        """The batch's mentions, packed per subject; then wait until every output of the
+        batch is delivered."""
         partitions = self.partitions_of(SUBJECT_EVENTS) or self.settings.partitions
         packs = pack_mentions(batch.mentions, lambda key: subject_partition(key, partitions))
         for packed in packs:
             await self._send_tracked(batch, packed)
         if batch.deliveries:
             await asyncio.gather(*batch.deliveries)
-        for member_id, write in batch.states.items():
-            if write.admission is not None and not self.ledger.current(write.admission):
+
+    def write_states(self, states: dict[str, StateWrite]) -> None:
+        """One table write per member. A state whose partition was revoked meanwhile is not
+        written: its new owner applies the events."""
+        for member_id, write in states.items():
+            if self._stale(write):
                 continue
             with self.within_event(write.event):
                 self.member_table[member_id] = write.state
+
+    def _stale(self, write: StateWrite | None) -> bool:
+        return (
+            write is not None
+            and write.admission is not None
+            and not self.ledger.current(write.admission)
+        )
 
     async def check_label(self, record: RawRecord) -> None:
         """A ``labels`` record: dead-lettered with its reason when invalid, else counted."""
@@ -408,9 +435,33 @@ class Stages:
         await self._done(batch, published)
 
     async def _done(self, batch: OutputBatch, items: list[InFlight | HopRecord]) -> None:
-        await self.finish(batch)
-        for item in items:
+        """The batch's outputs are delivered; its states join the write-behind, and its
+        events are done when they are written (at once with ``state_flush_ms`` 0)."""
+        await self.deliver(batch)
+        self.unwritten.update(batch.states)
+        self.undone.extend(items)
+        if self.unwritten_since is None:
+            self.unwritten_since = time.monotonic()
+        if self.flush_in() <= 0:
+            await self.flush_states()
+
+    def flush_in(self) -> float:
+        """Seconds until the write-behind is due (inf: nothing waits)."""
+        if self.unwritten_since is None:
+            return float("inf")
+        if len(self.undone) >= MAX_UNDONE:
+            return 0.0
+        return self.unwritten_since + self.state_flush_s - time.monotonic()
+
+    async def flush_states(self) -> None:
+        """Write the newest state of every member the events since the last flush changed,
+        then mark those events done (complete and ack), in publication order."""
+        states, items = self.unwritten, self.undone
+        self.unwritten, self.undone, self.unwritten_since = {}, [], None
+        self.write_states(states)
+        for item in items:  # no await in between: completions stay in order per partition
             self.ledger.complete(item.admission)
+        for item in items:
             await item.stream.ack(item.event)
 
     async def publish_in_order(self, max_batch: int = 256) -> None:
@@ -419,16 +470,20 @@ class Stages:
         waiting for the model: the queued input events whose scores are back, in order, up to
         ``max_batch``, and the member-events records queued after the hop (these must not wait
         behind texts still at the model: their members' states would lag by seconds)."""
-        waiting: deque[InFlight] = deque()  # taken from ``in_flight``, scores not back yet
         hops: deque[HopRecord] = deque()  # taken from ``hop_queue``
         while True:
-            items = await self._publishable(waiting, hops, max_batch)
+            items = await self._publishable(self.waiting, hops, max_batch)
             try:
                 await self.publish_batch(items)
             except Exception as exc:
                 record = items[0].record
                 where = f"{record.topic}[{record.partition}] offset {record.offset}"
                 self.fatal(exc, f"publishing a batch of {len(items)} from {where}")
+
+    def in_flight_count(self) -> int:
+        """Events admitted by the edge and not yet published (queued, or held by the
+        publisher until their scores are back)."""
+        return self.in_flight.qsize() + len(self.waiting)
 
     async def _publishable(
         self, waiting: deque[InFlight], hops: deque[HopRecord], max_batch: int
@@ -447,7 +502,11 @@ class Stages:
             if items:
                 return items
             # nothing to publish yet: wait for a hop record, and for the head's scores or
-            # (none waiting) a new input event
+            # (none waiting) a new input event, at most until the write-behind is due
+            flush_in = self.flush_in()
+            if flush_in <= 0:
+                await self.flush_states()
+                continue
             next_hop = asyncio.ensure_future(self.hop_queue.get())
             if waiting:
                 head = waiting[0].scores
@@ -456,7 +515,11 @@ class Stages:
             else:
                 other = asyncio.ensure_future(self.in_flight.get())
             try:
-                await asyncio.wait([next_hop, other], return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait(
+                    [next_hop, other],
+                    timeout=None if flush_in == float("inf") else flush_in,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
             finally:
                 next_hop.cancel()
                 other.cancel()
@@ -513,7 +576,9 @@ class Stages:
         except Exception as exc:
             await self.on_processing_error(record, "member", exc)
             return
-        pending = batch.states.get(member_id)
+        pending = batch.states.get(member_id) or self.unwritten.get(member_id)
+        if self._stale(pending):  # its partition moved and came back: the table is the truth
+            pending = None
         previous = pending.state if pending is not None else self.member_table.get(member_id)
         try:
             outcome = member_step(

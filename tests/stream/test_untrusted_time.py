@@ -43,7 +43,7 @@ def make_stages(tmp_path: Path, wall_ms: int = WALL_MS, **overrides: Any) -> Sta
         data_dir=tmp_path,
         profile_throttle_s=0,
         partitions=1,
-        **overrides,
+        **{"state_flush_ms": 0, **overrides},  # states written per batch, read back here
     )
     handler = FakeModelHandler()
     recorder = Recorder()

@@ -64,6 +64,7 @@ def stages(tmp_path: Path):
         data_dir=tmp_path,
         profile_throttle_s=0,
         member_ttl_days=100,
+        state_flush_ms=0,  # per-batch writes; the write-behind has tests of its own
         partitions=2,
     )
     handler = FakeModelHandler()
@@ -526,6 +527,8 @@ async def test_hop_records_do_not_wait_behind_texts_still_at_the_model(stages) -
             await asyncio.sleep(0.01)
         assert stages.recorder.acked == ["hop-0"]  # the text is still at the model
         assert stages.member_table["m1"]["counts"]["review"] == 1
+        # the publisher holds the text: the in-flight gauge still counts it
+        assert stages.in_flight.empty() and stages.in_flight_count() == 1
     finally:
         publisher.cancel()
 
@@ -556,3 +559,72 @@ async def test_the_surge_stage_keeps_the_partitions_stream_prior_in_the_table(st
     assert prior_key(0) in stages.surge_table
     assert "pending" not in stages.surge_table[prior_key(0)]
     assert "r0" in stages.surge_table["product:p1"]["recent_event_ids"]
+
+
+def hops(stages, offsets: range, partition: int = 1) -> list[HopRecord]:
+    """Member-events records of member m1 at ``offsets``, admitted through the ledger."""
+    items = []
+    for offset in offsets:
+        admission = stages.ledger.admit((MEMBER_EVENTS, partition), offset).admission
+        value = orjson.dumps(member_event(f"r{offset}", negative=0.99))
+        items.append(
+            HopRecord(stages.recorder, f"event-{offset}", admission, member_record(value, offset))
+        )
+    return items
+
+
+async def test_the_write_behind_writes_a_member_once_per_flush_and_commits_after_it(
+    stages,
+) -> None:
+    """Three publisher batches of one member within the flush interval: outputs go out at
+    once, each batch counts on the state the one before left (not yet in the table), and the
+    state is written once; the events are done only after that write."""
+    stages.state_flush_s = 60.0
+    stages.member_table = table = CountingTable()
+    stages.ledger.assign({(MEMBER_EVENTS, 1): 0})
+    for batch in range(3):
+        await stages.publish_batch(hops(stages, range(batch * 2, batch * 2 + 2)))
+    profiles = [orjson.loads(v) for t, _, v, _ in stages.recorder.sent if t == "member-profiles"]
+    assert [p["counts"]["review"] for p in profiles] == [1, 2, 3, 4, 5, 6]
+    assert table.writes == 0 and not stages.recorder.acked
+    assert stages.ledger.committable((MEMBER_EVENTS, 1)) == 0
+    await stages.flush_states()
+    assert table.writes == 1 and table["m1"]["counts"]["review"] == 6
+    assert stages.recorder.acked == [f"event-{i}" for i in range(6)]
+    assert stages.ledger.committable((MEMBER_EVENTS, 1)) == 6
+
+
+async def test_an_idle_publisher_flushes_the_write_behind_when_it_is_due(stages) -> None:
+    stages.state_flush_s = 0.2
+    stages.ledger.assign({(MEMBER_EVENTS, 1): 0})
+    for item in hops(stages, range(2)):
+        await stages.hop_queue.put(item)
+    publisher = asyncio.ensure_future(stages.publish_in_order())
+    try:
+        await asyncio.sleep(0.1)
+        assert stages.recorder.sent and not stages.recorder.acked  # published, not yet done
+        for _ in range(100):
+            if stages.recorder.acked:
+                break
+            await asyncio.sleep(0.01)
+        assert stages.recorder.acked == ["event-0", "event-1"]  # nothing new arrived
+        assert stages.member_table["m1"]["counts"]["review"] == 2
+    finally:
+        publisher.cancel()
+
+
+async def test_the_write_behind_of_a_partition_revoked_and_assigned_again_is_dropped(
+    stages,
+) -> None:
+    """Revoked before the flush: its states are not written and its events not committed,
+    so they are read again from the commit; and when the partition comes back, the member
+    stage counts on the table, not on the state of the lost assignment."""
+    stages.state_flush_s = 60.0
+    stages.ledger.assign({(MEMBER_EVENTS, 1): 0})
+    await stages.publish_batch(hops(stages, range(2)))
+    stages.ledger.revoke([(MEMBER_EVENTS, 1)])
+    stages.ledger.assign({(MEMBER_EVENTS, 1): 0})  # back, from the committed offset
+    await stages.publish_batch(hops(stages, range(2)))  # read again
+    await stages.flush_states()
+    assert stages.member_table["m1"]["counts"]["review"] == 2  # each event counted once
+    assert stages.ledger.committable((MEMBER_EVENTS, 1)) == 2
