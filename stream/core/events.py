@@ -199,6 +199,10 @@ class SubjectEvent(Struct, kw_only=True):
     model_version: str | None
     kind: Literal["product", "brand"]
     id: Masked
+    #: The text's P(negative), 4 decimals: the surge detector weighs the mention by it
+    #: against its subject's own scores. Absent on mentions written before (they count at
+    #: ``stream.core.surge.LEGACY_SCORES``).
+    p_negative: Annotated[float, Meta(ge=0, le=1)] | None = None
 
 
 class SubjectMentions(Struct, kw_only=True):

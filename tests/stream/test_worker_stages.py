@@ -180,7 +180,9 @@ async def test_a_batch_packs_its_mentions_one_record_per_partition(stages) -> No
     from stream.core.events import TOPIC_TYPES
 
     for value in (v for t, _, v, _ in stages.recorder.sent if t == SUBJECT_EVENTS):
-        msgspec.json.decode(value, type=TOPIC_TYPES[SUBJECT_EVENTS])  # its published schema
+        packed_mentions = msgspec.json.decode(value, type=TOPIC_TYPES[SUBJECT_EVENTS])
+        # the score the surge detector weighs each mention by travels with it, typed
+        assert all(m.p_negative is not None for m in packed_mentions.mentions)
 
 
 async def test_an_input_topic_of_another_size_always_takes_the_hop(stages) -> None:
