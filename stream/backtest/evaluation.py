@@ -350,28 +350,6 @@ def replay_detector(
     return Replay(alerts, records, stream)
 
 
-def run_detector(
-    corpus: ScoredCorpus,
-    events: list[tuple[int, int, int]],
-    configs: dict[str, Any],
-    *,
-    brands: int = 8,
-    negative_threshold: float = 0.5,
-    observe: Callable[..., tuple[dict[str, Any], dict[str, Any] | None]] | None = None,
-    prior: dict[str, Any] | None = None,
-) -> list[tuple[str, int, int]]:
-    """The alerts of :func:`replay_detector`: (kind, subject, event time) per alert."""
-    return replay_detector(
-        corpus,
-        events,
-        configs,
-        brands=brands,
-        negative_threshold=negative_threshold,
-        observe=observe,
-        prior=prior,
-    ).alerts
-
-
 def emulate_alerts(
     records: list[tuple[str, int, int, float]],
     max_tail_p: dict[str, float],

@@ -342,11 +342,11 @@ class Stages:
                 self.member_table[member_id] = write.state
 
     def _stale(self, write: StateWrite | None) -> bool:
-        return (
-            write is not None
-            and write.admission is not None
-            and not self.ledger.current(write.admission)
-        )
+        return write is not None and self._revoked(write.admission)
+
+    def _revoked(self, admission: Admission | None) -> bool:
+        """Whether ``admission``'s partition was revoked since (None: not through the ledger)."""
+        return admission is not None and not self.ledger.current(admission)
 
     async def check_label(self, record: RawRecord) -> None:
         """A ``labels`` record: dead-lettered with its reason when invalid, else counted."""
@@ -564,7 +564,7 @@ class Stages:
         the event was read (for errors, and the state's partition); ``event`` and
         ``admission``, its Faust event and ledger entry."""
         await self.models_ready.wait()
-        if admission is not None and not self.ledger.current(admission):
+        if self._revoked(admission):
             # its partition moved on while the event waited (in the hop queue, or the batch):
             # the new owner applies it from the committed offset. Applied here, it would read
             # a state this worker no longer keeps and publish a stale profile after the new

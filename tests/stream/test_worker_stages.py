@@ -226,11 +226,8 @@ async def test_member_stage_publishes_and_keeps_state(stages) -> None:
     assert [a["alert_type"] for a in stages.recorder.on(ALERTS)] == ["negative_review"]
 
 
-async def test_a_state_is_written_once_per_batch_and_only_after_its_outputs_are_delivered(
-    stages,
-) -> None:
-    """Outputs first, then the state: a state that counts an event proves its outputs are out,
-    so a redelivery may publish nothing. Three events of one member in one batch: one write."""
+def deliver_when_told(stages) -> list[asyncio.Future]:
+    """Make ``stages.send`` record each output and return a delivery the test resolves."""
     loop = asyncio.get_running_loop()
     deliveries: list[asyncio.Future] = []
 
@@ -240,6 +237,15 @@ async def test_a_state_is_written_once_per_batch_and_only_after_its_outputs_are_
         return deliveries[-1]
 
     stages.send = send
+    return deliveries
+
+
+async def test_a_state_is_written_once_per_batch_and_only_after_its_outputs_are_delivered(
+    stages,
+) -> None:
+    """Outputs first, then the state: a state that counts an event proves its outputs are out,
+    so a redelivery may publish nothing. Three events of one member in one batch: one write."""
+    deliveries = deliver_when_told(stages)
     stages.member_table = table = CountingTable()
     stages.ledger.assign({(MEMBER_EVENTS, 1): 0})
     items = []
@@ -286,15 +292,7 @@ async def test_an_event_whose_partition_was_revoked_while_it_waited_is_left_alon
 async def test_a_state_of_a_partition_revoked_during_the_batch_is_not_written(stages) -> None:
     """Revoked while the batch's outputs were being delivered: they stand (the new owner's
     come after them), the state is the new owner's to write."""
-    loop = asyncio.get_running_loop()
-    deliveries: list[asyncio.Future] = []
-
-    async def send(topic, key, value, partition=None):
-        stages.recorder.sent.append((topic, key, value, partition))
-        deliveries.append(loop.create_future())
-        return deliveries[-1]
-
-    stages.send = send
+    deliveries = deliver_when_told(stages)
     stages.ledger.assign({(MEMBER_EVENTS, 1): 0})
     admission = stages.ledger.admit((MEMBER_EVENTS, 1), 0).admission
     item = HopRecord(
