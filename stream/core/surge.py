@@ -4,8 +4,13 @@ state-transition function.
 
 ``observe`` folds one scored text about a subject into its state and returns any
 ``opinion_surge`` alert. Windows are ``window_ms`` long and advance every ``hop_ms`` (1 h every
-15 min by default), so a burst is never split across two tumbling windows, and a surge is
+5 min by default), so a burst is never split across two tumbling windows, and a surge is
 flagged as soon as the open window departs from the baseline, without waiting for it to close.
+The hop is fine because a burst starts at any minute: on a 15-minute grid the best window held
+on average seven eighths of an hour-long burst, and the detector lost a tenth of its recall at
+2 texts per product-hour to that alone (``bench/tune_surge.py``'s bound, with bursts placed as
+the simulation places them). A state kept under another hop is rescaled on read
+(``_rehop``).
 A cooldown keeps one surge to one alert. Everything runs on event time: replaying the same
 events gives the same alerts.
 
@@ -84,6 +89,9 @@ NEGATIVE_BINS = range(BINS // 2, BINS)
 #: starts with "~": they are "product:..." and "brand:..."); see ``prior_key``.
 PRIOR_KEY = "~stream-prior"
 
+#: The hop of states written before they said which hop they were kept under.
+LEGACY_HOP_MS = 900_000
+
 #: Picked by ``bench/tune_surge.py`` on seeds 100-101 (see the module docstring).
 MAX_TAIL_P = 3e-6
 BRAND_MAX_TAIL_P = 1e-8
@@ -94,9 +102,9 @@ class SurgeConfig:
     """Window, baseline, prior and alert policy (measured by ``riskstream eval surge``)."""
 
     window_ms: int = 3_600_000
-    hop_ms: int = 900_000
-    #: Discount per hop of the subject's baseline (1 / alpha hops: about a day).
-    alpha: float = 0.01
+    hop_ms: int = 300_000
+    #: Discount per hop of the subject's baseline (1 / alpha hops: 500 hops, about 42 h).
+    alpha: float = 0.002
     #: When the window before the open one held more texts than the baseline's volume puts
     #: above this many standard deviations, that window is the volume baseline: a subject
     #: that got busier (a brand's new product) is usual again an hour later.
@@ -108,22 +116,22 @@ class SurgeConfig:
     #: Negative-event ids carried by an alert.
     sample_ids: int = 5
     #: Empty hops folded one by one before the baseline is decayed in one step.
-    max_gap_hops: int = 2_000
+    max_gap_hops: int = 6_000
     #: The window's weighted count must have at most this chance under the baseline.
     max_tail_p: float = MAX_TAIL_P
     #: The burst the weights are tuned to detect: texts in one window.
     burst_texts: float = 10.0
-    #: Hops over which the stream prior's weight falls from full to zero.
-    prior_hops: int = 96
+    #: Hops over which the stream prior's weight falls from full to zero (a day).
+    prior_hops: int = 288
     #: Texts' worth of weight the stream prior's bin shares carry at full weight.
     prior_texts: float = 50.0
-    #: Windows the stream prior must hold before it is used.
-    prior_min_windows: int = 400
+    #: Windows the stream prior must hold before it is used (one closes every hop).
+    prior_min_windows: int = 1_200
     #: Bounds on the stream prior's volume shape (how alike subjects' volumes are taken to be).
     prior_min_shape: float = 0.5
     prior_max_shape: float = 20.0
     #: Discount per hop of event time of the stream prior (1 / this many hops: a week).
-    prior_memory_hops: int = 672
+    prior_memory_hops: int = 2_016
     #: The fixed prior: volume shape and texts per bin every subject starts with.
     base_shape: float = 0.5
     bin_pseudo: float = 0.1
@@ -211,12 +219,32 @@ def _migrate(state: Mapping[str, Any], cfg: SurgeConfig) -> dict[str, Any]:
     }
 
 
+def _rehop(state: dict[str, Any], cfg: SurgeConfig) -> dict[str, Any]:
+    """A state kept under another ``hop_ms`` (``LEGACY_HOP_MS`` when it does not say), in this
+    one's hops: the baseline's exposure, the age and the pending prior contribution are counted
+    in hops, so they scale by the ratio of the hops; texts and times stay as they are. The open
+    window's buckets keep their start times (an old hop's texts count in one new hop); the last
+    window's texts per hop (the step guard) start again."""
+    kept = state.get("hop_ms", LEGACY_HOP_MS if state.get("hop") is not None else cfg.hop_ms)
+    if kept == cfg.hop_ms:
+        return {**state, "hop_ms": cfg.hop_ms}
+    ratio = kept / cfg.hop_ms
+    return {
+        **state,
+        "hop_ms": cfg.hop_ms,
+        "exposure": state["exposure"] * ratio,
+        "windows": round(state["windows"] * ratio),
+        "recent": [],
+        "contrib": _rehop_aggregate(state.get("contrib") or _empty_aggregate(), kept, cfg),
+    }
+
+
 def _copy(state: Mapping[str, Any] | None, kind: str, subject_id: str, cfg: SurgeConfig) -> dict:
     if state is None:
-        return empty_state(kind, subject_id)
+        return {**empty_state(kind, subject_id), "hop_ms": cfg.hop_ms}
     if "counts" not in state:
-        return _migrate(state, cfg)
-    current = dict(state)
+        return _rehop(_migrate(state, cfg), cfg)
+    current = _rehop(dict(state), cfg)
     current["buckets"] = [[b[0], b[1], b[2], list(b[3])] for b in state["buckets"]]
     current["sample"] = list(state["sample"])
     return current
@@ -232,6 +260,25 @@ def _window_counts(state: Mapping[str, Any]) -> tuple[int, int]:
 def _empty_aggregate() -> dict[str, Any]:
     """Closed windows pooled: how many, their texts and squared texts, texts per bin."""
     return {"hop": None, "windows": 0.0, "texts": 0.0, "texts_sq": 0.0, "bins": [0.0] * BINS}
+
+
+def _rehop_aggregate(agg: Mapping[str, Any], kept: int, cfg: SurgeConfig) -> dict[str, Any]:
+    """Pooled windows counted under hops of ``kept`` ms, as many as this hop closes in the
+    same time (one window closes per hop; each window's texts are unchanged)."""
+    ratio = kept / cfg.hop_ms
+    return {
+        **agg,
+        "hop_ms": cfg.hop_ms,
+        "windows": agg["windows"] * ratio,
+        "texts": agg["texts"] * ratio,
+        "texts_sq": agg["texts_sq"] * ratio,
+        "bins": [c * ratio for c in agg["bins"]],
+    }
+
+
+def _in_hops(agg: Mapping[str, Any], cfg: SurgeConfig) -> Mapping[str, Any]:
+    kept = agg.get("hop_ms", LEGACY_HOP_MS)
+    return agg if kept == cfg.hop_ms else _rehop_aggregate(agg, kept, cfg)
 
 
 def prior_key(partition: int) -> str:
@@ -253,7 +300,7 @@ def absorb(
     out = {kind: dict(agg) for kind, agg in (prior or {}).items()}
     if not contrib or not contrib["windows"]:
         return out, dict(state)
-    agg = out.get(state["kind"]) or _empty_aggregate()
+    agg = _in_hops(out.get(state["kind"]) or {**_empty_aggregate(), "hop_ms": cfg.hop_ms}, cfg)
     hop = contrib["hop"]
     if agg["hop"] is not None and hop is not None and hop > agg["hop"]:
         decay = (1 - 1 / cfg.prior_memory_hops) ** ((hop - agg["hop"]) // cfg.hop_ms)
@@ -265,6 +312,7 @@ def absorb(
             "bins": [c * decay for c in agg["bins"]],
         }
     out[state["kind"]] = {
+        "hop_ms": cfg.hop_ms,
         "hop": hop if agg["hop"] is None else max(agg["hop"], hop or agg["hop"]),
         "windows": agg["windows"] + contrib["windows"],
         "texts": agg["texts"] + contrib["texts"],
@@ -287,6 +335,8 @@ class Prior:
 def stream_prior(prior: Mapping[str, Any] | None, kind: str, cfg: SurgeConfig) -> Prior | None:
     """The kind's prior from its aggregate, or None until it holds ``prior_min_windows``."""
     agg = (prior or {}).get(kind)
+    if agg:
+        agg = _in_hops(agg, cfg)
     if (
         not agg
         or agg["windows"] < cfg.prior_min_windows

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from stream.backtest.evaluation import (
     ScoredCorpus,
@@ -43,7 +44,7 @@ def test_matching_counts_detections_delays_and_false_alerts() -> None:
         ("product", 4, 11 * HOUR),  # another product: false
         ("brand", 3, 11 * HOUR),  # product 3 is in brand 3 of 8
     ]
-    result = match_alerts(alerts, truth, window_ms=HOUR, hop_ms=HOUR // 4, span_ms=48 * HOUR)
+    result = match_alerts(alerts, truth, window_ms=HOUR, span_ms=48 * HOUR)
     product, brand = result["product"], result["brand"]
     assert (product["detected"], product["false_alerts"], brand["detected"]) == (1, 2, 1)
     assert product["max_delay_windows"] == 1 and product["median_delay_minutes"] == 15.0
@@ -132,3 +133,34 @@ def test_the_bound_reads_labels_better_than_scores_and_quiet_products_easier() -
     assert quiet["labels"] >= quiet["scores"] - 0.02
     assert quiet["scores"] > busy["scores"]
     assert 0.0 <= busy["scores"] <= 1.0
+
+
+def test_the_bound_finds_more_bursts_on_a_finer_grid() -> None:
+    """Bursts start at any minute, as simulated: on a 15-minute grid the best window holds
+    only part of an hour-long burst more often than on a 5-minute one (why the hop is 5 min),
+    at the same false-alarm chance per window."""
+    from tune_surge import oracle
+
+    made_up = corpus()
+    coarse = oracle(made_up, 8.0, 10, tail=1e-5, trials=3_000, hops_per_window=4)
+    fine = oracle(made_up, 8.0, 10, tail=1e-5, trials=3_000, hops_per_window=12)
+    assert fine["scores"] > coarse["scores"] + 0.02
+
+
+def test_the_gap_bench_hands_the_detector_one_thing_at_a_time_and_puts_it_back() -> None:
+    """``bench/surge_gap.py``: inside a variant the detector sees what it is handed (the true
+    background shares), and after it the served functions are back."""
+    from surge_gap import variant
+
+    made_up = corpus()
+    served = (surge.baseline, surge.shift_tail)
+    state, _ = surge.observe(None, "product", "p", 0, False, "e0", p_negative=0.1)
+    state, _ = surge.observe(state, "product", "p", 3 * 3_600_000, False, "e1", p_negative=0.1)
+    with variant("known baseline", made_up) as configs:
+        base = surge.baseline(state, configs["product"])
+        true = np.bincount(np.minimum((made_up.p_negative * 10).astype(int), 9), minlength=10)
+        assert base.shares == pytest.approx(true / true.sum())
+    with variant("no clauses", made_up) as configs:
+        assert configs["product"].min_negatives == 1
+        assert surge.shift_tail([1] * 10, tuple([0.1] * 10))[0] == 0.0
+    assert (surge.baseline, surge.shift_tail) == served

@@ -104,7 +104,7 @@ def test_the_stream_prior_needs_enough_windows_and_reads_volume_and_spread() -> 
     assert stream_prior(None, "product", DEFAULT) is None
     assert stream_prior(learn([2.0], hours=10), "product", DEFAULT) is None  # too few windows
     alike = stream_prior(learn([2.0] * 20), "product", DEFAULT)
-    assert alike.per_hop == pytest.approx(0.5, rel=0.15)
+    assert alike.per_hop == pytest.approx(2.0 * DEFAULT.hop_ms / HOUR, rel=0.15)
     assert alike.shape == DEFAULT.prior_max_shape  # no spread beyond Poisson
     assert sum(alike.shares) == pytest.approx(1.0) and len(alike.shares) == BINS
     assert sum(alike.shares[6:]) == pytest.approx(1 / 3, abs=0.05)

@@ -20,7 +20,7 @@ from stream.core.delivery import DeliveryLedger
 from stream.core.member import counted_time, member_step
 from stream.core.rules import AlertThresholds
 from stream.core.steps import RawRecord, rfc3339_from_ms
-from stream.core.surge import apply_subject_event, hop_start
+from stream.core.surge import DEFAULT, apply_subject_event, hop_start
 from stream.topics import DEAD_LETTER
 from stream.worker.batcher import MicroBatcher
 from stream.worker.stages import MemberExpiry, Stages
@@ -235,8 +235,8 @@ def test_a_mention_dated_2099_counts_in_the_hop_it_arrived_in() -> None:
     assert mention["event_time_ms"] == WALL_MS
     assert mention["event_time"] == "2099-01-01T00:00:00Z"
     state, _ = apply_subject_event(state, mention)
-    assert state["hop"] == hop_start(WALL_MS, 900_000)
-    assert state["windows"] - windows <= 1
+    assert state["hop"] == hop_start(WALL_MS, DEFAULT.hop_ms)
+    assert state["windows"] - windows <= 15 * MINUTE // DEFAULT.hop_ms  # since the last review
     state, _ = apply_subject_event(
         state, subject_mention(member_event_of(review("r-next", "m1", WALL_MS), WALL_MS), WALL_MS)
     )
