@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from types import SimpleNamespace
 
 import pytest
 from aiokafka import TopicPartition
+from faust.transport.consumer import Consumer
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 
 from stream.worker import faust_fixes
@@ -117,6 +119,7 @@ def test_building_the_app_installs_the_fix(tmp_path) -> None:
         AIOKafkaConsumerThread.seek_to_committed
         is faust_fixes._seek_to_committed_then_rewind_uncommitted
     )
+    assert Consumer._drain_messages is faust_fixes._drain_messages_without_tasks
 
 
 def test_worker_consumers_get_the_configured_fetch_wait(monkeypatch) -> None:
@@ -261,3 +264,98 @@ async def test_recovery_high_water_marks_come_from_a_fetch(kafka_broker, topic_p
         await consumer.stop()
     assert fetched[tp] == 150
     print(f"listed end {listed[tp]}, fetched high-water mark {fetched[tp]}")
+
+
+class DrainingConsumer:
+    """What fix 7's fetch loop reads from Faust's consumer: records to hand over, the stream
+    callback, the flags, and a ``wait_first`` that counts its calls (Faust's: the first of the
+    awaitables to finish wins, the rest are cancelled)."""
+
+    def __init__(self, records: list[tuple[int, str]], callback) -> None:
+        self.records = records
+        self.callback = callback
+        self._stopped = asyncio.Event()
+        self.suspend_flow = asyncio.Event()
+        self._read_offset: dict = faust_fixes._NoReadOffsets()
+        self._commit_every = None
+        self._n_acked = 0
+        self.should_stop = False
+        self.wait_first_calls = 0
+        self.diag = SimpleNamespace(set_flag=lambda flag: None, unset_flag=lambda flag: None)
+        self.app = SimpleNamespace(topics=SimpleNamespace(acks_enabled_for=lambda topic: True))
+        self.consumer_stopped_errors = ()
+        self.fetches = 0
+
+    async def getmany(self, timeout: float):
+        self.fetches += 1
+        if self.fetches > 1:
+            self._stopped.set()  # one fetch, then the loop ends
+            return
+        for offset, value in self.records:
+            yield tp(0), SimpleNamespace(offset=offset, value=value, topic="a")
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+    async def wait_first(self, *awaitables):
+        self.wait_first_calls += 1
+        tasks = [asyncio.ensure_future(a) for a in awaitables]
+        done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+        for task in done:
+            task.result()
+
+
+async def test_records_whose_callback_never_waits_take_no_task_and_keep_their_order() -> None:
+    handed: list[str] = []
+
+    async def callback(message) -> None:
+        handed.append(message.value)
+
+    consumer = DrainingConsumer([(n, f"r{n}") for n in range(250)], callback)
+    await faust_fixes._drain_messages_without_tasks(consumer, consumer)
+    assert handed == [f"r{n}" for n in range(250)]
+    assert consumer.wait_first_calls == 0
+
+
+async def test_a_callback_that_waits_is_resumed_where_it_stopped() -> None:
+    """A full queue: the callback waits on a future; the loop takes Faust's way for that record
+    and the callback finishes from where it stopped (its first half runs once)."""
+    room = asyncio.get_running_loop().create_future()
+    steps: list[str] = []
+
+    async def callback(message) -> None:
+        steps.append(f"start {message.value}")
+        if message.value == "r1":
+            await room
+        steps.append(f"put {message.value}")
+
+    consumer = DrainingConsumer([(0, "r0"), (1, "r1"), (2, "r2")], callback)
+    asyncio.get_running_loop().call_later(0.05, room.set_result, None)
+    await faust_fixes._drain_messages_without_tasks(consumer, consumer)
+    assert steps == ["start r0", "put r0", "start r1", "put r1", "start r2", "put r2"]
+    assert consumer.wait_first_calls == 1
+
+
+async def test_a_suspended_flow_drops_the_record_that_waits_as_faust_does() -> None:
+    """The flow is suspended (a rebalance) while a record waits: the wait is cancelled inside
+    the callback, the record is not put, and the loop goes on."""
+    never = asyncio.get_running_loop().create_future()
+    steps: list[str] = []
+
+    async def callback(message) -> None:
+        try:
+            if message.value == "r1":
+                await never
+            steps.append(f"put {message.value}")
+        except asyncio.CancelledError:
+            steps.append(f"cancelled {message.value}")
+            raise
+
+    consumer = DrainingConsumer([(0, "r0"), (1, "r1"), (2, "r2")], callback)
+    asyncio.get_running_loop().call_later(0.05, consumer.suspend_flow.set)
+    await faust_fixes._drain_messages_without_tasks(consumer, consumer)
+    await asyncio.sleep(0)
+    assert steps == ["put r0", "cancelled r1", "put r2"]
+    assert consumer.wait_first_calls == 2  # r1 waited; r2 came while the flow was suspended
