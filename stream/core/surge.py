@@ -814,14 +814,32 @@ def hold_mention(
     state: Mapping[str, Any] | None, subject_evt: Mapping[str, Any], arrived_s: float
 ) -> dict[str, Any] | None:
     """Add a mention to the subject's pending list (None if it was seen already)."""
-    current = dict(state or empty_state(subject_evt["kind"], subject_evt["id"]))
-    pending = current.get("pending", [])
-    event_id = subject_evt["event_id"]
-    if event_id in current.get("recent_event_ids", []) or any(
-        p["event_id"] == event_id for p in pending
-    ):
+    return hold_mentions(state, [subject_evt], arrived_s)
+
+
+def hold_mentions(
+    state: Mapping[str, Any] | None, subject_evts: list[Mapping[str, Any]], arrived_s: float
+) -> dict[str, Any] | None:
+    """``hold_mention`` for several mentions of one subject (a packed record carries many): the
+    state copied once and the ids seen looked up in a set, not once per mention against every
+    pending one. None if every mention was seen already."""
+    if not subject_evts:
         return None
-    current["pending"] = [*pending, {**subject_evt, "arrived_s": arrived_s}]
+    first = subject_evts[0]
+    current = dict(state or empty_state(first["kind"], first["id"]))
+    pending = list(current.get("pending", []))
+    seen = set(current.get("recent_event_ids", []))
+    seen.update(p["event_id"] for p in pending)
+    held = len(pending)
+    for subject_evt in subject_evts:
+        event_id = subject_evt["event_id"]
+        if event_id in seen:
+            continue
+        seen.add(event_id)
+        pending.append({**subject_evt, "arrived_s": arrived_s})
+    if len(pending) == held:
+        return None
+    current["pending"] = pending
     return current
 
 

@@ -61,7 +61,7 @@ from stream.core.surge import (
     absorb,
     flush_due,
     flush_pending,
-    hold_mention,
+    hold_mentions,
     prior_key,
     subject_key,
 )
@@ -691,12 +691,7 @@ class Stages:
         took = []
         for subject, theirs in by_subject.items():
             try:
-                state = held.get(subject) or self.surge_table.get(subject)
-                changed = False
-                for mention in theirs:
-                    new = hold_mention(state, mention, now)
-                    if new is not None:
-                        state, changed = new, True
+                new = hold_mentions(held.get(subject) or self.surge_table.get(subject), theirs, now)
             except Exception as exc:
                 value = orjson.dumps({"mentions": theirs})
                 failed = RawRecord(
@@ -704,8 +699,8 @@ class Stages:
                 )
                 await self.on_processing_error(failed, "surge", exc)
                 continue
-            if changed:
-                held[subject] = state
+            if new is not None:
+                held[subject] = new
                 first = self.held_from.setdefault(record.partition, {})
                 first.setdefault(subject, (record.offset, now))
                 took.append(subject)

@@ -22,6 +22,7 @@ from stream.core.surge import (
     flush_due,
     flush_pending,
     hold_mention,
+    hold_mentions,
     hop_start,
     observe,
     poisson_tail,
@@ -392,3 +393,37 @@ def test_held_mentions_are_not_taken_twice_and_a_busy_subject_flushes_by_count()
     assert hold_mention(folded, mentions[0], 2.0) is None  # redelivered after folding
     state = hold_mention(hold_mention(folded, mentions[1], 3.0), mentions[2], 3.0)
     assert flush_due(state, now_s=3.0, policy=ReorderPolicy(hold_s=60, max_pending=2))
+
+
+def test_holding_a_packed_record_keeps_each_new_mention_once_in_order() -> None:
+    """``hold_mentions`` (a packed record's mentions at once) holds what one ``hold_mention``
+    after another held: each id once, skipping those already applied or pending, in order."""
+    rng = random.Random(3)
+
+    def one_by_one(state, mentions, at):
+        changed = False
+        for mention in mentions:
+            current = dict(state or {"pending": [], "recent_event_ids": []})
+            pending = current.get("pending", [])
+            if mention["event_id"] in current.get("recent_event_ids", []) or any(
+                p["event_id"] == mention["event_id"] for p in pending
+            ):
+                continue
+            current["pending"] = [*pending, {**mention, "arrived_s": at}]
+            state, changed = current, True
+        return state if changed else None
+
+    for _ in range(200):
+        ids = [f"e{rng.randrange(30)}" for _ in range(rng.randrange(0, 12))]
+        base = _mentions(1)[0]
+        mentions = [{**base, "event_id": i} for i in ids]
+        state = {
+            **_history(),
+            "recent_event_ids": [f"e{rng.randrange(30)}" for _ in range(5)],
+            "pending": [{**base, "event_id": "e1", "arrived_s": 0.0}],
+        }
+        expected = one_by_one(state, mentions, 2.0)
+        got = hold_mentions(state, mentions, 2.0)
+        assert (got is None) == (expected is None)
+        if got is not None:
+            assert got["pending"] == expected["pending"]
