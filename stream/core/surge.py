@@ -71,6 +71,7 @@ subjects' flushes the 2-second hold put before or after).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 from collections.abc import Callable, Mapping
@@ -242,8 +243,11 @@ def _rehop(state: dict[str, Any], cfg: SurgeConfig) -> dict[str, Any]:
 def _copy(state: Mapping[str, Any] | None, kind: str, subject_id: str, cfg: SurgeConfig) -> dict:
     if state is None:
         return {**empty_state(kind, subject_id), "hop_ms": cfg.hop_ms}
-    if "counts" not in state:
-        return _rehop(_migrate(state, cfg), cfg)
+    if "counts" not in state:  # written before the bins, so under the old hop too
+        legacy = dataclasses.replace(
+            cfg, hop_ms=LEGACY_HOP_MS, alpha=cfg.alpha * LEGACY_HOP_MS / cfg.hop_ms
+        )
+        return _rehop({**_migrate(state, legacy), "hop_ms": LEGACY_HOP_MS}, cfg)
     current = _rehop(dict(state), cfg)
     current["buckets"] = [[b[0], b[1], b[2], list(b[3])] for b in state["buckets"]]
     current["sample"] = list(state["sample"])

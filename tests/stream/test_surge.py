@@ -263,6 +263,20 @@ def test_a_state_written_before_the_score_bins_still_loads() -> None:
     assert apply_subject_event(state, {**burst[0], "event_id": "old-1"}) == (None, None)
 
 
+def test_a_state_from_before_the_bins_keeps_its_texts_per_window_and_its_age() -> None:
+    """A pre-bins state (15-minute hops, a mean of 0.2 negatives a window, 500 hops old): read
+    today it expects 0.4 texts a window (as many non-negative assumed), and its first hop is
+    500 of its own hops back, not 500 of today's."""
+    old = {
+        "kind": "product", "id": "p1", "hop": 500 * LEGACY_HOP_MS, "sample": [],
+        "buckets": [[500 * LEGACY_HOP_MS, 0, 1]], "mean": 0.2, "var": 0.2, "windows": 500,
+        "cooldown_until": None, "late": 0,
+    }  # fmt: skip
+    state, _ = feed([(500 * LEGACY_HOP_MS + 1, 0.1)], state=old)
+    assert state["first_hop"] == 0
+    assert baseline(state, CFG).texts == pytest.approx(0.4, rel=0.05)
+
+
 def test_a_state_kept_under_the_old_hop_keeps_its_rate_per_hour() -> None:
     """A state the previous release kept under 15-minute hops (no ``hop_ms`` in it) is read
     in today's hops: the window it expects holds as many texts, its age is the same time, and
