@@ -28,9 +28,10 @@ from pathlib import Path
 from typing import Any
 
 import click
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tune_surge import _bins  # the bound's shares per score bin, the same ones
 
 from stream.backtest import evaluation
 from stream.core import surge
@@ -39,13 +40,6 @@ RESULTS = Path("bench/results/surge_gap.json")
 TITLE = "Surge detector: where the recall at 2/h goes"
 RATE = 2.0
 VARIANTS = ("served", "known baseline", "known burst", "no clauses")
-
-
-def _bins(values: np.ndarray) -> list[float]:
-    counts = np.bincount(
-        np.minimum((values * surge.BINS).astype(int), surge.BINS - 1), minlength=surge.BINS
-    )
-    return list(counts / counts.sum())
 
 
 @contextlib.contextmanager

@@ -329,10 +329,11 @@ async def _resume(coro: Coroutine[Any, Any, Any], first: Any) -> Any:
     return await _Resumed(coro, first)
 
 
-async def _drain_messages_without_tasks(self: Consumer, fetcher: Any) -> None:  # pragma: no cover
+async def _drain_messages_without_tasks(self: Consumer, fetcher: Any) -> None:
     """``Consumer._drain_messages`` of Faust 0.15 (the fetch loop), with fix 7: a record's
     callback runs at once, and takes ``wait_first`` only if it has to wait or the flow is
-    suspended. (Covered by the reliability tests against the broker, which run it.)"""
+    suspended. (Unit-tested with a fake consumer; the reliability tests against the broker
+    run it.)"""
     callback = self.callback
     getmany = self.getmany
     consumer_should_stop = self._stopped.is_set
