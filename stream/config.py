@@ -253,6 +253,19 @@ class Settings(BaseSettings):
         "256 tokens), so a worker's memory stays bounded whatever the text lengths; unset or "
         "'none': the backend's own (2048 on CPU, 16384 on a GPU).",
     )
+    model_threads: int | None = Field(
+        None,
+        ge=1,
+        description="Threads per ONNX Runtime session on CPU; unset or 'none': one per core. "
+        "1 for one worker per core (no thread pool): several workers on few cores otherwise "
+        "oversubscribe them.",
+    )
+    inference_timeout_s: float | None = Field(
+        120.0,
+        gt=0,
+        description="A model batch not answered this long fails its texts: one line and exit "
+        "(the supervisor starts a fresh worker); 'none' for no bound.",
+    )
     max_event_bytes: int = Field(
         65536, ge=256, description="Larger input records are dead-lettered (oversized_event)."
     )

@@ -22,8 +22,9 @@ def _torch_cpu(artefact_path: Path | None, **options: Any) -> ModelHandler:
     return TorchCpuHandler(artefact_path=artefact_path, **options)
 
 
-#: Backends whose sessions can stop spinning between runs (``OnnxCpuHandler(spin_wait=)``).
-_SPINNING_BACKENDS = ("onnx-cpu", "onnx-cpu-int8")
+#: ONNX Runtime on CPU: sessions that can stop spinning between runs and take a thread count
+#: (``OnnxCpuHandler(spin_wait=, intra_op_threads=)``).
+_ORT_CPU_BACKENDS = ("onnx-cpu", "onnx-cpu-int8")
 
 
 def _onnx_cpu(artefact_path: Path | None, **options: Any) -> ModelHandler:
@@ -141,6 +142,7 @@ def create_handler(
     require_cuda: bool = False,
     chinese_model_version: str | None = None,
     spin_wait: bool = True,
+    intra_op_threads: int | None = None,
 ) -> ModelHandler:
     """A ready-to-load handler for ``backend`` serving ``model_version`` (default: the current
     student; any other build in the model cache, e.g. a baseline, for comparisons).
@@ -152,7 +154,9 @@ def create_handler(
     and fail instead of falling back to the CPU. ``chinese_model_version``: a second build, on
     the same backend, that scores Chinese text (a :class:`~models.serving.router.RoutedHandler`
     in front of both); unset or equal to ``model_version``: one build scores everything.
-    ``load_model()`` is the caller's job."""
+    ``intra_op_threads``: threads per ONNX Runtime session on CPU (unset: ORT's choice, one
+    per core); 1 runs every operator on the calling thread, with no thread pool, for hosts
+    running one worker per core. ``load_model()`` is the caller's job."""
     from models.serving import artefacts
 
     if chinese_model_version and chinese_model_version != model_version and backend != "stub":
@@ -166,6 +170,7 @@ def create_handler(
                 torch_compile=torch_compile,
                 require_cuda=require_cuda,
                 spin_wait=False,  # two sessions share the cores: an idle one must not spin
+                intra_op_threads=intra_op_threads,
             )
 
         return RoutedHandler(single(model_version), single(chinese_model_version))
@@ -176,8 +181,10 @@ def create_handler(
         options["max_batch_tokens"] = max_batch_tokens
     if name == "torch-cuda":
         options.update(compile=torch_compile, require_cuda=require_cuda)
-    if name in _SPINNING_BACKENDS and not spin_wait:
+    if name in _ORT_CPU_BACKENDS and not spin_wait:
         options["spin_wait"] = False
+    if name in _ORT_CPU_BACKENDS and intra_op_threads is not None:
+        options["intra_op_threads"] = intra_op_threads
     handler = BACKENDS[name](path, **options)
     if path is not None and name != "stub":
         from models.serving.adapted import CalibratedHandler, calibration_of

@@ -27,7 +27,8 @@ before: a restart sat in recovery for 15 minutes, and the watchdog only started 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +68,8 @@ class Observation:
     recovery_read: int = 0
     #: The hole open longest, as "reviews[3] at 57", and for how many seconds (None: none).
     oldest_hole: tuple[str, float] | None = None
+    #: Partitions with records waiting, as "reviews[3]" -> the ledger's next offset to admit.
+    lagging: Mapping[str, int] = field(default_factory=dict)
 
 
 class Watchdog:
@@ -84,6 +87,11 @@ class Watchdog:
         self._loss_since: float | None = None
         self._recovery_read = -1
         self._recovery_progress_at = started_s
+        #: Lagging partition -> (the furthest offset it admitted, when it last got further).
+        self._furthest: dict[str, tuple[int, float]] = {}
+        self._partition_resynced_for: dict[str, float] = {}
+        #: The partition the last resync was for, when it was for one partition (else None).
+        self.stalled_partition: str | None = None
         #: What is wrong now, before it is a verdict (``/readyz`` reports it), or None.
         self.finding: str | None = None
 
@@ -142,13 +150,39 @@ class Watchdog:
                 f"no record admitted for {seen.now_s - self._progress_at:.0f} s while "
                 f"{seen.lag_total} wait: exiting"
             )
+        stuck = self._stuck_partitions(seen)
+        if stuck and stuck[0][1] >= policy.stalled_s:
+            name, stalled = stuck[0]
+            return (
+                f"no record of {name} admitted for {stalled:.0f} s while its records wait "
+                f"(other partitions moved): exiting"
+            )
         return None
+
+    def _stuck_partitions(self, seen: Observation) -> list[tuple[str, float]]:
+        """Lagging partitions that admitted nothing new, longest first, with for how long.
+        Per partition, because a worker's other partitions can move while one is stuck (seen
+        in CI: after each resync the others re-admitted their uncommitted records, which kept
+        the total moving, so the stall never ended in an exit). Progress is a partition's
+        furthest admitted offset growing: a resync moves its position back to its commit."""
+        if not seen.ready:
+            self._furthest = {name: (at, seen.now_s) for name, at in seen.lagging.items()}
+            return []
+        furthest: dict[str, tuple[int, float]] = {}
+        for name, at in seen.lagging.items():
+            best, since = self._furthest.get(name, (at, seen.now_s))
+            furthest[name] = (at, seen.now_s) if at > best else (best, since)
+        self._furthest = furthest
+        stuck = [(name, seen.now_s - since) for name, (_, since) in furthest.items()]
+        return sorted(stuck, key=lambda entry: -entry[1])
 
     def resync_due(self, seen: Observation) -> str | None:
         """Why to resync now, or None: ready, and either partitions unknown to the ledger in two
-        observations in a row, a hole no seek has filled for ``hole_resync_after_s``, or no
-        record admitted for ``resync_after_s`` while records wait (call after
-        :meth:`observe`, which tracks progress)."""
+        observations in a row, a hole no seek has filled for ``hole_resync_after_s``, no
+        record admitted for ``resync_after_s`` while records wait, or none of one lagging
+        partition's (``stalled_partition`` names it; once per stall of that partition). Call
+        after :meth:`observe`, which tracks progress."""
+        self.stalled_partition = None
         self._unknown_seen = self._unknown_seen + 1 if seen.unknown_partitions else 0
         if not seen.ready:
             return None
@@ -171,4 +205,12 @@ class Watchdog:
         ):
             self._resynced_for = self._progress_at
             return f"no record admitted for {stalled_for:.0f} s while {seen.lag_total} wait"
+        for name, (_, since) in self._furthest.items():
+            if (
+                seen.now_s - since >= self.policy.resync_after_s
+                and self._partition_resynced_for.get(name) != since
+            ):
+                self._partition_resynced_for[name] = since
+                self.stalled_partition = name
+                return f"no record of {name} admitted for {seen.now_s - since:.0f} s"
         return None

@@ -68,6 +68,7 @@ def _default_handler(settings: Settings) -> ModelHandler[Any]:
         torch_compile=settings.torch_compile,
         require_cuda=settings.require_cuda,
         chinese_model_version=settings.chinese_build(),
+        intra_op_threads=settings.model_threads,
     )
 
 
@@ -128,11 +129,12 @@ class Worker:
             "partitions_assigned": assigned,
         }
 
-    def update_lag(self) -> int:
+    def update_lag(self) -> tuple[int, dict[str, int]]:
         """Lag per consumed partition: the last fetch's high-water mark minus the ledger's
-        position (what was admitted), read when /metrics is scraped; -> the total."""
+        position (what was admitted), read when /metrics is scraped; -> the total, and the
+        ledger's position of each partition with records waiting (named "reviews[3]")."""
         metrics.CONSUMER_LAG.clear()
-        total = 0
+        total, lagging = 0, {}
         for (topic, partition), position in self.ledger.positions().items():
             if _is_changelog(topic):
                 continue  # table changelogs are read by recovery, not consumed
@@ -142,7 +144,41 @@ class Worker:
                 lag = max(high - position, 0)
                 metrics.CONSUMER_LAG.labels(logical, str(partition)).set(lag)
                 total += lag
-        return total
+                if lag:
+                    lagging[f"{logical}[{partition}]"] = position
+        return total, lagging
+
+    def fetch_state(self, name: str) -> str:
+        """Where partition ``name`` ("reviews[3]") stands in Faust, aiokafka and the ledger:
+        one line, logged when a partition stalls, so the next stall says why."""
+        logical, _, partition = name.rstrip("]").partition("[")
+        tp = TP(self.settings.topic(logical), int(partition))
+        consumer = self.app.consumer
+        facts = [
+            f"faust active={tp in (consumer._active_partitions or ())}",
+            f"paused={tp in consumer._paused_partitions}",
+            f"buffered={tp in consumer._buffered_partitions}",
+            f"flow_active={consumer.flow_active}",
+        ]
+        try:
+            kafka = consumer._thread._ensure_consumer()
+            state = kafka._subscription.subscription.assignment.state_value(tp)
+            fetched = kafka._fetcher._records.get(tp)
+            facts += [
+                f"aiokafka assigned={state is not None}",
+                f"paused={getattr(state, 'paused', None)}",
+                f"position={getattr(state, '_position', None)}",
+                f"holds fetched records={fetched is not None}",
+            ]
+        except Exception as exc:  # a diagnostic: never the reason to fail
+            facts.append(f"aiokafka state unreadable ({exc!r})")
+        key = (tp.topic, tp.partition)
+        facts += [
+            f"ledger next={self.ledger.positions().get(key)}",
+            f"committable={self.ledger.assigned().get(key)}",
+            f"highwater={consumer.highwater(tp)}",
+        ]
+        return f"{name}: " + ", ".join(facts)
 
     def partitions_unknown_to_the_ledger(self) -> set[TP]:
         """Assigned input partitions (not changelogs) the ledger has no start offset for."""
@@ -305,10 +341,10 @@ class Worker:
                 pass
             recovering, recovery_read = self.recovery_progress()
             try:
-                lag_total = self.update_lag()
+                lag_total, lagging = self.update_lag()
                 unknown = len(self.partitions_unknown_to_the_ledger())
             except ConsumerNotStarted:
-                lag_total, unknown = 0, 0
+                lag_total, lagging, unknown = 0, {}, 0
             seen = Observation(
                 now_s=time.monotonic(),
                 inputs_exist=inputs_exist,
@@ -320,6 +356,7 @@ class Worker:
                 recovering=recovering,
                 recovery_read=recovery_read,
                 oldest_hole=self.oldest_hole(),
+                lagging=lagging,
             )
             reason = dog.observe(seen)
             if reason is not None:
@@ -332,6 +369,8 @@ class Worker:
                 fatal(RuntimeError(reason), "the watchdog")
             why = dog.resync_due(seen)
             if why is not None:
+                if dog.stalled_partition is not None:
+                    logger.warning("stalled: %s", self.fetch_state(dog.stalled_partition))
                 await self.resync_delivery(why)
 
 

@@ -7,6 +7,11 @@ text is scored once, by one build, and a batch under way finishes on the build i
 with. Tokenisation and inference run in a single worker thread, never on the event loop.
 Backpressure is a limit, not a sleep: at most ``max_pending`` texts may be queued or
 in flight, and ``score()`` waits for room beyond that, which stalls the calling agent.
+
+A batch the backend does not answer within ``inference_timeout_s`` fails every text in it
+(:class:`InferenceHung`): the worker then exits with that line, and its supervisor starts a
+fresh one. A hung inference call cannot be cancelled from Python, and before this bound a
+worker sat with 256 events in flight and nothing moving until the test gave up.
 """
 
 from __future__ import annotations
@@ -25,6 +30,10 @@ from models.serving.base import ModelHandler, PredictionResult
 BatchObserver = Callable[[int, float], None]
 
 
+class InferenceHung(RuntimeError):
+    """The backend did not answer a batch within the batcher's ``inference_timeout_s``."""
+
+
 class MicroBatcher:
     def __init__(
         self,
@@ -36,6 +45,7 @@ class MicroBatcher:
         executor: Executor | None = None,
         on_batch: BatchObserver | None = None,
         clock: Callable[[], float] = time.perf_counter,
+        inference_timeout_s: float | None = None,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be >= 1")
@@ -46,6 +56,7 @@ class MicroBatcher:
         self._executor = executor or ThreadPoolExecutor(1, thread_name_prefix="inference")
         self._on_batch = on_batch
         self._clock = clock
+        self.inference_timeout_s = inference_timeout_s
         self._pending: deque[tuple[str, asyncio.Future[PredictionResult]]] = deque()
         self._room = asyncio.Semaphore(self.max_pending)
         self._wakeup = asyncio.Event()
@@ -138,6 +149,19 @@ class MicroBatcher:
         size = min(self.max_batch_size, len(self._pending))
         return [self._pending.popleft() for _ in range(size)]
 
+    async def _infer(self, call: asyncio.Future[Any], size: int) -> Any:
+        """``call``'s results, or :class:`InferenceHung` past ``inference_timeout_s``."""
+        if self.inference_timeout_s is None:
+            return await call
+        try:
+            return await asyncio.wait_for(call, self.inference_timeout_s)
+        except TimeoutError:
+            raise InferenceHung(
+                f"the model did not answer a batch of {size} texts within "
+                f"{self.inference_timeout_s:.0f} s (inference hung): exiting so a fresh worker "
+                "takes over"
+            ) from None
+
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
@@ -146,8 +170,9 @@ class MicroBatcher:
             texts = [text for text, _ in batch]
             started = self._clock()
             try:
-                results = await loop.run_in_executor(
-                    self._executor, handler.run_inference, texts, model
+                results = await self._infer(
+                    loop.run_in_executor(self._executor, handler.run_inference, texts, model),
+                    len(texts),
                 )
                 if len(results) != len(texts):
                     raise RuntimeError(f"backend returned {len(results)} results for {len(texts)}")

@@ -1,4 +1,4 @@
-"""Seven targeted fixes for Faust 0.15, applied once when the app is created.
+"""Eight targeted fixes for Faust 0.15, applied once when the app is created.
 
 1. Fetch wait. Faust hard-codes ``fetch_max_wait_ms=1500`` for its consumers. A broker answers
    a fetch at once when it has data, so the wait costs nothing on Apache Kafka, but a broker
@@ -63,6 +63,15 @@ beginning, which is what ``consumer_auto_offset_reset="earliest"`` means for the
    callback now runs at once; only when it has to wait (a full queue, flow control, the
    producer's buffer) or the flow is suspended does the record take Faust's way, the callback
    resumed where it stopped. Same records, same order, same drops on a suspended flow.
+
+8. Seeks from the wrong thread. aiokafka runs in Faust's consumer thread, on that thread's
+   event loop, but ``Consumer.seek`` (the delivery ledger's seek back to a hole) called
+   aiokafka's ``seek`` from the main thread: it deletes the fetcher's buffered records and
+   resolves one of its futures while the consumer thread may be iterating them, and a future
+   resolved from another thread does not wake that loop. Found while tracing a scale-out
+   wedge in CI (which was a hung inference call: ``stream/worker/batcher.py``); no failure
+   was traced to this race alone. The seek now runs on the consumer thread (``call_thread``),
+   as Faust's own ``seek_to_committed`` does.
 """
 
 from __future__ import annotations
@@ -72,7 +81,7 @@ import logging
 from collections.abc import Coroutine, Generator, Mapping
 from typing import Any
 
-from faust.transport.consumer import CONSUMER_FETCHING, Consumer
+from faust.transport.consumer import CONSUMER_FETCHING, Consumer, ThreadDelegateConsumer
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.transport.producer import ProducerBuffer
 
@@ -397,6 +406,21 @@ async def _drain_messages_without_tasks(self: Consumer, fetcher: Any) -> None:
         unset_flag(CONSUMER_FETCHING)
 
 
+_original_delegate_seek = ThreadDelegateConsumer._seek
+
+
+async def _seek_on_the_consumer_thread(
+    self: ThreadDelegateConsumer, partition: Any, offset: int
+) -> None:
+    """``ThreadDelegateConsumer._seek``, run where aiokafka lives (fix 8)."""
+    thread = self._thread
+
+    async def seek() -> None:
+        thread.seek(partition, offset)
+
+    await thread.call_thread(seek)
+
+
 def apply(
     fetch_max_wait_ms: int = 1500,
     ledger: DeliveryLedger | None = None,
@@ -417,6 +441,7 @@ def apply(
     AIOKafkaConsumerThread._highwaters = _highwaters_seen_by_a_fetch
     ProducerBuffer.put = _put_tracked
     ProducerBuffer.flush = _flush_until_acknowledged
+    ThreadDelegateConsumer._seek = _seek_on_the_consumer_thread
     if drain_without_tasks:
         Consumer._drain_messages = _drain_messages_without_tasks
     _record_out_of_range()

@@ -27,6 +27,7 @@ def make_batcher(settings: Settings, handler: ModelHandler[Any]) -> MicroBatcher
             else limits["max_batch_duration_secs"]
         ),
         on_batch=metrics.observe_batch,
+        inference_timeout_s=settings.inference_timeout_s,
     )
 
 

@@ -28,6 +28,23 @@ def test_named_backend_is_honoured() -> None:
     assert isinstance(create_handler("torch-cpu"), TorchCpuHandler)
 
 
+def test_a_thread_count_reaches_the_onnx_sessions_and_scores_stay_the_same(
+    artefact_path: Path,
+) -> None:
+    """``RISKSTREAM_MODEL_THREADS=1``: one thread per session (no ORT thread pool), for hosts
+    running one worker per core; the scores do not depend on it."""
+    texts = ["terrible, it broke in a day", "lovely, works great", "send me your card number"]
+    one, default = create_handler("onnx-cpu", intra_op_threads=1), create_handler("onnx-cpu")
+    scores = []
+    for handler in (one, default):
+        model = handler.load_model()
+        scores.append([r.inference.as_dict() for r in handler.run_inference(texts, model)])
+        threads = model.session.get_session_options().intra_op_num_threads
+        assert threads == (1 if handler is one else 0), threads
+    for a, b in zip(*scores, strict=True):
+        assert a == pytest.approx(b, abs=1e-5)
+
+
 def test_unknown_backend_lists_the_available_ones() -> None:
     with pytest.raises(ValueError, match="torch-cpu") as caught:
         create_handler("tensorrt-h100")
@@ -59,3 +76,15 @@ def test_the_stub_backend_answers_deterministically_and_only_by_name() -> None:
     assert first[2].inference.sentiment_negative < 0.3
     assert handler.run_inference(texts, model) == first
     assert resolve_backend("auto")[0] != "stub"
+
+
+def test_the_worker_passes_its_thread_setting_to_every_session(artefact_path: Path) -> None:
+    from stream.config import Settings
+    from stream.worker.app import _default_handler
+
+    settings = Settings(KAFKA_BROKER="kafka://127.0.0.1:1", backend="onnx-cpu", model_threads=1)
+    handler = _default_handler(settings)
+    sessions = [getattr(handler, name, None) for name in ("english", "multilingual")]
+    sessions = [h for h in sessions if h is not None] or [handler]
+    assert sessions and all(isinstance(h, OnnxCpuHandler) for h in sessions), sessions
+    assert all(h._threads == 1 for h in sessions)

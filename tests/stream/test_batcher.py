@@ -5,7 +5,7 @@ import threading
 
 import pytest
 
-from stream.worker.batcher import MicroBatcher
+from stream.worker.batcher import InferenceHung, MicroBatcher
 from tests.fakes import FakeModelHandler
 
 
@@ -89,3 +89,37 @@ async def test_submit_returns_futures_that_resolve_per_text() -> None:
     assert [s.inference.scam_risk for s in scores] == [0.0, 0.0, 0.95]
     assert handler.batches == [["fine", "awful", "prize"]]
     await batcher.stop()
+
+
+async def test_a_hung_inference_fails_its_batch_with_one_line_instead_of_waiting_forever() -> None:
+    gate = threading.Event()  # never set: the backend hangs (until the fake's own 5 s)
+    batcher = await started(FakeModelHandler(block=gate), inference_timeout_s=0.2)
+    with pytest.raises(InferenceHung, match="did not answer a batch of 2 texts within 0 s"):
+        await asyncio.wait_for(batcher.score(["x", "y"]), 3)
+    gate.set()
+    await batcher.stop()
+
+
+async def test_no_inference_bound_waits_for_a_slow_backend() -> None:
+    gate = threading.Event()
+    batcher = await started(FakeModelHandler(block=gate))  # inference_timeout_s unset
+    caller = asyncio.create_task(batcher.score(["x"]))
+    await asyncio.sleep(0.3)
+    assert not caller.done()
+    gate.set()
+    assert len(await asyncio.wait_for(caller, 5)) == 1
+    await batcher.stop()
+
+
+def test_the_worker_bounds_inference_by_its_setting() -> None:
+    from stream.config import Settings
+    from stream.worker.scoring import make_batcher
+
+    settings = Settings(KAFKA_BROKER="kafka://127.0.0.1:1", inference_timeout_s=45)
+    assert make_batcher(settings, FakeModelHandler()).inference_timeout_s == 45
+    assert (
+        make_batcher(
+            Settings(KAFKA_BROKER="kafka://127.0.0.1:1"), FakeModelHandler()
+        ).inference_timeout_s
+        == 120
+    )

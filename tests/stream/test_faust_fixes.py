@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from types import SimpleNamespace
 
 import pytest
 from aiokafka import TopicPartition
-from faust.transport.consumer import Consumer
+from faust.transport.consumer import Consumer, ThreadDelegateConsumer
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+from mode.threads import QueueServiceThread
 
 from stream.worker import faust_fixes
 
@@ -120,6 +122,7 @@ def test_building_the_app_installs_the_fix(tmp_path) -> None:
         is faust_fixes._seek_to_committed_then_rewind_uncommitted
     )
     assert Consumer._drain_messages is faust_fixes._drain_messages_without_tasks
+    assert ThreadDelegateConsumer._seek is faust_fixes._seek_on_the_consumer_thread
 
 
 def test_worker_consumers_get_the_configured_fetch_wait(monkeypatch) -> None:
@@ -359,3 +362,32 @@ async def test_a_suspended_flow_drops_the_record_that_waits_as_faust_does() -> N
     await asyncio.sleep(0)
     assert steps == ["put r0", "cancelled r1", "put r2"]
     assert consumer.wait_first_calls == 2  # r1 waited; r2 came while the flow was suspended
+
+
+class _RecordingThread(QueueServiceThread):
+    """A consumer thread whose ``seek`` notes the thread it ran on (aiokafka's must run on
+    the consumer thread's loop)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seeks: list[tuple[object, int, int]] = []
+
+    def seek(self, partition: object, offset: int) -> None:
+        self.seeks.append((partition, offset, threading.get_ident()))
+
+    async def on_thread_started(self) -> None:
+        await super().on_thread_started()
+        self.ident = threading.get_ident()
+
+
+async def test_a_seek_runs_on_the_consumer_thread_not_the_caller() -> None:
+    thread = _RecordingThread()
+    await thread.start()
+    try:
+        tp, delegate = TopicPartition("x.reviews", 1), SimpleNamespace(_thread=thread)
+        await faust_fixes._original_delegate_seek(delegate, tp, 56)  # Faust's: the caller's
+        await faust_fixes._seek_on_the_consumer_thread(delegate, tp, 57)
+        assert thread.seeks == [(tp, 56, threading.get_ident()), (tp, 57, thread.ident)]
+        assert thread.ident != threading.get_ident()
+    finally:
+        await thread.stop()

@@ -43,7 +43,10 @@ async def run_through(kafka_broker, make_worker, prefix: str, demo: list, scale_
     """Stream ``demo`` in over ~30 s; with ``scale_out``, change the group under it."""
     settings = Settings(KAFKA_BROKER=kafka_broker.url, topic_prefix=prefix, partitions=4)
     await ensure_topics(settings)
-    env = {"RISKSTREAM_PARTITIONS": PARTITIONS}
+    # three workers share two cores here: one model thread each, as one worker per core runs
+    # (ORT's pool per session oversubscribes them; twice a worker's inference call then never
+    # returned until a debugger attached, 256 events in flight: the batcher now bounds it)
+    env = {"RISKSTREAM_PARTITIONS": PARTITIONS, "RISKSTREAM_MODEL_THREADS": "1"}
     first = await make_worker(prefix, **env)
     chunks = [demo[i : i + 100] for i in range(0, len(demo), 100)]
     extra = []

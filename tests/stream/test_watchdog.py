@@ -175,3 +175,89 @@ def test_the_shell_starts_the_watchdog_with_the_app_and_readyz_gives_its_finding
     recovery.active_offsets.update({tps[0]: 41, tps[1]: None})
     recovery.standby_offsets.update({tps[2]: None})
     assert worker.recovery_progress() == (False, 41)
+
+
+def test_one_stuck_partition_is_resynced_then_exits_though_others_move() -> None:
+    """Seen in CI: after each resync the worker's other partitions re-admitted their
+    uncommitted records, so the total kept moving while reviews[1] never did; the stall
+    resynced every 35 s for minutes and never ended. Progress is per partition, and a
+    partition moved back to its commit by a resync has not progressed."""
+    dog = Watchdog(WatchdogPolicy(stalled_s=60, resync_after_s=20), started_s=0)
+    verdicts = []
+    for i, t in enumerate(range(0, 70, 5)):
+        back = 100 if t < 25 else 90  # a resync at 20 s moved it back to its commit
+        obs = Observation(
+            t,
+            True,
+            True,
+            admitted_total=i,
+            lag_total=40,
+            lagging={"reviews[1]": back, "chats[0]": 500 + i},
+        )
+        verdicts.append((t, dog.observe(obs), dog.resync_due(obs), dog.stalled_partition))
+    resyncs = [(t, why, name) for t, _, why, name in verdicts if why]
+    assert [(t, name) for t, _, name in resyncs] == [(20, "reviews[1]")], verdicts
+    assert "no record of reviews[1] admitted for 20 s" in resyncs[0][1]
+    exits = [(t, verdict) for t, verdict, _, _ in verdicts if verdict]
+    assert exits and exits[0][0] == 60, verdicts
+    assert "no record of reviews[1] admitted for 60 s" in exits[0][1]
+
+
+def test_a_partition_that_moves_or_catches_up_is_not_stuck() -> None:
+    dog = Watchdog(WatchdogPolicy(stalled_s=60, resync_after_s=20), started_s=0)
+    for i, t in enumerate(range(0, 300, 5)):
+        lagging = {"reviews[1]": 100 + i} if t < 150 else {}  # moving, then caught up
+        if 200 <= t < 215:
+            lagging = {"reviews[1]": 400}  # new records wait 15 s: under the resync's 20
+        obs = Observation(t, True, True, i, 10, lagging=lagging)
+        assert dog.observe(obs) is None, t
+        assert dog.resync_due(obs) is None, t
+
+
+def test_a_partition_stalled_while_not_ready_starts_its_clock_when_ready() -> None:
+    dog = Watchdog(WatchdogPolicy(stalled_s=60, resync_after_s=20), started_s=0)
+    for t in range(0, 100, 5):  # a long rebalance: not ready
+        assert dog.observe(Observation(t, True, False, t, 10, lagging={"chats[2]": 7})) is None
+    ready = [Observation(t, True, True, t, 10, lagging={"chats[2]": 7}) for t in (100, 110)]
+    assert [dog.observe(obs) for obs in ready] == [None, None]
+    assert dog.resync_due(ready[-1]) is None  # 15 s since it was last not ready, not 110
+
+
+def test_a_stalled_partition_is_described_in_one_line() -> None:
+    """What the worker logs when one partition stalls: Faust's, aiokafka's and the ledger's
+    view of it, so the next stall says where its records stop."""
+    from types import SimpleNamespace
+
+    from faust.types import TP
+
+    from stream.config import Settings
+    from stream.core.delivery import DeliveryLedger
+    from stream.worker.app import Worker
+
+    settings = Settings(KAFKA_BROKER="kafka://127.0.0.1:1", topic_prefix="p.")
+    tp = TP("p.reviews", 1)
+    state = SimpleNamespace(paused=False, _position=140)
+    kafka = SimpleNamespace(
+        _subscription=SimpleNamespace(
+            subscription=SimpleNamespace(assignment=SimpleNamespace(state_value={tp: state}.get))
+        ),
+        _fetcher=SimpleNamespace(_records={tp: object()}),
+    )
+    consumer = SimpleNamespace(
+        _active_partitions=set(),
+        _paused_partitions=set(),
+        _buffered_partitions={tp},
+        flow_active=True,
+        _thread=SimpleNamespace(_ensure_consumer=lambda: kafka),
+        highwater={tp: 173}.get,
+    )
+    ledger = DeliveryLedger()
+    ledger.assign({("p.reviews", 1): 130})
+    worker = Worker(settings, SimpleNamespace(consumer=consumer), ledger, stages=None)
+    assert worker.fetch_state("reviews[1]") == (
+        "reviews[1]: faust active=False, paused=False, buffered=True, flow_active=True, "
+        "aiokafka assigned=True, paused=False, position=140, holds fetched records=True, "
+        "ledger next=130, committable=130, highwater=173"
+    )
+    consumer._thread = SimpleNamespace(_ensure_consumer=lambda: 1 / 0)
+    assert "aiokafka state unreadable (ZeroDivisionError" in worker.fetch_state("reviews[1]")
