@@ -90,6 +90,7 @@ class Watchdog:
         #: Lagging partition -> (the furthest offset it admitted, when it last got further).
         self._furthest: dict[str, tuple[int, float]] = {}
         self._partition_resynced_for: dict[str, float] = {}
+        self._stall_resynced_at = float("-inf")
         #: The partition the last resync was for, when it was for one partition (else None).
         self.stalled_partition: str | None = None
         #: What is wrong now, before it is a verdict (``/readyz`` reports it), or None.
@@ -180,9 +181,14 @@ class Watchdog:
         """Why to resync now, or None: ready, and either partitions unknown to the ledger in two
         observations in a row, a hole no seek has filled for ``hole_resync_after_s``, no
         record admitted for ``resync_after_s`` while records wait, or none of one lagging
-        partition's (``stalled_partition`` names it; once per stall of that partition). Call
-        after :meth:`observe`, which tracks progress."""
-        self.stalled_partition = None
+        partition's. A resync moves every partition back to its commit and drops what is in
+        flight, so the stall resyncs (total or one partition) come once per stall and at most
+        one per ``resync_after_s``: one a partition, every 5 s, kept a slow worker from ever
+        finishing a batch (both failures of a CI run). ``stalled_partition`` names the partition
+        stuck longest, for the log. Call after :meth:`observe`, which tracks progress."""
+        stuck = [(name, since) for name, (_, since) in self._furthest.items()]
+        stuck.sort(key=lambda entry: entry[1])
+        self.stalled_partition = stuck[0][0] if stuck else None
         self._unknown_seen = self._unknown_seen + 1 if seen.unknown_partitions else 0
         if not seen.ready:
             return None
@@ -197,20 +203,22 @@ class Watchdog:
             ):
                 self._hole_resynced_at = seen.now_s
                 return f"the records of {where} not re-read after {open_s:.0f} s"
+        if seen.now_s - self._stall_resynced_at < self.policy.resync_after_s:
+            return None
         stalled_for = seen.now_s - self._progress_at
         if (
             seen.lag_total
             and stalled_for >= self.policy.resync_after_s
             and self._resynced_for != self._progress_at
         ):
-            self._resynced_for = self._progress_at
+            self._resynced_for, self._stall_resynced_at = self._progress_at, seen.now_s
             return f"no record admitted for {stalled_for:.0f} s while {seen.lag_total} wait"
-        for name, (_, since) in self._furthest.items():
+        for name, since in stuck:
             if (
                 seen.now_s - since >= self.policy.resync_after_s
                 and self._partition_resynced_for.get(name) != since
             ):
                 self._partition_resynced_for[name] = since
-                self.stalled_partition = name
+                self._stall_resynced_at = seen.now_s
                 return f"no record of {name} admitted for {seen.now_s - since:.0f} s"
         return None

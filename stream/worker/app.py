@@ -371,6 +371,7 @@ class Worker:
             if why is not None:
                 if dog.stalled_partition is not None:
                     logger.warning("stalled: %s", self.fetch_state(dog.stalled_partition))
+                logger.warning("stalled: %s", self.stages.pipeline_state())
                 await self.resync_delivery(why)
 
 

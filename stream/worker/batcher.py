@@ -11,7 +11,8 @@ in flight, and ``score()`` waits for room beyond that, which stalls the calling 
 A batch the backend does not answer within ``inference_timeout_s`` fails every text in it
 (:class:`InferenceHung`): the worker then exits with that line, and its supervisor starts a
 fresh one. A hung inference call cannot be cancelled from Python, and before this bound a
-worker sat with 256 events in flight and nothing moving until the test gave up.
+worker sat for minutes with 256 events in flight and nothing moving (scale-out test,
+``docs/benchmarks.md``).
 """
 
 from __future__ import annotations
@@ -65,6 +66,8 @@ class MicroBatcher:
         self._preloaded = False
         self._task: asyncio.Task[None] | None = None
         self.model_load_seconds: float | None = None
+        #: Texts in the batch at the model now (0: none), and when it went in.
+        self._scoring, self._scoring_since = 0, 0.0
 
     @property
     def loaded(self) -> bool:
@@ -149,8 +152,32 @@ class MicroBatcher:
         size = min(self.max_batch_size, len(self._pending))
         return [self._pending.popleft() for _ in range(size)]
 
+    def state(self) -> str:
+        """Where the batcher stands, for a stall's log line."""
+        task = self._task
+        if task is None:
+            running = "not started"
+        elif task.done():
+            running = f"ended ({task.exception() if not task.cancelled() else 'cancelled'!r})"
+        else:
+            running = "running"
+        scoring = (
+            f"{self._scoring} texts at the model for {self._clock() - self._scoring_since:.1f} s"
+            if self._scoring
+            else "none at the model"
+        )
+        room = self._room._value  # the semaphore's free count (no public accessor)
+        return f"batcher {running}, {len(self._pending)} queued, {scoring}, room {room}"
+
     async def _infer(self, call: asyncio.Future[Any], size: int) -> Any:
         """``call``'s results, or :class:`InferenceHung` past ``inference_timeout_s``."""
+        self._scoring, self._scoring_since = size, self._clock()
+        try:
+            return await self._bounded(call, size)
+        finally:
+            self._scoring = 0
+
+    async def _bounded(self, call: asyncio.Future[Any], size: int) -> Any:
         if self.inference_timeout_s is None:
             return await call
         try:

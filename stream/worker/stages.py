@@ -275,6 +275,8 @@ class Stages:
         #: Subject-events partition -> admitted records not yet marked done, in offset order.
         self.unfinished: dict[int, deque[Admission]] = {}
         self.expiry = MemberExpiry(member_table, settings.member_ttl_days)
+        #: What the publisher awaits now, and since when (for a stall's log line).
+        self.publisher_at, self.publisher_since = "not started", time.monotonic()
 
     # -- errors ---------------------------------------------------------------------------
 
@@ -330,6 +332,7 @@ class Stages:
         for packed in packs:
             await self._send_tracked(batch, packed)
         if batch.deliveries:
+            self._publisher(f"waiting for {len(batch.deliveries)} deliveries")
             await asyncio.gather(*batch.deliveries)
 
     def write_states(self, states: dict[str, StateWrite]) -> None:
@@ -425,6 +428,7 @@ class Stages:
         states once per member after the outputs (``finish``). Then, and only then, those
         events are done. A batch ends early where the next event's scores are not back yet,
         so states and commits do not wait for the model's next batch."""
+        self._publisher(f"publishing {len(items)}")
         batch, published = OutputBatch(), []
         for item in items:
             if published and not _scored(item):
@@ -480,6 +484,30 @@ class Stages:
                 where = f"{record.topic}[{record.partition}] offset {record.offset}"
                 self.fatal(exc, f"publishing a batch of {len(items)} from {where}")
 
+    def _publisher(self, doing: str) -> None:
+        self.publisher_at, self.publisher_since = doing, time.monotonic()
+
+    def pipeline_state(self) -> str:
+        """Where events wait inside the worker, for a stall's log line."""
+        head = "none"
+        if self.waiting:
+            item = self.waiting[0]
+            scores = item.scores
+            how = (
+                "no text"
+                if scores is None
+                else "cancelled"
+                if scores.cancelled()
+                else ("scored" if scores.done() else "not scored")
+            )
+            head = f"{item.record.topic}[{item.record.partition}]@{item.record.offset} {how}"
+        since = time.monotonic() - self.publisher_since
+        return (
+            f"publisher {self.publisher_at} for {since:.1f} s; in flight: {self.in_flight.qsize()}"
+            f" queued, {len(self.waiting)} taken (head {head}), {self.hop_queue.qsize()} hop"
+            f" records; {len(self.undone)} published not done; {self.batcher.state()}"
+        )
+
     def in_flight_count(self) -> int:
         """Events admitted by the edge and not yet published (queued, or held by the
         publisher until their scores are back)."""
@@ -503,6 +531,7 @@ class Stages:
                 return items
             # nothing to publish yet: wait for a hop record, and for the head's scores or
             # (none waiting) a new input event, at most until the write-behind is due
+            self._publisher("waiting for scores or events")
             flush_in = self.flush_in()
             if flush_in <= 0:
                 await self.flush_states()

@@ -44,8 +44,8 @@ async def run_through(kafka_broker, make_worker, prefix: str, demo: list, scale_
     settings = Settings(KAFKA_BROKER=kafka_broker.url, topic_prefix=prefix, partitions=4)
     await ensure_topics(settings)
     # three workers share two cores here: one model thread each, as one worker per core runs
-    # (ORT's pool per session oversubscribes them; twice a worker's inference call then never
-    # returned until a debugger attached, 256 events in flight: the batcher now bounds it)
+    # (ORT's pool per session oversubscribes them; a worker's inference call once hung for
+    # minutes, 256 events in flight, and went on when a debugger attached: docs/benchmarks.md)
     env = {"RISKSTREAM_PARTITIONS": PARTITIONS, "RISKSTREAM_MODEL_THREADS": "1"}
     first = await make_worker(prefix, **env)
     chunks = [demo[i : i + 100] for i in range(0, len(demo), 100)]

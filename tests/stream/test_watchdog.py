@@ -261,3 +261,19 @@ def test_a_stalled_partition_is_described_in_one_line() -> None:
     )
     consumer._thread = SimpleNamespace(_ensure_consumer=lambda: 1 / 0)
     assert "aiokafka state unreadable (ZeroDivisionError" in worker.fetch_state("reviews[1]")
+
+
+def test_stall_resyncs_come_at_most_one_per_resync_interval() -> None:
+    """A resync drops every partition's in-flight work: one per stuck partition, each on the
+    next observation, kept a slow worker from finishing anything (CI: one every 5 s)."""
+    dog = Watchdog(WatchdogPolicy(stalled_s=600, resync_after_s=30), started_s=0)
+    names = [f"reviews[{p}]" for p in range(4)]
+    resyncs = []
+    for i, t in enumerate(range(0, 150, 5)):
+        obs = Observation(t, True, True, i, 40, lagging={name: 7 for name in names})
+        assert dog.observe(obs) is None
+        why = dog.resync_due(obs)
+        if why:
+            resyncs.append((t, why))
+    assert [t for t, _ in resyncs] == [30, 60, 90, 120], resyncs
+    assert "no record of" in resyncs[1][1] and dog.stalled_partition in names

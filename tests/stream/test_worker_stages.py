@@ -628,3 +628,21 @@ async def test_the_write_behind_of_a_partition_revoked_and_assigned_again_is_dro
     await stages.flush_states()
     assert stages.member_table["m1"]["counts"]["review"] == 2  # each event counted once
     assert stages.ledger.committable((MEMBER_EVENTS, 1)) == 2
+
+
+async def test_a_stall_line_says_where_events_wait(stages) -> None:
+    """What the watchdog logs when nothing moves: the publisher's wait, the queue, the head
+    of the taken events and whether its scores are back, and the batcher's state."""
+    assert "publisher not started" in stages.pipeline_state()
+    assert "batcher not started, 0 queued, none at the model, room 32" in stages.pipeline_state()
+    await stages.batcher.start()
+    stages.ledger.assign({("reviews", 0): 0})
+    admission = stages.ledger.admit(("reviews", 0), 0).admission
+    record = RawRecord("reviews", 0, 0, b"m1", review("r1", "awful"), 1_795_428_000_000)
+    await stages.admit(stages.recorder, record, "event-0", admission)
+    stages.waiting.append(stages.in_flight.get_nowait())
+    line = stages.pipeline_state()
+    assert "0 queued, 1 taken (head reviews[0]@0 " in line, line
+    assert "batcher running" in line
+    await stages.batcher.stop()
+    assert "head reviews[0]@0 cancelled" in stages.pipeline_state()
