@@ -91,7 +91,7 @@ class Watchdog:
         self._furthest: dict[str, tuple[int, float]] = {}
         self._partition_resynced_for: dict[str, float] = {}
         self._stall_resynced_at = float("-inf")
-        #: The partition the last resync was for, when it was for one partition (else None).
+        #: The lagging partition stuck longest at the last ``resync_due`` (None: none lags).
         self.stalled_partition: str | None = None
         #: What is wrong now, before it is a verdict (``/readyz`` reports it), or None.
         self.finding: str | None = None

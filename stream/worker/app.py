@@ -369,9 +369,12 @@ class Worker:
                 fatal(RuntimeError(reason), "the watchdog")
             why = dog.resync_due(seen)
             if why is not None:
-                if dog.stalled_partition is not None:
-                    logger.warning("stalled: %s", self.fetch_state(dog.stalled_partition))
-                logger.warning("stalled: %s", self.stages.pipeline_state())
+                try:  # diagnostics: never the reason the watchdog stops
+                    if dog.stalled_partition is not None:
+                        logger.warning("stalled: %s", self.fetch_state(dog.stalled_partition))
+                    logger.warning("stalled: %s", self.stages.pipeline_state())
+                except Exception as exc:
+                    logger.warning("stalled: state unreadable (%r)", exc)
                 await self.resync_delivery(why)
 
 
