@@ -181,10 +181,11 @@ def create_handler(
         options["max_batch_tokens"] = max_batch_tokens
     if name == "torch-cuda":
         options.update(compile=torch_compile, require_cuda=require_cuda)
-    if name in _ORT_CPU_BACKENDS and not spin_wait:
-        options["spin_wait"] = False
-    if name in _ORT_CPU_BACKENDS and intra_op_threads is not None:
-        options["intra_op_threads"] = intra_op_threads
+    if name in _ORT_CPU_BACKENDS:
+        if not spin_wait:
+            options["spin_wait"] = False
+        if intra_op_threads is not None:
+            options["intra_op_threads"] = intra_op_threads
     handler = BACKENDS[name](path, **options)
     if path is not None and name != "stub":
         from models.serving.adapted import CalibratedHandler, calibration_of

@@ -151,31 +151,38 @@ class Watchdog:
                 f"no record admitted for {seen.now_s - self._progress_at:.0f} s while "
                 f"{seen.lag_total} wait: exiting"
             )
-        stuck = self._stuck_partitions(seen)
-        if stuck and stuck[0][1] >= policy.stalled_s:
-            name, stalled = stuck[0]
+        self._track_partitions(seen)
+        stuck = self._stuck_since() if seen.ready else []
+        if stuck and seen.now_s - stuck[0][1] >= policy.stalled_s:
+            name, since = stuck[0]
             return (
-                f"no record of {name} admitted for {stalled:.0f} s while its records wait "
-                f"(other partitions moved): exiting"
+                f"no record of {name} admitted for {seen.now_s - since:.0f} s while its records "
+                f"wait (other partitions moved): exiting"
             )
         return None
 
-    def _stuck_partitions(self, seen: Observation) -> list[tuple[str, float]]:
-        """Lagging partitions that admitted nothing new, longest first, with for how long.
-        Per partition, because a worker's other partitions can move while one is stuck (seen
-        in CI: after each resync the others re-admitted their uncommitted records, which kept
-        the total moving, so the stall never ended in an exit). Progress is a partition's
-        furthest admitted offset growing: a resync moves its position back to its commit."""
+    def _track_partitions(self, seen: Observation) -> None:
+        """Per lagging partition, its furthest admitted offset and since when. Per partition,
+        because a worker's other partitions can move while one is stuck (seen in CI: after
+        each resync the others re-admitted their uncommitted records, which kept the total
+        moving, so the stall never ended in an exit). Progress is a partition's furthest
+        admitted offset growing: a resync moves its position back to its commit. While not
+        ready, every partition's clock starts again."""
         if not seen.ready:
             self._furthest = {name: (at, seen.now_s) for name, at in seen.lagging.items()}
-            return []
+            return
         furthest: dict[str, tuple[int, float]] = {}
         for name, at in seen.lagging.items():
             best, since = self._furthest.get(name, (at, seen.now_s))
             furthest[name] = (at, seen.now_s) if at > best else (best, since)
         self._furthest = furthest
-        stuck = [(name, seen.now_s - since) for name, (_, since) in furthest.items()]
-        return sorted(stuck, key=lambda entry: -entry[1])
+
+    def _stuck_since(self) -> list[tuple[str, float]]:
+        """Lagging partitions and when each last admitted something new, longest stuck first."""
+        return sorted(
+            ((name, since) for name, (_, since) in self._furthest.items()),
+            key=lambda entry: entry[1],
+        )
 
     def resync_due(self, seen: Observation) -> str | None:
         """Why to resync now, or None: ready, and either partitions unknown to the ledger in two
@@ -186,8 +193,7 @@ class Watchdog:
         one per ``resync_after_s``: one a partition, every 5 s, kept a slow worker from ever
         finishing a batch (both failures of a CI run). ``stalled_partition`` names the partition
         stuck longest, for the log. Call after :meth:`observe`, which tracks progress."""
-        stuck = [(name, since) for name, (_, since) in self._furthest.items()]
-        stuck.sort(key=lambda entry: entry[1])
+        stuck = self._stuck_since()
         self.stalled_partition = stuck[0][0] if stuck else None
         self._unknown_seen = self._unknown_seen + 1 if seen.unknown_partitions else 0
         if not seen.ready:

@@ -173,14 +173,8 @@ class MicroBatcher:
         """``call``'s results, or :class:`InferenceHung` past ``inference_timeout_s``."""
         self._scoring, self._scoring_since = size, self._clock()
         try:
-            return await self._bounded(call, size)
-        finally:
-            self._scoring = 0
-
-    async def _bounded(self, call: asyncio.Future[Any], size: int) -> Any:
-        if self.inference_timeout_s is None:
-            return await call
-        try:
+            if self.inference_timeout_s is None:
+                return await call
             return await asyncio.wait_for(call, self.inference_timeout_s)
         except TimeoutError:
             raise InferenceHung(
@@ -188,6 +182,8 @@ class MicroBatcher:
                 f"{self.inference_timeout_s:.0f} s (inference hung): exiting so a fresh worker "
                 "takes over"
             ) from None
+        finally:
+            self._scoring = 0
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
