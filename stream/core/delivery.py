@@ -30,6 +30,7 @@ import asyncio
 import enum
 import logging
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
 
@@ -106,6 +107,9 @@ class DeliveryLedger:
         self.holes_sought = 0
         #: Records admitted since start (progress, for the watchdog).
         self.admitted = 0
+        #: (partition, verdict) -> records of the agents' streams that got it, since start
+        #: (counted by :func:`admitted`; a stalled partition's log line shows them).
+        self.seen: Counter[tuple[PartitionKey, Verdict]] = Counter()
 
     def assign(self, starts: Mapping[PartitionKey, int]) -> None:
         """Processing of these partitions (re)starts at these offsets: what was admitted
@@ -204,6 +208,11 @@ class DeliveryLedger:
         key, offset, opened = min(holes, key=lambda hole: hole[2])
         return key, offset, self._clock() - opened
 
+    def seen_line(self, key: PartitionKey) -> str:
+        """What the agents' streams handed the ledger for ``key``: records per verdict."""
+        counts = ", ".join(f"{v.value} {self.seen[key, v]}" for v in Verdict)
+        return f"streams handed the ledger {counts}"
+
     def committable(self, key: PartitionKey) -> int | None:
         cursor = self._cursors.get(key)
         return None if cursor is None else cursor.committable
@@ -227,9 +236,12 @@ async def admitted(
     follows an assignment) are skipped; ``resync(tp)`` is called, at most once a second, so the
     shell can seek back to the committed offsets and teach the ledger where to start."""
     last_resync = 0.0
+    seen = ledger.seen
     async for event in stream.events():  # type: ignore[attr-defined]
         message = event.message
-        decision = ledger.admit(partition_key(message.tp), message.offset)
+        key = partition_key(message.tp)
+        decision = ledger.admit(key, message.offset)
+        seen[key, decision.verdict] += 1
         if decision.seek_to is not None:
             logger.info("%s: re-reading from offset %d", message.tp, decision.seek_to)
             _spawn(seek(message.tp, decision.seek_to))

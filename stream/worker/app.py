@@ -178,7 +178,37 @@ class Worker:
             f"committable={self.ledger.assigned().get(key)}",
             f"highwater={consumer.highwater(tp)}",
         ]
+        try:
+            facts += [
+                faust_fixes.TRACE.line(key),
+                self.ledger.seen_line(key),
+                self.conductor_state(tp),
+            ]
+        except Exception as exc:  # a diagnostic: never the reason to fail
+            facts.append(f"hand-offs unreadable ({exc!r})")
         return f"{name}: " + ", ".join(facts)
+
+    def conductor_state(self, tp: TP) -> str:
+        """Between the fetch loop and the agents: app-wide flow control and generations, and
+        the channels Faust's conductor hands ``tp``'s records to (queued, and whether an
+        agent's stream reads that channel)."""
+        app = self.app
+        readers = {  # channel -> whether the agent task reading it still runs
+            id(actor.stream.channel): actor.actor_task is not None and not actor.actor_task.done()
+            for agent in app.agents.values()
+            for actor in list(getattr(agent, "_actors", ()))
+            if getattr(actor, "stream", None) is not None
+        }
+        conductor = app.topics
+        channels = [
+            f"{_reader(readers.get(id(chan)))} with {chan.queue.qsize()} queued"
+            for chan in conductor._tp_index.get(tp, ())
+        ]
+        return (
+            f"app flow control active={app.flow_control.is_active()}, generation "
+            f"{app.consumer_generation_id}, conductor handler={tp in conductor._tp_to_callback}, "
+            f"channels: {'; '.join(channels) or 'none'}"
+        )
 
     def partitions_unknown_to_the_ledger(self) -> set[TP]:
         """Assigned input partitions (not changelogs) the ledger has no start offset for."""
@@ -202,6 +232,8 @@ class Worker:
             {tp for tp in consumer.assignment() if not _is_changelog(tp.topic)}
         )
         await consumer.perform_seek()
+        if app.rebalancing:
+            return  # one began during the seek: its recovery resumes the flow, not this
         app.flow_control.resume()
         consumer.resume_flow()
 
@@ -665,6 +697,10 @@ def build_app(
         return web.json(body, status=200 if ready else 503)
 
     return worker
+
+
+def _reader(running: bool | None) -> str:
+    return "NOT READ" if running is None else "read" if running else "its agent ENDED"
 
 
 class _StartsWithTheApp(Service):

@@ -1,4 +1,4 @@
-"""Eight targeted fixes for Faust 0.15, applied once when the app is created.
+"""Nine targeted fixes for Faust 0.15, applied once when the app is created.
 
 1. Fetch wait. Faust hard-codes ``fetch_max_wait_ms=1500`` for its consumers. A broker answers
    a fetch at once when it has data, so the wait costs nothing on Apache Kafka, but a broker
@@ -72,13 +72,34 @@ beginning, which is what ``consumer_auto_offset_reset="earliest"`` means for the
    wedge in CI (which was a hung inference call: ``stream/worker/batcher.py``); no failure
    was traced to this race alone. The seek now runs on the consumer thread (``call_thread``),
    as Faust's own ``seek_to_committed`` does.
+
+9. A seek and the ledger's start in one step. The seek (fixes 2 and 6) let aiokafka seek each
+   partition first and told the ledger the starts only after more broker round trips (the
+   fix-6 check reads the log's end with a second client: up to seconds), while the fetch loop
+   went on fetching from the new positions. Records fetched in between met a ledger that did
+   not know the partition (skipped as unknown: a rebalance had revoked it) or still held the
+   old start (skipped as repeats, or admitted under the old assignment, whose completions no
+   longer count); then the ledger took the committed offset as its start while aiokafka sat
+   at the log's end. Nothing re-read them until the watchdog's resync, whose seek could race
+   the same way. Caught by the stall lines in a two-lane loop of the multi-kill and scale-out
+   tests (``reviews[2]: … position=515, … ledger next=21, … fetched 988, yielded 988, …
+   streams handed the ledger process 0, repeat 0, hole 0, unassigned 988``): the CI failures
+   of stops 27 and 28. Every broker answer is now read first; then, with no wait between,
+   the ledger learns each start and aiokafka seeks there (``seek_and_teach_the_ledger``).
+
+Besides the fixes, ``TRACE`` counts each consumed partition's records at the hand-offs between
+aiokafka and the agents (returned by a fetch, yielded by ``getmany``, dropped on a suspended
+flow); with the ledger's count of what the streams handed it, a stall's log line says where a
+partition's records stop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Coroutine, Generator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from faust.transport.consumer import CONSUMER_FETCHING, Consumer, ThreadDelegateConsumer
@@ -95,34 +116,47 @@ async def _seek_to_committed_then_rewind_uncommitted(
     self: AIOKafkaConsumerThread,
 ) -> Mapping[Any, int]:
     consumer = self._ensure_consumer()
+    return await self.call_thread(lambda: seek_and_teach_the_ledger(consumer, _ledger))
 
-    async def seek() -> Mapping[Any, int]:
-        committed = await consumer.seek_to_committed()
-        uncommitted = [tp for tp, offset in committed.items() if not offset]
-        beyond = await _committed_beyond_the_end(consumer, committed)
-        if beyond:
-            logger.warning(
-                "committed offsets beyond the end of their partitions (topic recreated or "
-                "broker data lost): reading from the earliest offset: %s",
-                ", ".join(
-                    f"{tp.topic}[{tp.partition}] at {at} > end {end}"
-                    for tp, (at, end) in beyond.items()
-                ),
-            )
-            uncommitted += list(beyond)
-            committed = {tp: (0 if tp in beyond else offset) for tp, offset in committed.items()}
-        if uncommitted:
-            await consumer.seek_to_beginning(*uncommitted)
-            logger.debug("rewound partitions without a commit: %s", uncommitted)
-        starts = {}
-        for tp, offset in committed.items():
-            starts[partition_key(tp)] = offset if offset else await consumer.position(tp)
-        _ledger.assign(starts)
-        for key in starts:  # sought again: the ledger knows where they start now
-            OFFSETS_LOST.pop(key, None)
-        return committed
 
-    return await self.call_thread(seek)
+async def seek_and_teach_the_ledger(consumer: Any, ledger: DeliveryLedger) -> Mapping[Any, int]:
+    """Every assigned partition to its start (its commit; its earliest offset without one or
+    past the log's end), the ledger told each start in the same step as aiokafka: first every
+    answer from the broker, then, with no wait between them, the ledger's starts and the
+    seeks. -> the committed offsets (0 where the commit lies beyond the log's end).
+
+    Measured before: aiokafka sought first and the ledger learned the starts after the
+    fix-6 check (a fetch by a second client, up to seconds), while the fetch loop went on:
+    every record of the partition was fetched in between and skipped (the ledger did not
+    know it yet, or judged it by the old start), so the partition sat at the log's end with
+    nothing admitted, again after every resync (multi-kill and scale-out CI failures: "988
+    unassigned" of 988 fetched, ledger at 21, aiokafka at 515)."""
+    assigned = list(consumer.assignment())
+    committed = {tp: await consumer.committed(tp) for tp in assigned}
+    beyond = await _committed_beyond_the_end(consumer, committed)
+    if beyond:
+        logger.warning(
+            "committed offsets beyond the end of their partitions (topic recreated or "
+            "broker data lost): reading from the earliest offset: %s",
+            ", ".join(
+                f"{tp.topic}[{tp.partition}] at {at} > end {end}"
+                for tp, (at, end) in beyond.items()
+            ),
+        )
+        committed = {tp: (0 if tp in beyond else offset) for tp, offset in committed.items()}
+    uncommitted = [tp for tp, offset in committed.items() if not offset]
+    earliest = await consumer.beginning_offsets(uncommitted) if uncommitted else {}
+    starts = {tp: offset if offset else earliest[tp] for tp, offset in committed.items()}
+    # no await from here on: records fetched after a seek meet the ledger's new start
+    still = consumer.assignment()  # a rebalance may have moved some while the broker answered
+    starts = {tp: start for tp, start in starts.items() if tp in still}
+    ledger.assign({partition_key(tp): start for tp, start in starts.items()})
+    for tp, start in starts.items():
+        consumer.seek(tp, start)
+        OFFSETS_LOST.pop(partition_key(tp), None)  # sought again: the ledger knows its start
+    if uncommitted:
+        logger.debug("rewound partitions without a commit: %s", uncommitted)
+    return committed
 
 
 async def _committed_beyond_the_end(consumer: Any, committed: Mapping[Any, int]) -> dict:
@@ -179,6 +213,32 @@ def _record_out_of_range() -> None:
 
 
 _ledger = DeliveryLedger()
+
+
+@dataclass
+class RecordTrace:
+    """Per consumed partition, (topic, partition) -> records counted at each hand-off between
+    aiokafka and the agents' streams, since start: a stalled partition's log line compares them
+    with what the ledger saw, so it says at which hand-off its records stop (a CI stall:
+    records fetched to the log's end, none reaching the ledger, again after every seek)."""
+
+    #: Returned by aiokafka's fetch to Faust's ``getmany``.
+    fetched: Counter = field(default_factory=Counter)
+    #: Yielded by ``getmany`` to the fetch loop (it drops records of partitions it holds
+    #: inactive, and the rest of a fetch when the consumer generation changes).
+    yielded: Counter = field(default_factory=Counter)
+    #: Handed to the conductor and never delivered: the flow was suspended first.
+    suspended: Counter = field(default_factory=Counter)
+
+    def line(self, key: tuple[str, int]) -> str:
+        return (
+            f"fetched {self.fetched[key]}, yielded {self.yielded[key]}, "
+            f"dropped on a suspended flow {self.suspended[key]}"
+        )
+
+
+#: The one trace of this process's consumer (diagnostics only: decides nothing).
+TRACE = RecordTrace()
 
 #: How long a commit waits for buffered table writes to be acknowledged before it fails.
 CHANGELOG_FLUSH_TIMEOUT_S = 60.0
@@ -354,6 +414,7 @@ async def _drain_messages_without_tasks(self: Consumer, fetcher: Any) -> None:
     commit_every = self._commit_every
     acks_enabled_for = self.app.topics.acks_enabled_for
     yield_every, since_yield = 100, 0
+    yielded, suspended_drops = TRACE.yielded, TRACE.suspended
     try:
         while not (consumer_should_stop() or fetcher_should_stop()):
             set_flag(CONSUMER_FETCHING)
@@ -361,6 +422,7 @@ async def _drain_messages_without_tasks(self: Consumer, fetcher: Any) -> None:
             await self.sleep(0)  # getmany may return at once, loop after loop
             if not self.should_stop:
                 async for tp, message in records:
+                    yielded[tp.topic, tp.partition] += 1
                     since_yield += 1
                     if since_yield > yield_every:
                         await asyncio.sleep(0)
@@ -377,16 +439,19 @@ async def _drain_messages_without_tasks(self: Consumer, fetcher: Any) -> None:
                         await self.commit()
                     handling = callback(message)
                     if suspended():
-                        await self.wait_first(handling, self.suspend_flow.wait())
+                        waited = await self.wait_first(handling, self.suspend_flow.wait())
+                        if handling not in waited.done:
+                            suspended_drops[tp.topic, tp.partition] += 1
                     else:
                         try:
                             waits_on = handling.send(None)
                         except StopIteration:
                             pass  # done without waiting: the common case
                         else:
-                            await self.wait_first(
-                                _resume(handling, waits_on), self.suspend_flow.wait()
-                            )
+                            resumed = _resume(handling, waits_on)
+                            waited = await self.wait_first(resumed, self.suspend_flow.wait())
+                            if resumed not in waited.done:
+                                suspended_drops[tp.topic, tp.partition] += 1
                     set_read_offset(tp, offset)
                 unset_flag(CONSUMER_FETCHING)
     except self.consumer_stopped_errors:
@@ -404,6 +469,18 @@ async def _drain_messages_without_tasks(self: Consumer, fetcher: Any) -> None:
         raise
     finally:
         unset_flag(CONSUMER_FETCHING)
+
+
+_original_delegate_getmany = ThreadDelegateConsumer._getmany
+
+
+async def _getmany_counted(self: ThreadDelegateConsumer, active_partitions: Any, timeout: float):
+    """``ThreadDelegateConsumer._getmany``, counting what aiokafka returned (``TRACE``)."""
+    records = await _original_delegate_getmany(self, active_partitions, timeout)
+    fetched = TRACE.fetched
+    for tp, batch in records.items():
+        fetched[tp.topic, tp.partition] += len(batch)
+    return records
 
 
 _original_delegate_seek = ThreadDelegateConsumer._seek
@@ -442,6 +519,7 @@ def apply(
     ProducerBuffer.put = _put_tracked
     ProducerBuffer.flush = _flush_until_acknowledged
     ThreadDelegateConsumer._seek = _seek_on_the_consumer_thread
+    ThreadDelegateConsumer._getmany = _getmany_counted
     if drain_without_tasks:
         Consumer._drain_messages = _drain_messages_without_tasks
     _record_out_of_range()

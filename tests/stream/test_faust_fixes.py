@@ -13,6 +13,7 @@ import pytest
 from aiokafka import TopicPartition
 from faust.transport.consumer import Consumer, ThreadDelegateConsumer
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+from mode.services import WaitResults
 from mode.threads import QueueServiceThread
 
 from stream.worker import faust_fixes
@@ -23,27 +24,39 @@ def tp(partition: int) -> TopicPartition:
 
 
 class RecordingConsumer:
+    """The aiokafka calls the seek makes; every partition's log starts at offset 5."""
+
     def __init__(
         self,
         committed: dict[TopicPartition, int | None],
         ends: dict[TopicPartition, int] | None = None,
     ) -> None:
-        self.committed = committed
-        self.rewound: list[TopicPartition] = []
+        self.commits = committed
+        self.sought: dict[TopicPartition, int] = {}
         self.ends = ends  # listed end offsets; None: each partition ends at its commit
 
+    @property
+    def rewound(self) -> list[TopicPartition]:
+        """Partitions sought to their earliest offset, in seek order."""
+        return [p for p, offset in self.sought.items() if offset == 5]
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self.commits)
+
+    async def committed(self, partition: TopicPartition) -> int | None:
+        await asyncio.sleep(0)  # a broker round trip: the fetch loop runs meanwhile
+        return self.commits[partition]
+
     async def end_offsets(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
-        ends = self.ends if self.ends is not None else self.committed
+        ends = self.ends if self.ends is not None else self.commits
         return {p: ends[p] or 0 for p in partitions}
 
-    async def seek_to_committed(self) -> dict[TopicPartition, int | None]:
-        return self.committed
+    async def beginning_offsets(self, partitions: list[TopicPartition]) -> dict:
+        await asyncio.sleep(0)
+        return {p: 5 for p in partitions}
 
-    async def seek_to_beginning(self, *partitions: TopicPartition) -> None:
-        self.rewound.extend(partitions)
-
-    async def position(self, partition: TopicPartition) -> int:
-        return 5 if partition in self.rewound else self.committed[partition]
+    def seek(self, partition: TopicPartition, offset: int) -> None:
+        self.sought[partition] = offset
 
 
 class ThreadStandIn:
@@ -63,7 +76,8 @@ async def test_uncommitted_and_zero_partitions_are_rewound() -> None:
     consumer = RecordingConsumer({tp(0): None, tp(1): 0, tp(2): 17})
     result = await faust_fixes._seek_to_committed_then_rewind_uncommitted(ThreadStandIn(consumer))
     assert result == {tp(0): None, tp(1): 0, tp(2): 17}
-    assert consumer.rewound == [tp(0), tp(1)]
+    assert sorted(consumer.rewound) == [tp(0), tp(1)]
+    assert consumer.sought[tp(2)] == 17
     # where processing must resume: the log start for the rewound ones, else the commit
     assert [faust_fixes._ledger.committable(("a", p)) for p in range(3)] == [5, 5, 17]
 
@@ -92,11 +106,64 @@ async def test_commits_beyond_the_end_of_a_recreated_log_are_read_from_the_start
     faust_fixes.OFFSETS_LOST[("a", 1)] = "fetched at 512, out of range"
     result = await faust_fixes._seek_to_committed_then_rewind_uncommitted(ThreadStandIn(consumer))
     assert consumer.rewound == [tp(1)]
+    assert consumer.sought == {tp(0): 40, tp(1): 5, tp(2): 480}
     assert result == {tp(0): 40, tp(1): 0, tp(2): 480}
     assert [faust_fixes._ledger.committable(("a", p)) for p in range(3)] == [40, 5, 480]
     (line,) = [r.getMessage() for r in caplog.records if "beyond the end" in r.getMessage()]
     assert "a[1] at 512 > end 60" in line and "reading from the earliest offset" in line
     assert ("a", 1) not in faust_fixes.OFFSETS_LOST  # sought again: the watchdog's sign clears
+
+
+async def test_records_fetched_after_a_seek_meet_the_ledgers_new_start() -> None:
+    """The fetch loop runs while the seek waits for the broker. Every record it fetches after
+    a seek must be judged by the start that seek set: before, aiokafka sought first and the
+    ledger learned the start after more broker round trips, so the records fetched between
+    were skipped as unknown (or judged by the old start) and the partition sat at its log's
+    end with nothing admitted (CI: 988 of 988 skipped). The stand-in fetch loop admits the
+    record at each sought position on every turn of the event loop."""
+    from stream.core.delivery import DeliveryLedger, Verdict
+
+    ledger = DeliveryLedger()
+    ledger.assign({("a", 0): 30})  # before the rebalance: admitted up to 30
+    for offset in range(30, 40):
+        ledger.admit(("a", 0), offset)
+    ledger.revoke([("a", 1)])  # a partition new to this worker: unknown until the seek
+    consumer = RecordingConsumer({tp(0): 30, tp(1): 12})
+    verdicts: list[tuple[int, Verdict]] = []
+    done = False
+
+    async def fetch_loop() -> None:
+        judged: set[tuple[TopicPartition, int]] = set()
+        while not done:
+            for partition, position in list(consumer.sought.items()):
+                if (partition, position) not in judged:  # records from the new position
+                    judged.add((partition, position))
+                    decision = ledger.admit(("a", partition.partition), position)
+                    verdicts.append((partition.partition, decision.verdict))
+            await asyncio.sleep(0)
+
+    loop_task = asyncio.ensure_future(fetch_loop())
+    await faust_fixes.seek_and_teach_the_ledger(consumer, ledger)
+    await asyncio.sleep(0)
+    done = True
+    await loop_task
+    assert sorted(verdicts) == [(0, Verdict.PROCESS), (1, Verdict.PROCESS)]
+
+
+async def test_a_partition_revoked_while_the_broker_answers_is_not_sought() -> None:
+    consumer = RecordingConsumer({tp(0): 30, tp(1): 12})
+    commits = consumer.commits
+
+    async def committed(partition: TopicPartition) -> int | None:
+        consumer.commits = {tp(0): 30}  # a rebalance took partition 1 meanwhile
+        return commits[partition]
+
+    consumer.committed = committed
+    ledger = faust_fixes._ledger
+    ledger.revoke([("a", 1)])
+    await faust_fixes.seek_and_teach_the_ledger(consumer, ledger)
+    assert consumer.sought == {tp(0): 30}
+    assert ledger.committable(("a", 1)) is None
 
 
 def test_aiokafka_out_of_range_resets_are_recorded_for_the_watchdog() -> None:
@@ -123,6 +190,7 @@ def test_building_the_app_installs_the_fix(tmp_path) -> None:
     )
     assert Consumer._drain_messages is faust_fixes._drain_messages_without_tasks
     assert ThreadDelegateConsumer._seek is faust_fixes._seek_on_the_consumer_thread
+    assert ThreadDelegateConsumer._getmany is faust_fixes._getmany_counted
 
 
 def test_worker_consumers_get_the_configured_fetch_wait(monkeypatch) -> None:
@@ -308,6 +376,8 @@ class DrainingConsumer:
             task.cancel()
         for task in done:
             task.result()
+        won = [a for a, task in zip(awaitables, tasks, strict=True) if task in done]
+        return WaitResults(won, [None] * len(won), False)
 
 
 async def test_records_whose_callback_never_waits_take_no_task_and_keep_their_order() -> None:
@@ -358,10 +428,15 @@ async def test_a_suspended_flow_drops_the_record_that_waits_as_faust_does() -> N
 
     consumer = DrainingConsumer([(0, "r0"), (1, "r1"), (2, "r2")], callback)
     asyncio.get_running_loop().call_later(0.05, consumer.suspend_flow.set)
+    key = (tp(0).topic, tp(0).partition)
+    before = faust_fixes.TRACE.yielded[key], faust_fixes.TRACE.suspended[key]
     await faust_fixes._drain_messages_without_tasks(consumer, consumer)
     await asyncio.sleep(0)
     assert steps == ["put r0", "cancelled r1", "put r2"]
     assert consumer.wait_first_calls == 2  # r1 waited; r2 came while the flow was suspended
+    # the trace counts the three handed on and the one the suspended flow dropped
+    after = faust_fixes.TRACE.yielded[key], faust_fixes.TRACE.suspended[key]
+    assert (after[0] - before[0], after[1] - before[1]) == (3, 1)
 
 
 class _RecordingThread(QueueServiceThread):
@@ -391,3 +466,18 @@ async def test_a_seek_runs_on_the_consumer_thread_not_the_caller() -> None:
         assert thread.ident != threading.get_ident()
     finally:
         await thread.stop()
+
+
+async def test_the_trace_counts_what_aiokafka_returned_per_partition() -> None:
+    """A stall's log line compares these counts with what the ledger saw."""
+    a, b = TopicPartition("x.chats", 0), TopicPartition("x.chats", 1)
+
+    async def getmany(active_partitions, timeout):
+        return {a: [1, 2, 3], b: [4]}
+
+    delegate = SimpleNamespace(_thread=SimpleNamespace(getmany=getmany))
+    before = faust_fixes.TRACE.fetched[("x.chats", 0)], faust_fixes.TRACE.fetched[("x.chats", 1)]
+    records = await faust_fixes._getmany_counted(delegate, {a, b}, 1.0)
+    assert records == {a: [1, 2, 3], b: [4]}  # handed on unchanged
+    after = faust_fixes.TRACE.fetched[("x.chats", 0)], faust_fixes.TRACE.fetched[("x.chats", 1)]
+    assert (after[0] - before[0], after[1] - before[1]) == (3, 1)

@@ -3,6 +3,8 @@ records wait, or when the worker never gets ready; stay when things are merely s
 
 from __future__ import annotations
 
+import asyncio
+
 from stream.core.watchdog import Observation, Watchdog, WatchdogPolicy
 
 POLICY = WatchdogPolicy(topics_missing_s=15, stalled_s=60, not_ready_s=120)
@@ -231,7 +233,8 @@ def test_a_stalled_partition_is_described_in_one_line() -> None:
     from faust.types import TP
 
     from stream.config import Settings
-    from stream.core.delivery import DeliveryLedger
+    from stream.core.delivery import DeliveryLedger, Verdict
+    from stream.worker import faust_fixes
     from stream.worker.app import Worker
 
     settings = Settings(KAFKA_BROKER="kafka://127.0.0.1:1", topic_prefix="p.")
@@ -253,11 +256,35 @@ def test_a_stalled_partition_is_described_in_one_line() -> None:
     )
     ledger = DeliveryLedger()
     ledger.assign({("p.reviews", 1): 130})
-    worker = Worker(settings, SimpleNamespace(consumer=consumer), ledger, stages=None)
+    ledger.seen[("p.reviews", 1), Verdict.HOLE] += 1  # one record past the ledger's next
+    faust_fixes.TRACE.fetched[("p.reviews", 1)] += 9
+    faust_fixes.TRACE.yielded[("p.reviews", 1)] += 9
+    read, ended, orphan = (SimpleNamespace(queue=asyncio.Queue()) for _ in range(3))
+    orphan.queue.put_nowait("record")
+    running, done = (SimpleNamespace(done=lambda d=d: d) for d in (False, True))
+    actors = [
+        SimpleNamespace(stream=SimpleNamespace(channel=chan), actor_task=task)
+        for chan, task in ((read, running), (ended, done))
+    ]
+    agent = SimpleNamespace(_actors=actors)
+    app = SimpleNamespace(
+        consumer=consumer,
+        agents={"score_reviews": agent},
+        topics=SimpleNamespace(
+            _tp_index={tp: [read, ended, orphan]}, _tp_to_callback={tp: object()}
+        ),
+        flow_control=SimpleNamespace(is_active=lambda: True),
+        consumer_generation_id=4,
+    )
+    worker = Worker(settings, app, ledger, stages=None)
     assert worker.fetch_state("reviews[1]") == (
         "reviews[1]: faust active=False, paused=False, buffered=True, flow_active=True, "
         "aiokafka assigned=True, paused=False, position=140, holds fetched records=True, "
-        "ledger next=130, committable=130, highwater=173"
+        "ledger next=130, committable=130, highwater=173, "
+        "fetched 9, yielded 9, dropped on a suspended flow 0, "
+        "streams handed the ledger process 0, repeat 0, hole 1, unassigned 0, "
+        "app flow control active=True, generation 4, conductor handler=True, "
+        "channels: read with 0 queued; its agent ENDED with 0 queued; NOT READ with 1 queued"
     )
     consumer._thread = SimpleNamespace(_ensure_consumer=lambda: 1 / 0)
     assert "aiokafka state unreadable (ZeroDivisionError" in worker.fetch_state("reviews[1]")
@@ -277,3 +304,34 @@ def test_stall_resyncs_come_at_most_one_per_resync_interval() -> None:
             resyncs.append((t, why))
     assert [t for t, _ in resyncs] == [30, 60, 90, 120], resyncs
     assert "no record of" in resyncs[1][1] and dog.stalled_partition in names
+
+
+async def test_a_resync_leaves_the_flow_to_a_rebalance_that_began_during_its_seek() -> None:
+    """Resuming the flow mid-rebalance let records in before the rebalance's own seek told the
+    ledger where its partitions start (they were skipped as unknown)."""
+    from types import SimpleNamespace
+
+    from stream.config import Settings
+    from stream.core.delivery import DeliveryLedger
+    from stream.worker.app import Worker
+
+    resumed: list[str] = []
+    app = SimpleNamespace(rebalancing=False)
+
+    async def perform_seek() -> None:
+        app.rebalancing = seek_starts_a_rebalance
+
+    app.consumer = SimpleNamespace(
+        assignment=lambda: set(),
+        resume_partitions=lambda tps: None,
+        perform_seek=perform_seek,
+        resume_flow=lambda: resumed.append("consumer"),
+    )
+    app.flow_control = SimpleNamespace(resume=lambda: resumed.append("app"))
+    settings = Settings(KAFKA_BROKER="kafka://127.0.0.1:1")
+    worker = Worker(settings, app, DeliveryLedger(), stages=None)
+    for seek_starts_a_rebalance in (False, True):
+        resumed.clear()
+        app.rebalancing = False
+        await worker.resync_delivery("stalled")
+        assert resumed == ([] if seek_starts_a_rebalance else ["app", "consumer"])
