@@ -50,6 +50,10 @@ def amount_z(
 # --------------------------------------------------------------------------- features
 
 
+#: How the recent-chat rule's reason begins (its risk follows), for readers of fraud verdicts.
+SCAM_CHAT_RULE = "member was in a scam-like chat in the last 24 h"
+
+
 def recent_scam_risk(signal: Mapping[str, Any] | None, now_ms: int) -> float:
     """The member's scam-chat signal if it is at most a day old at ``now_ms``, else 0."""
     return signal["risk"] if signal and now_ms - signal["at_ms"] <= DAY_MS else 0.0
@@ -125,7 +129,7 @@ def rule_hits(features: Mapping[str, Any], rules: FraudRules = RULES) -> list[tu
         hits.append((rules.night_ratio, "night-time (00-06 UTC)"))
     risk = features["recent_chat_scam_risk"]
     if risk >= rules.chat_scam:
-        reason = f"member was in a scam-like chat in the last 24 h (risk {risk:.2f})"
+        reason = f"{SCAM_CHAT_RULE} (risk {risk:.2f})"
         hits.append((rules.chat_scam_ratio, reason))
     return sorted(hits, key=lambda hit: -hit[0])
 

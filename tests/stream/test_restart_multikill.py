@@ -20,6 +20,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from stream.core.fraud import SCAM_CHAT_RULE
 from stream.ops.simulate import DemoCorpus, DemoTraffic
 from tests.fixtures import pseudonym
 from tests.kafka_io import collect, produce
@@ -57,9 +58,6 @@ KILL_PLAN = (
     ("Executing", (0.5, 2.0)),  # during start-up, before the group join completes
     ("Worker ready", (0.5, 3.0)),  # mid-stream again
 )
-
-
-SCAM_CHAT_RULE = "member was in a scam-like chat"
 
 
 def differ_only_by_chat_order(first: bytes, again: bytes) -> bool:
