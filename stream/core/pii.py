@@ -529,8 +529,14 @@ def iban_valid(compact: str) -> bool:
     return int("".join(str(int(c, 36)) for c in rearranged)) % 97 == 1
 
 
+#: What every ``_IBAN`` match contains: tried first, a third of the cost of ``_IBAN``'s scan.
+_IBAN_CUE = re.compile(r"[A-Z]{2}[0-9]{2}")
+
+
 def _iban_spans(folded: str) -> list[tuple[int, int, str]]:
     spans: list[tuple[int, int, str]] = []
+    if not _IBAN_CUE.search(folded):
+        return spans
     for match in _IBAN.finditer(folded):
         length = IBAN_LENGTHS.get(match.group(1))
         if length is None:
@@ -575,7 +581,18 @@ def cn_id_valid(value: str) -> bool:
     return "10X98765432"[total % 11] == value[17].upper()
 
 
+#: What a match of ``_CN_ID`` (17 digits), ``_SSN`` (3-2-4 digits), or ``_UK_NINO`` (6 digits,
+#: maybe spaced, then A-D) contains, and the words ``_SSN_BARE`` needs: tried first, they
+#: cost a third of the four scans, which most texts with a digit do not need.
+_NATIONAL_ID_DIGITS = re.compile(
+    r"[0-9](?:[0-9]{16}|[0-9]{2}[- ][0-9]{2}[- ][0-9]{4}|[0-9] ?[0-9]{2} ?[0-9]{2} ?[A-D])"
+)
+_SSN_WORDS = re.compile(r"(?i)ssn|social")
+
+
 def _national_id_spans(folded: str) -> list[tuple[int, int, str]]:
+    if not _NATIONAL_ID_DIGITS.search(folded) and not _SSN_WORDS.search(folded):
+        return []
     spans = [
         (m.start(), m.end(), "[id]") for m in _CN_ID.finditer(folded) if cn_id_valid(m.group())
     ]

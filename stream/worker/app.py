@@ -49,6 +49,7 @@ from stream.topics import (
     SURGE_TABLE,
 )
 from stream.worker import faust_fixes, metrics
+from stream.worker.outbox import Outbox
 from stream.worker.shadow import ShadowScoring
 from stream.worker.stages import SURGE_TICK, FraudScorerT, HopRecord, Stages
 from stream.worker.tables import JsonValues
@@ -511,6 +512,13 @@ def build_app(
         delivery.add_done_callback(_stop_if_undelivered)  # type: ignore[attr-defined]
         return delivery
 
+    outbox = Outbox(
+        # Faust's own aiokafka producer: the one it flushes before every commit
+        app.producer._ensure_producer,  # type: ignore[attr-defined]
+        names,
+        _stop_if_undelivered,
+    )
+
     async def send_best_effort(topic: str, key: bytes | None, value: bytes) -> Any:
         """For shadow comparisons: no delivery guarantee, so an undelivered one stops nothing."""
         return await app.producer.send(names[topic], key, value, None, None, None)
@@ -535,6 +543,7 @@ def build_app(
         member_table=JsonValues(member_table),
         surge_table=JsonValues(surge_table),
         send=send,
+        send_many=outbox.send_many,
         shadow=shadow,
     )
     stages.within_event = _within_event

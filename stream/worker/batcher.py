@@ -126,7 +126,10 @@ class MicroBatcher:
         await self._room.acquire()
         future: asyncio.Future[PredictionResult] = asyncio.get_running_loop().create_future()
         self._pending.append((text, future))
-        self._wakeup.set()
+        if len(self._pending) == 1 or len(self._pending) >= self.max_batch_size:
+            # only what the batch loop waits for (a first text, a full batch): a wake-up per
+            # text was a ``wait_for`` (a task and a timer) per text
+            self._wakeup.set()
         return future
 
     async def score(self, texts: Sequence[str]) -> list[PredictionResult]:

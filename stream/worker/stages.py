@@ -34,7 +34,6 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import orjson
-from aiokafka.partitioner import murmur2
 
 from models.serving.base import ModelHandler, PredictionResult
 from stream.config import Settings
@@ -68,12 +67,16 @@ from stream.core.surge import (
 from stream.topics import ALERTS, DEAD_LETTER, MEMBER_EVENTS, SUBJECT_EVENTS
 from stream.worker import metrics
 from stream.worker.batcher import MicroBatcher
+from stream.worker.outbox import murmur2
 from stream.worker.shadow import ShadowScoring
 
 logger = logging.getLogger("riskstream.worker")
 
 #: ``send(logical topic, key, value, partition=None)``: hand one record to the producer.
 Send = Callable[..., Awaitable[Any]]
+#: ``send_many(outputs)``: hand a batch's outputs to the producer; -> their delivery futures
+#: (``stream.worker.outbox.Outbox``: one per topic-partition).
+SendMany = Callable[[list[Output]], Awaitable[list[Any]]]
 FraudScorerT = Callable[[dict], "tuple[float, list, str] | None"]
 
 #: Key of the tick records that flush held mentions when a subject goes quiet.
@@ -124,11 +127,11 @@ class StateWrite:
 
 @dataclass(slots=True)
 class OutputBatch:
-    """One publisher batch: its outputs go out first (surge mentions packed per subject at the
-    end); its member states are written once per member, only after every output was
-    delivered (``Stages.finish``)."""
+    """One publisher batch: its outputs go out together at its end (surge mentions packed
+    per subject); its member states are written once per member, only after every output
+    was delivered (``Stages.finish``)."""
 
-    deliveries: list[Any] = field(default_factory=list)
+    outputs: list[Output] = field(default_factory=list)
     mentions: list[Output] = field(default_factory=list)
     states: dict[str, StateWrite] = field(default_factory=dict)
 
@@ -227,6 +230,7 @@ class Stages:
         member_table: MutableMapping[str, Any],
         surge_table: MutableMapping[str, Any],
         send: Send,
+        send_many: SendMany | None = None,
         fraud_scorer: FraudScorerT | None = None,
         shadow: ShadowScoring | None = None,
     ) -> None:
@@ -237,6 +241,8 @@ class Stages:
         self.member_table = member_table
         self.surge_table = surge_table
         self.send = send
+        #: A batch's outputs (by default ``send`` for each: tests record them one by one).
+        self.send_many: SendMany = send_many or self._send_each
         #: A challenger build compared on the same texts (``RISKSTREAM_SHADOW_*``), or None.
         self.shadow = shadow
         #: Loaded in the startup task (``load_models``); the member stage waits for it.
@@ -305,19 +311,13 @@ class Stages:
         logger.exception("processing_error in the %s stage at %s: dead-lettered", stage, where)
         await self.publish_dead_letter(processing_error(record, stage, exc))
 
-    async def send_into(self, batch: OutputBatch, outputs: list[Output]) -> None:
-        """Send ``outputs`` as part of ``batch`` (surge mentions wait for its end)."""
+    def send_into(self, batch: OutputBatch, outputs: list[Output]) -> None:
+        """Queue ``outputs`` in ``batch``: they go out at its end (``deliver``)."""
         for output in outputs:
-            if output.topic == SUBJECT_EVENTS:
-                batch.mentions.append(output)
-                continue
-            await self._send_tracked(batch, output)
+            (batch.mentions if output.topic == SUBJECT_EVENTS else batch.outputs).append(output)
 
-    async def _send_tracked(self, batch: OutputBatch, output: Output) -> None:
-        """Send ``output``; ``finish`` waits for its delivery before writing the states."""
-        delivery = await self.send(output.topic, output.key, output.value, output.partition)
-        if asyncio.isfuture(delivery):
-            batch.deliveries.append(delivery)
+    async def _send_each(self, outputs: list[Output]) -> list[Any]:
+        return [await self.send(o.topic, o.key, o.value, o.partition) for o in outputs]
 
     async def finish(self, batch: OutputBatch) -> None:
         """``deliver`` the batch's outputs, then write each member's newest state."""
@@ -325,15 +325,17 @@ class Stages:
         self.write_states(batch.states)
 
     async def deliver(self, batch: OutputBatch) -> None:
-        """The batch's mentions, packed per subject; then wait until every output of the
-        batch is delivered."""
+        """Send the batch's outputs and its mentions, packed per subject, in order; then wait
+        until every one is delivered."""
         partitions = self.partitions_of(SUBJECT_EVENTS) or self.settings.partitions
         packs = pack_mentions(batch.mentions, lambda key: subject_partition(key, partitions))
-        for packed in packs:
-            await self._send_tracked(batch, packed)
-        if batch.deliveries:
-            self._publisher(f"waiting for {len(batch.deliveries)} deliveries")
-            await asyncio.gather(*batch.deliveries)
+        if not batch.outputs and not packs:
+            return
+        sent = await self.send_many([*batch.outputs, *packs])
+        deliveries = [delivery for delivery in sent if asyncio.isfuture(delivery)]
+        if deliveries:
+            self._publisher(f"waiting for {len(deliveries)} deliveries")
+            await asyncio.gather(*deliveries)
 
     def write_states(self, states: dict[str, StateWrite]) -> None:
         """One table write per member. A state whose partition was revoked meanwhile is not
@@ -419,7 +421,8 @@ class Stages:
             # keyed by the pseudonym, on the partition of the member id the producer sent (as
             # the fused path's state is), so both paths keep one member on one partition
             partition = member_partition(item.decoded, self.settings.partitions)
-            await self.send(MEMBER_EVENTS, item.decoded.member_id.encode(), body, partition)
+            key = item.decoded.member_id.encode()
+            batch.outputs.append(Output(MEMBER_EVENTS, key, body, partition))
 
     async def publish_batch(self, items: list[InFlight | HopRecord]) -> None:
         """Publish queued events in consumption order; their surge mentions go out packed,
@@ -628,7 +631,7 @@ class Stages:
         if outcome.redelivered:
             metrics.DUPLICATES_SKIPPED.inc()
         metrics.ALERTS_SUPPRESSED.inc(outcome.suppressed_alerts)
-        await self.send_into(batch, outcome.outputs)
+        self.send_into(batch, outcome.outputs)
         metrics.SCORED_EVENTS.labels(evt["event_type"]).inc()
         if evt.get("input_timestamp_ms"):
             metrics.E2E_LATENCY.observe(max(time.time() - evt["input_timestamp_ms"] / 1000, 0.0))

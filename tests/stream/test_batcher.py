@@ -46,6 +46,38 @@ async def test_a_half_full_batch_leaves_after_max_wait() -> None:
     await batcher.stop()
 
 
+async def test_the_batch_loop_wakes_for_a_first_text_and_a_full_batch_not_per_text(
+    monkeypatch,
+) -> None:
+    """Texts arriving one by one into an open batch do not wake the batch loop: it waits
+    once for the batch to fill or its time to run out (a wake-up per text was a ``wait_for``,
+    a task and a timer, per text)."""
+    import stream.worker.batcher as batcher_module
+
+    waits = 0
+    real_wait_for = asyncio.wait_for
+
+    async def counted(awaitable, timeout):
+        nonlocal waits
+        waits += 1
+        return await real_wait_for(awaitable, timeout)
+
+    monkeypatch.setattr(batcher_module.asyncio, "wait_for", counted)
+    handler = FakeModelHandler()
+    batcher = await started(handler, max_batch_size=16, max_wait_s=0.5)
+    loop = asyncio.get_running_loop()
+    begin = loop.time()
+    futures = []
+    for i in range(16):  # one at a time, each a turn of the event loop after the last
+        futures.append(await batcher.submit(f"t{i}"))
+        await asyncio.sleep(0)
+    await asyncio.wait_for(asyncio.gather(*futures), 2)
+    assert loop.time() - begin < 0.4  # closed by the full batch, not the 0.5 s
+    assert handler.batches == [[f"t{i}" for i in range(16)]]
+    assert waits <= 2  # per batch, not per text (6 here before the change)
+    await batcher.stop()
+
+
 async def test_pending_limit_applies_backpressure() -> None:
     gate = threading.Event()
     handler = FakeModelHandler(block=gate)

@@ -8,7 +8,7 @@ import string
 from datetime import date, datetime, time
 
 import phonenumbers
-from hypothesis import assume, given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 from stream.core.pii import PHONE_REGIONS, luhn_valid, mask_pii
@@ -227,3 +227,32 @@ def test_datetime_strategy_is_sane() -> None:
     """The date formats above render (guards the strategy, not the mask)."""
     style = "{d:%Y-%m-%d}T{t:%H:%M:%S}Z"
     assert style.format(d=datetime(2026, 11, 23), t=time(10)) == "2026-11-23T10:00:00Z"
+
+
+#: Pieces of national ids and IBANs, glued in any order: the cues must see every match.
+id_pieces = st.lists(
+    st.one_of(
+        st.text("0123456789", min_size=1, max_size=18),
+        st.text("ABCDGJKNXZabx", min_size=1, max_size=3),
+        st.sampled_from([" ", "-", "SSN", "ssn ", "Social security no. ", "IBAN", "GB", "DE"]),
+    ),
+    max_size=10,
+).map("".join)
+
+
+@SETTINGS
+@given(id_pieces)
+@example("id 11010519491231002X.")
+@example("ssn: 123-45-6789")
+@example("Social security no. 123456789")
+@example("NI AB 12 34 56 C")
+@example("IBANGB82WEST12345698765432")
+def test_the_cues_tried_first_see_every_national_id_and_iban_match(text: str) -> None:
+    """``_national_id_spans`` and ``_iban_spans`` try a cheaper pattern first and stop when
+    it finds nothing: it must be found wherever the full patterns would match."""
+    from stream.core import pii
+
+    if any(p.search(text) for p in (pii._CN_ID, pii._SSN, pii._SSN_BARE, pii._UK_NINO)):
+        assert pii._NATIONAL_ID_DIGITS.search(text) or pii._SSN_WORDS.search(text)
+    if pii._IBAN.search(text):
+        assert pii._IBAN_CUE.search(text)

@@ -1,9 +1,19 @@
 from __future__ import annotations
 
+import re
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from stream.core.codec import validate
-from stream.core.profiles import apply_member_event, ewma, public_profile
+from stream.core.profiles import (
+    PRICE_WORDS,
+    QUALITY_WORDS,
+    apply_member_event,
+    ewma,
+    public_profile,
+)
 
 
 def mevt(
@@ -162,3 +172,42 @@ def test_spend_keeps_the_most_recently_used_currencies() -> None:
     state = apply_member_event(state, again, negative_threshold=0.9)
     assert list(state["spend"])[-1] == currencies[-MAX_CURRENCIES]
     assert state["spend"][currencies[-MAX_CURRENCIES]]["n"] == 2
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.sampled_from(
+                [
+                    "Price",
+                    "PRICES",
+                    "priced",
+                    "cheaper",
+                    "Value",
+                    "cost",
+                    "DEAL",
+                    "Quality",
+                    "fresh",
+                    "Tasted",
+                    "tasty",
+                    "defective",
+                    "\u017ftale",
+                    "\u0130",
+                    "\u0131",
+                    "\u212a",
+                    "costs",
+                ]
+            ),
+            st.text("abcdeflopqrstuvy ,.!\u017f\u0131\u0130\u212a", max_size=8),
+        ),
+        max_size=8,
+    ).map(" ".join)
+)
+def test_the_first_letter_lookahead_changes_no_match(text: str) -> None:
+    """``PRICE_WORDS`` and ``QUALITY_WORDS`` name each word's first letter in a lookahead
+    (a cheaper scan); without it they match the same texts (Unicode case folds included)."""
+    for pattern in (PRICE_WORDS, QUALITY_WORDS):
+        plain = re.compile(re.sub(r"\(\?=\[[a-z]+\]\)", "", pattern.pattern), pattern.flags)
+        assert plain.pattern != pattern.pattern
+        assert bool(pattern.search(text)) == bool(plain.search(text))

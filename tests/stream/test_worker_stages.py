@@ -121,11 +121,13 @@ async def test_edge_scores_in_order_and_marks_done_only_after_the_send(stages) -
     stages.settings = stages.settings.model_copy(update={"member_stage": "hop"})
     await edge(stages, [review("r1", "awful, broke"), b"{not json", review("r2", "fine")])
     sent = stages.recorder.sent
-    assert [t for t, *_ in sent] == [MEMBER_EVENTS, DEAD_LETTER, MEMBER_EVENTS]
-    first = orjson.loads(sent[0][2])
-    assert sent[0][1] == pseudonym("member_id", "m1").encode()  # re-keyed by member
+    # a dead letter goes out at once; the batch's outputs (hop records too) at its end
+    assert [t for t, *_ in sent] == [DEAD_LETTER, MEMBER_EVENTS, MEMBER_EVENTS]
+    first = orjson.loads(sent[1][2])
+    assert sent[1][1] == pseudonym("member_id", "m1").encode()  # re-keyed by member
     assert first["scores"]["sentiment_negative"] == 0.99 and first["model_version"] == "fake-1"
-    letter = orjson.loads(sent[1][2])
+    assert orjson.loads(sent[2][2])["event"]["event_id"] != first["event"]["event_id"]
+    letter = orjson.loads(sent[0][2])
     assert letter["reason"] == "invalid_json"
     assert stages.recorder.acked == ["event-0", "event-1", "event-2"]
     assert stages.ledger.committable(("reviews", 0)) == 3
