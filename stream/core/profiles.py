@@ -73,6 +73,9 @@ def empty_state(member_id: str) -> dict[str, Any]:
     }
 
 
+_STATE_FIELDS = frozenset(empty_state("").keys())
+
+
 def _remember(known: list[str], value: str) -> list[str]:
     """Most-recent-last list of distinct values, capped."""
     return [*(v for v in known if v != value), value][-MAX_KNOWN:]
@@ -97,7 +100,9 @@ def apply_member_event(
 ) -> dict[str, Any]:
     """Fold one scored event into the member's state."""
     data = member_evt["event"]
-    current = {**empty_state(data["member_id"]), **(state or {})}  # old states gain new fields
+    if state is None or not state.keys() >= _STATE_FIELDS:
+        state = {**empty_state(data["member_id"]), **(state or {})}  # old states gain fields
+    current = state  # read only: what changes goes into ``updated``
 
     kind = member_evt["event_type"]
     scores = member_evt["scores"]

@@ -115,8 +115,10 @@ def test_rate_limit_keeps_one_alert_per_subject_per_cooldown_unless_it_escalates
     assert len(kept) == 1 and dropped == 0
     kept, log2, dropped = rate_limit(log, [alert("medium"), alert("medium", "m2")], 1_000, "e2")
     assert [a["subject"]["id"] for a in kept] == ["m2"] and dropped == 1
+    before = {key: list(value) for key, value in log2.items()}
     kept, log3, _ = rate_limit(log2, [alert("high")], 2_000, "e3")
     assert len(kept) == 1  # escalation goes out
+    assert log2 == before  # the new log shares entries with the old: none is changed in place
     kept, log4, _ = rate_limit(log3, [alert("high")], 2_000 + cooldown, "e4")
     assert len(kept) == 1  # cooldown over
     assert log3 == {
