@@ -244,7 +244,8 @@ class Settings(BaseSettings):
     max_batch_wait_ms: float | None = Field(
         None,
         ge=0,
-        description="Micro-batch time limit after its first text; unset or 'none': the backend's.",
+        description="Micro-batch time limit after its first text; unset or 'none': the "
+        "backend's (none on a CPU: a batch is what queued while the model ran; 20 ms on a GPU).",
     )
     max_batch_tokens: int | None = Field(
         None,

@@ -78,6 +78,33 @@ async def test_the_batch_loop_wakes_for_a_first_text_and_a_full_batch_not_per_te
     await batcher.stop()
 
 
+async def test_with_no_wait_an_idle_model_takes_a_text_at_once_and_a_busy_one_gathers_more() -> (
+    None
+):
+    """The CPU backends' limits (no wait): a text reaching an idle model is scored alone at
+    once, and the texts that arrive while the model runs go together as the next batch."""
+    gate = threading.Event()
+    handler = FakeModelHandler(block=gate)
+    batcher = await started(handler, max_batch_size=64, max_wait_s=0.0)
+    first = await batcher.submit("t0")
+    await asyncio.sleep(0.1)  # the model has it (and waits on the gate)
+    rest = [await batcher.submit(f"t{i}") for i in range(1, 6)]
+    gate.set()
+    await asyncio.wait_for(asyncio.gather(first, *rest), 5)
+    assert handler.batches == [["t0"], ["t1", "t2", "t3", "t4", "t5"]]
+    await batcher.stop()
+
+
+def test_the_cpu_backends_batch_without_a_wait() -> None:
+    from models.serving.backends.onnx_cpu import OnnxCpuHandler
+    from models.serving.backends.torch_cpu import TorchCpuHandler
+    from models.serving.base import CPU_BATCH_LIMITS
+
+    assert CPU_BATCH_LIMITS == {"max_batch_size": 64, "max_batch_duration_secs": 0.0}
+    for handler in (OnnxCpuHandler(), OnnxCpuHandler(precision="int8"), TorchCpuHandler()):
+        assert handler.batch_elements_kwargs() == CPU_BATCH_LIMITS
+
+
 async def test_pending_limit_applies_backpressure() -> None:
     gate = threading.Event()
     handler = FakeModelHandler(block=gate)

@@ -21,7 +21,7 @@ from typing import Any, Literal
 import numpy as np
 
 from models.serving import artefacts
-from models.serving.base import ModelHandler, PredictionResult
+from models.serving.base import CPU_BATCH_LIMITS, ModelHandler, PredictionResult
 from models.serving.batching import (
     DEFAULT_CALL_OVERHEAD_TOKENS,
     DEFAULT_CPU_MAX_BATCH_TOKENS,
@@ -106,6 +106,9 @@ class OnnxCpuHandler(ModelHandler[LoadedOnnxModel]):
     @property
     def max_batch_tokens(self) -> int:
         return self._max_batch_tokens
+
+    def batch_elements_kwargs(self) -> dict[str, Any]:
+        return dict(CPU_BATCH_LIMITS)
 
     def get_metrics_namespace(self) -> str:
         return f"riskstream.model.onnx_cpu.{self.precision}"

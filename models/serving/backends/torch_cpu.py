@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from models.serving import artefacts
-from models.serving.base import ModelHandler, PredictionResult
+from models.serving.base import CPU_BATCH_LIMITS, ModelHandler, PredictionResult
 from models.serving.batching import (
     DEFAULT_CALL_OVERHEAD_TOKENS,
     DEFAULT_CPU_MAX_BATCH_TOKENS,
@@ -87,6 +87,9 @@ class TorchCpuHandler(ModelHandler[LoadedTorchModel]):
     @property
     def max_batch_tokens(self) -> int:
         return self._max_batch_tokens
+
+    def batch_elements_kwargs(self) -> dict[str, Any]:
+        return dict(CPU_BATCH_LIMITS)
 
     def load_model(self) -> LoadedTorchModel:
         """Encoder, tokenizer and trained heads; raises ``ModelNotBuiltError`` if not built."""
