@@ -50,9 +50,14 @@ def murmur2(data: bytes) -> int:
     return h ^ (h >> 15)
 
 
+def default_partition(key: bytes, count: int) -> int:
+    """Kafka's default partitioner: the index, among ``count`` partitions, of ``key``'s."""
+    return (murmur2(key) & 0x7FFFFFFF) % count
+
+
 def key_partition(key: bytes, partitions: Sequence[int]) -> int:
     """The partition aiokafka's default partitioner picks for ``key`` (Kafka's, too)."""
-    return partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)]
+    return partitions[default_partition(key, len(partitions))]
 
 
 class Outbox:

@@ -67,7 +67,7 @@ from stream.core.surge import (
 from stream.topics import ALERTS, DEAD_LETTER, MEMBER_EVENTS, SUBJECT_EVENTS
 from stream.worker import metrics
 from stream.worker.batcher import MicroBatcher
-from stream.worker.outbox import murmur2
+from stream.worker.outbox import default_partition
 from stream.worker.shadow import ShadowScoring
 
 logger = logging.getLogger("riskstream.worker")
@@ -203,13 +203,13 @@ class MemberExpiry:
 def subject_partition(key: bytes, partitions: int) -> int:
     """The partition of a subject's surge state: Kafka's default partitioner over its key
     ``kind:id`` (where the records keyed by subject went before mentions were packed)."""
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
+    return default_partition(key, partitions)
 
 
 def member_partition(event: ValidEvent, partitions: int) -> int:
     """The partition a member's state lives on: Kafka's default partitioner over the member id
     as the producer sent it (``ValidEvent.partition_key``), not over its pseudonym."""
-    return (murmur2(event.partition_key) & 0x7FFFFFFF) % partitions
+    return default_partition(event.partition_key, partitions)
 
 
 def _scored(item: InFlight | HopRecord) -> bool:
