@@ -9,13 +9,14 @@ import uuid
 from collections import defaultdict
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stream.core.member import Output
 from stream.worker.outbox import Outbox, key_partition, murmur2
+from tests.kafka_io import collect
 
 
 async def _topics(bootstrap: str, *names: str, partitions: int) -> None:
@@ -28,19 +29,12 @@ async def _topics(bootstrap: str, *names: str, partitions: int) -> None:
 
 
 async def _read(bootstrap: str, topic: str, count: int) -> dict[int, list[tuple[bytes, bytes]]]:
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest"
-    )
-    await consumer.start()
-    found: dict[int, list[tuple[bytes, bytes]]] = defaultdict(list)
-    try:
-        async with asyncio.timeout(30):
-            while sum(map(len, found.values())) < count:
-                for tp, records in (await consumer.getmany(timeout_ms=500)).items():
-                    found[tp.partition] += [(r.key, r.value) for r in records]
-    finally:
-        await consumer.stop()
-    return found
+    """``count`` records of ``topic`` (30 s at most), by partition, in offset order."""
+    found = await collect(bootstrap, [topic], lambda got: len(got[topic]) >= count, 30)
+    by_partition: dict[int, list[tuple[bytes, bytes]]] = defaultdict(list)
+    for record in found[topic]:
+        by_partition[record.partition].append((record.key, record.value))
+    return by_partition
 
 
 @pytest.mark.asyncio
