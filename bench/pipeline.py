@@ -489,6 +489,7 @@ class Options:
     profile: Path | None
     run_dir: Path
     stall_s: float
+    latency_rate: float | None = None  # events/s taken as 100 % load; None: the measured max
 
 
 def machine() -> dict[str, Any]:
@@ -591,8 +592,9 @@ async def bench_project(
         if profiler.format == "raw" and opts.profile.exists():
             result["profile"] = summarize_profile(opts.profile)
     result["latency"] = {}
+    full = opts.latency_rate or result["events_per_s"]
     for load in opts.latency_loads:
-        rate = load * result["events_per_s"]
+        rate = load * full
         tag = f"lat{round(load * 100)}"
         result["latency"][f"{round(load * 100)}%"] = await paced_latency(
             target, events, rate, opts.latency_seconds, tag
@@ -823,6 +825,13 @@ def render_profile(profile: dict[str, Any]) -> list[Table]:
     show_default=True,
     help="Fractions of the measured max rate for the latency runs.",
 )
+@click.option(
+    "--latency-rate",
+    type=float,
+    default=None,
+    help="Events/s taken as 100 % load instead of the measured max: two builds compared at "
+    "the same rate (the max moves with the machine from run to run).",
+)
 @click.option("--backend", default="auto", show_default=True)
 @click.option("--partitions", type=int, default=2, show_default=True)
 @click.option("--sweep-texts", type=int, default=512, show_default=True)
@@ -856,6 +865,7 @@ def main(
     repeats: int,
     latency_seconds: float,
     latency_loads: str,
+    latency_rate: float | None,
     backend: str,
     partitions: int,
     sweep_texts: int,
@@ -878,6 +888,7 @@ def main(
         repeats=repeats,
         latency_seconds=latency_seconds,
         latency_loads=tuple(float(x) for x in latency_loads.split(",") if x),
+        latency_rate=latency_rate,
         backend=backend,
         partitions=partitions,
         sweep_texts=sweep_texts,
