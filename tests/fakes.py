@@ -6,13 +6,11 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from models.serving.base import ModelHandler, PredictionResult, TextScores, rows_callback
+from models.serving.base import ModelHandler, PredictionResult, TextScores
 
 
 class FakeModelHandler(ModelHandler[str]):
-    """Scores a text by keywords; records every batch it was given. With ``rows_gate`` it
-    streams rows (``streams_rows``): each text's result goes to ``ON_ROWS`` alone, in input
-    order, and after the first it waits for the gate."""
+    """Scores a text by keywords; records every batch it was given."""
 
     def __init__(
         self,
@@ -20,9 +18,7 @@ class FakeModelHandler(ModelHandler[str]):
         fail_with: Exception | None = None,
         block: threading.Event | None = None,
         version: str = "fake-1",
-        rows_gate: threading.Event | None = None,
     ):
-        self.rows_gate = rows_gate
         self.version = version
         self.batches: list[list[str]] = []
         self.loads = 0
@@ -32,10 +28,6 @@ class FakeModelHandler(ModelHandler[str]):
     @property
     def model_version(self) -> str:
         return self.version
-
-    @property  # type: ignore[override]
-    def streams_rows(self) -> bool:
-        return self.rows_gate is not None
 
     def load_model(self) -> str:
         self.loads += 1
@@ -49,7 +41,7 @@ class FakeModelHandler(ModelHandler[str]):
         self.batches.append(list(batch))
         if self.fail_with is not None:
             raise self.fail_with
-        results = [
+        return [
             PredictionResult(
                 t,
                 TextScores(0.99 if "awful" in t else 0.01, 0.95 if "prize" in t else 0.0),
@@ -57,13 +49,6 @@ class FakeModelHandler(ModelHandler[str]):
             )
             for t in batch
         ]
-        on_rows = rows_callback(inference_args)
-        if on_rows is not None and self.rows_gate is not None:
-            for i, result in enumerate(results):
-                on_rows([i], [result])
-                if i == 0:
-                    self.rows_gate.wait(5)
-        return results
 
 
 class FakeClock:

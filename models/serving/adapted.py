@@ -30,14 +30,7 @@ from typing import Any
 import numpy as np
 
 from models.serving import artefacts
-from models.serving.base import (
-    HEAD_NAMES,
-    ModelHandler,
-    PredictionResult,
-    TextScores,
-    rows_callback,
-    with_rows_callback,
-)
+from models.serving.base import HEAD_NAMES, ModelHandler, PredictionResult, TextScores
 from models.serving.tokenizer import TOKENIZER_FILE
 
 ADAPTED_FILE = artefacts.ADAPTED_FILE
@@ -359,36 +352,13 @@ class CalibratedHandler(ModelHandler[Any]):
     def load_model(self) -> Any:
         return self.inner.load_model()
 
-    @property  # type: ignore[override]
-    def streams_rows(self) -> bool:
-        return self.inner.streams_rows
-
     def run_inference(
         self, batch: Sequence[str], model: Any, inference_args: Mapping[str, Any] | None = None
     ) -> list[PredictionResult]:
-        """The inner results mapped; rows streamed early are mapped first too."""
-        on_rows = rows_callback(inference_args)
-        if on_rows is None:
-            return [
-                self._calibrated(r) for r in self.inner.run_inference(batch, model, inference_args)
-            ]
-        # each text mapped once: the streamed rows are the ones returned
-        calibrated: dict[int, PredictionResult] = {}
-
-        def calibrate_rows(indices: Sequence[int], rows: Sequence[PredictionResult]) -> None:
-            mapped = [self._calibrated(r) for r in rows]
-            calibrated.update(zip(indices, mapped, strict=True))
-            on_rows(indices, mapped)
-
-        results = self.inner.run_inference(
-            batch, model, with_rows_callback(inference_args, calibrate_rows)
-        )
-        return [calibrated.get(i) or self._calibrated(r) for i, r in enumerate(results)]
-
-    def _calibrated(self, result: PredictionResult) -> PredictionResult:
-        return PredictionResult(
-            result.example, self.calibration.scores(result.inference), result.model_id
-        )
+        return [
+            PredictionResult(r.example, self.calibration.scores(r.inference), r.model_id)
+            for r in self.inner.run_inference(batch, model, inference_args)
+        ]
 
     def batch_elements_kwargs(self) -> dict[str, Any]:
         return self.inner.batch_elements_kwargs()

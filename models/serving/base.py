@@ -8,7 +8,7 @@ Backends swap by configuration and share one contract test.
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -58,38 +58,8 @@ class PredictionResult:
 CPU_BATCH_LIMITS: dict[str, Any] = {"max_batch_size": 64, "max_batch_duration_secs": 0.0}
 
 
-#: ``inference_args`` key of a handler whose ``streams_rows`` is true: a callable it calls, on
-#: its own thread, with each sub-batch's input indices and results as soon as that sub-batch
-#: is scored, before ``run_inference`` returns (which still returns every result). On a CPU a
-#: lone 256-token review takes 40-60 ms; handing back what is scored before it is what lets
-#: the texts queued with it go on (``docs/benchmarks.md``, "Results per sub-batch").
-ON_ROWS = "on_rows"
-RowsCallback = Callable[[Sequence[int], Sequence[PredictionResult]], None]
-
-
-def rows_callback(inference_args: Mapping[str, Any] | None) -> RowsCallback | None:
-    """The ``ON_ROWS`` callable of ``inference_args``, if any."""
-    return inference_args.get(ON_ROWS) if inference_args else None
-
-
-def with_rows_callback(
-    inference_args: Mapping[str, Any] | None, on_rows: RowsCallback | None
-) -> Mapping[str, Any] | None:
-    """``inference_args`` with its ``ON_ROWS`` callable replaced: what a handler that changes
-    results (a calibration, a router's index map) hands its inner handler, so the rows a
-    caller sees early are the ones it would see at the end."""
-    if on_rows is None:
-        return inference_args
-    return {**(inference_args or {}), ON_ROWS: on_rows}
-
-
 class ModelHandler(abc.ABC, Generic[ModelT]):
     """Loads a model and runs it on a batch of texts; results come back in input order."""
-
-    #: Whether ``run_inference`` honours ``inference_args[ON_ROWS]``. Off unless a handler
-    #: says so: a wrapper written before it existed would pass the callable on to an inner
-    #: handler and so hand out the inner handler's results, not its own.
-    streams_rows: ClassVar[bool] = False
 
     #: The backend as ``RISKSTREAM_BACKEND`` names it (``onnx-cpu``, ``tensorrt``...): what
     #: ``riskstream_model_info`` reports, never a class name.

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from models.serving.base import HEAD_NAMES, PredictionResult, RowsCallback, TextScores
+from models.serving.base import HEAD_NAMES, PredictionResult, TextScores
 from models.serving.tokenizer import pad_arrays, tokenize
 
 __all__ = [
@@ -96,38 +96,27 @@ def score_in_sub_batches(
     plan: Callable[[Sequence[Sequence[int]]], list[list[int]]],
     forward: Callable[[Mapping[str, np.ndarray]], np.ndarray],
     shape_multiples: tuple[int, int] = (1, 1),
-    on_rows: RowsCallback | None = None,
 ) -> list[PredictionResult]:
     """Tokenise, run ``forward`` on each planned sub-batch, scatter back to input order.
 
     ``forward`` gets int64 ``input_ids``/``attention_mask`` arrays and returns probabilities
     ``(rows, len(HEAD_NAMES))``. ``shape_multiples`` (width, rows) rounds each padded
-    sub-batch up; rows added for it are dropped here. Sub-batches run in the order of their
-    earliest text, and ``on_rows`` (if given) gets each one's indices and results as soon as
-    it is scored: a caller that hands results on in input order can start with the first.
+    sub-batch up; rows added for it are dropped here.
     """
     texts = list(batch)
     if not texts:
         return []
     token_ids = tokenize(tokenizer, texts, max_length)
-    results: list[PredictionResult | None] = [None] * len(texts)
-    for indices in sorted(plan(token_ids), key=min):
+    probabilities = np.empty((len(texts), len(HEAD_NAMES)), dtype=np.float32)
+    for indices in plan(token_ids):
         arrays = pad_arrays(
             [token_ids[i] for i in indices], tokenizer.pad_token_id, *shape_multiples
         )
-        rows = np.asarray(forward(arrays), dtype=np.float32)[: len(indices)]
-        scored = [
-            PredictionResult(texts[i], text_scores(row), model_version)
-            for i, row in zip(indices, rows, strict=True)
-        ]
-        for i, result in zip(indices, scored, strict=True):
-            results[i] = result
-        if on_rows is not None:
-            on_rows(indices, scored)
-    missing = [i for i, result in enumerate(results) if result is None]
-    if missing:  # a plan that skipped a text would otherwise hand back None as a score
-        raise RuntimeError(f"the sub-batch plan left out texts {missing[:5]}")
-    return results  # type: ignore[return-value]  # no None left
+        probabilities[indices] = np.asarray(forward(arrays))[: len(indices)]
+    return [
+        PredictionResult(text, text_scores(row), model_version)
+        for text, row in zip(texts, probabilities, strict=True)
+    ]
 
 
 def text_scores(row: np.ndarray) -> TextScores:

@@ -19,13 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from models.serving.base import (
-    ModelHandler,
-    PredictionResult,
-    RowsCallback,
-    rows_callback,
-    with_rows_callback,
-)
+from models.serving.base import ModelHandler, PredictionResult
 
 Route = Literal["english", "multilingual"]
 
@@ -79,10 +73,6 @@ class RoutedHandler(ModelHandler[RoutedModels]):
     def routes(self) -> dict[str, ModelHandler[Any]]:
         return {"english": self.english, "multilingual": self.multilingual}
 
-    @property  # type: ignore[override]
-    def streams_rows(self) -> bool:
-        return self.english.streams_rows and self.multilingual.streams_rows
-
     @property
     def max_batch_tokens(self) -> int | None:
         return getattr(self.english, "max_batch_tokens", None)
@@ -98,7 +88,6 @@ class RoutedHandler(ModelHandler[RoutedModels]):
     ) -> list[PredictionResult]:
         routes = [text_route(text) for text in batch]
         results: list[PredictionResult | None] = [None] * len(batch)
-        on_rows = rows_callback(inference_args)
         for route, handler, loaded in (
             ("english", self.english, model.english),
             ("multilingual", self.multilingual, model.multilingual),
@@ -106,11 +95,7 @@ class RoutedHandler(ModelHandler[RoutedModels]):
             indices = [i for i, r in enumerate(routes) if r == route]
             if not indices:
                 continue
-            scored = handler.run_inference(
-                [batch[i] for i in indices],
-                loaded,
-                with_rows_callback(inference_args, _in_batch(on_rows, indices)),
-            )
+            scored = handler.run_inference([batch[i] for i in indices], loaded, inference_args)
             if len(scored) != len(indices):
                 raise RuntimeError(f"{route} build returned {len(scored)} for {len(indices)}")
             for i, result in zip(indices, scored, strict=True):
@@ -119,10 +104,3 @@ class RoutedHandler(ModelHandler[RoutedModels]):
 
     def batch_elements_kwargs(self) -> dict[str, Any]:
         return self.english.batch_elements_kwargs()
-
-
-def _in_batch(on_rows: RowsCallback | None, indices: list[int]) -> RowsCallback | None:
-    """``on_rows`` for one route's texts: their indices in the routed batch, not the route's."""
-    if on_rows is None:
-        return None
-    return lambda rows, results: on_rows([indices[i] for i in rows], results)

@@ -4,9 +4,7 @@ A batch closes when it reaches ``max_batch_size`` or ``max_wait_s`` after its fi
 whichever comes first. The build can change while it runs (:meth:`MicroBatcher.swap`, a new
 champion): each batch takes the handler and its loaded model as one pair when it starts, so a
 text is scored once, by one build, and a batch under way finishes on the build it started
-with. Tokenisation and inference run in a single worker thread, never on the event loop. A
-backend that scores a batch in sub-batches (``streams_rows``) hands each one's results back
-as it finishes: the texts queued with a long review need not wait for it.
+with. Tokenisation and inference run in a single worker thread, never on the event loop.
 Backpressure is a limit, not a sleep: at most ``max_pending`` texts may be queued or
 in flight, and ``score()`` waits for room beyond that, which stalls the calling agent.
 
@@ -27,7 +25,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any
 
-from models.serving.base import ON_ROWS, ModelHandler, PredictionResult
+from models.serving.base import ModelHandler, PredictionResult
 
 #: Called after each batch with (batch size, inference seconds).
 BatchObserver = Callable[[int, float], None]
@@ -190,22 +188,6 @@ class MicroBatcher:
         finally:
             self._scoring = 0
 
-    @staticmethod
-    def _rows_setter(
-        loop: asyncio.AbstractEventLoop, batch: list[tuple[str, asyncio.Future[PredictionResult]]]
-    ) -> Callable[[Sequence[int], Sequence[PredictionResult]], None]:
-        """The backend's ``ON_ROWS`` callable: it runs on the inference thread, so the results
-        reach their futures on the loop (before the batch's own completion, which the loop
-        gets after them)."""
-
-        def set_rows(indices: Sequence[int], results: Sequence[PredictionResult]) -> None:
-            for i, result in zip(indices, results, strict=True):
-                future = batch[i][1]
-                if not future.done():
-                    future.set_result(result)
-
-        return lambda indices, results: loop.call_soon_threadsafe(set_rows, indices, results)
-
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
@@ -213,12 +195,9 @@ class MicroBatcher:
             handler, model = self.handler, self._model  # one pair for the whole batch
             texts = [text for text, _ in batch]
             started = self._clock()
-            args = (texts, model)
-            if handler.streams_rows:
-                args += ({ON_ROWS: self._rows_setter(loop, batch)},)
             try:
                 results = await self._infer(
-                    loop.run_in_executor(self._executor, handler.run_inference, *args),
+                    loop.run_in_executor(self._executor, handler.run_inference, texts, model),
                     len(texts),
                 )
                 if len(results) != len(texts):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,9 +11,8 @@ import numpy as np
 import pytest
 
 from models.serving import adapted, artefacts
-from models.serving.base import HEAD_NAMES, ON_ROWS, PredictionResult, TextScores
+from models.serving.base import HEAD_NAMES, PredictionResult, TextScores
 from models.serving.factory import create_handler
-from tests.fakes import FakeModelHandler
 from tests.unprivileged import as_unprivileged, open_folder, read_only, writable
 
 TEXTS = ["Terrible, it broke after a day.", "Lovely taste, will buy again!", "WIN a prize now!!"]
@@ -131,29 +129,6 @@ def test_materialise_needs_the_base(tmp_path: Path, built_model: Path) -> None:
         adapted.materialise(bundle, tmp_path)
     with pytest.raises(artefacts.ModelNotBuiltError, match="no adapted build"):
         adapted.read_bundle(bundle["model_version"], tmp_path)
-
-
-def test_rows_streamed_by_an_adapted_build_are_calibrated() -> None:
-    """What a caller gets early is what it would get at the end: the build's calibration,
-    never the inner backend's raw scores; each text mapped once."""
-    gate = threading.Event()
-    gate.set()
-    calibration = adapted.Calibration({HEAD_NAMES[0]: {"x": [0.0, 1.0], "y": [0.0, 0.5]}})
-    handler = adapted.CalibratedHandler(FakeModelHandler(rows_gate=gate), calibration)
-    assert handler.streams_rows
-    assert not adapted.CalibratedHandler(FakeModelHandler(), calibration).streams_rows
-    texts = ["awful thing", "fine", "awful again"]
-    streamed: dict[int, PredictionResult] = {}
-    results = handler.run_inference(
-        texts,
-        handler.load_model(),
-        {ON_ROWS: lambda idx, rows: streamed.update(zip(idx, rows, strict=True))},
-    )
-    assert [r.inference.sentiment_negative for r in results] == [0.495, 0.005, 0.495]
-    assert [streamed[i] for i in range(3)] == results
-    assert all(streamed[i] is results[i] for i in range(3))
-    plain = handler.run_inference(texts, handler.load_model())
-    assert plain == results
 
 
 def test_calibration_object() -> None:

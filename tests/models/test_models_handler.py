@@ -16,10 +16,9 @@ from models.serving.backends.torch_cpu import (
     TorchCpuHandler,
     default_torch_inference_fn,
 )
-from models.serving.base import HEAD_NAMES, ON_ROWS, PredictionResult
+from models.serving.base import HEAD_NAMES, PredictionResult
 from models.serving.batching import plan_sub_batches
 from models.serving.encoder import EncoderWithHeads
-from models.serving.factory import create_handler
 from models.training.data import fine_foods, fine_foods_reviews, sms_messages
 from models.training.distil import predict_logits
 
@@ -219,26 +218,3 @@ def test_vectorised_plan_equals_the_reference_programme(seed: int) -> None:
     lengths = [rng.choice([rng.randint(3, 40), rng.randint(3, 256)]) for _ in range(n)]
     overhead, cap = rng.choice([(64, 16_384), (2048, 16_384), (0, 512), (10, 300)])
     assert plan_sub_batches(lengths, overhead, cap) == _reference_plan(lengths, overhead, cap)
-
-
-@pytest.mark.parametrize("backend", ["torch-cpu", "onnx-cpu"])
-def test_sub_batches_stream_their_rows_in_order_of_their_earliest_text(
-    backend: str, artefact_path: Path, mixed_texts: list[str]
-) -> None:
-    """The CPU backends hand each sub-batch back as it is scored (``ON_ROWS``), the one with
-    the batch's first text first: every text once, with the scores ``run_inference``
-    returns, which equal those without the callable."""
-    handler = create_handler(backend, artefact_path.name)
-    assert handler.streams_rows
-    model = handler.load_model()
-    calls: list[tuple[list[int], list[PredictionResult]]] = []
-    results = handler.run_inference(
-        mixed_texts, model, {ON_ROWS: lambda idx, rows: calls.append((list(idx), list(rows)))}
-    )
-    assert len(calls) > 1, "long reviews and short messages make several sub-batches"
-    firsts = [min(indices) for indices, _ in calls]
-    assert firsts[0] == 0 and firsts == sorted(firsts)
-    streamed = {i: row for indices, rows in calls for i, row in zip(indices, rows, strict=True)}
-    assert sum(len(indices) for indices, _ in calls) == len(streamed) == len(mixed_texts)
-    assert [streamed[i] for i in range(len(mixed_texts))] == results
-    assert handler.run_inference(mixed_texts, model) == results

@@ -4,11 +4,8 @@
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 
-from models.serving.base import ON_ROWS, PredictionResult
 from models.serving.router import RoutedHandler, cjk_share, text_route
 from tests.fakes import FakeModelHandler
 
@@ -64,24 +61,3 @@ def test_a_failing_build_fails_the_whole_call() -> None:
     )
     with pytest.raises(RuntimeError, match="engine down"):
         router.run_inference(["fine", "好评"], router.load_model())
-
-
-def test_rows_streamed_through_the_router_carry_the_batchs_indices() -> None:
-    """Each build streams its rows with indices into its own texts; the router hands them on
-    with the routed batch's indices, so a caller's early results land on the right texts."""
-    gate = threading.Event()
-    gate.set()
-    english = FakeModelHandler(version="en-1", rows_gate=gate)
-    multilingual = FakeModelHandler(version="ml-1", rows_gate=gate)
-    router = RoutedHandler(english, multilingual)
-    assert router.streams_rows
-    assert not RoutedHandler(english, FakeModelHandler(version="ml-1")).streams_rows
-    batch = ["awful product", "质量很差 awful", "fine", "好评", "win a prize"]
-    streamed: dict[int, PredictionResult] = {}
-    results = router.run_inference(
-        batch,
-        router.load_model(),
-        {ON_ROWS: lambda idx, rows: streamed.update(zip(idx, rows, strict=True))},
-    )
-    assert [streamed[i] for i in range(len(batch))] == results
-    assert [streamed[i].example for i in range(len(batch))] == batch

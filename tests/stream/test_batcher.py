@@ -182,37 +182,3 @@ def test_the_worker_bounds_inference_by_its_setting() -> None:
         ).inference_timeout_s
         == 120
     )
-
-
-async def test_a_streaming_backends_rows_reach_their_texts_before_the_batch_ends() -> None:
-    """A backend that scores in sub-batches hands each one back as it finishes: the first
-    text's result is there while the backend still works on the rest (on a CPU the rest may
-    be a 256-token review, 40-60 ms alone)."""
-    gate = threading.Event()
-    handler = FakeModelHandler(rows_gate=gate)
-    batcher = await started(handler, max_batch_size=8, max_wait_s=0.05)
-    futures = [await batcher.submit(text) for text in ("awful first", "second", "third")]
-    await asyncio.wait_for(asyncio.shield(futures[0]), timeout=2)
-    assert futures[0].result().inference.sentiment_negative == 0.99
-    assert not futures[1].done() and not futures[2].done()  # the backend is still at them
-    gate.set()
-    rest = await asyncio.wait_for(asyncio.gather(*futures[1:]), timeout=2)
-    assert [r.example for r in rest] == ["second", "third"]
-    assert handler.batches == [["awful first", "second", "third"]]
-    await batcher.stop()
-
-
-async def test_a_backend_that_does_not_stream_gets_no_rows_callable() -> None:
-    """``streams_rows`` is opt-in: a handler without it is called as before, with no third
-    argument (a wrapper unaware of it could otherwise hand out its inner handler's rows)."""
-    seen: list[object] = []
-
-    class TwoArguments(FakeModelHandler):
-        def run_inference(self, batch, model, *more):  # type: ignore[override]
-            seen.append(more)
-            return super().run_inference(batch, model)
-
-    batcher = await started(TwoArguments())
-    assert len(await batcher.score(["a", "b"])) == 2
-    assert seen == [()]
-    await batcher.stop()

@@ -21,7 +21,7 @@ from typing import Any, Literal
 import numpy as np
 
 from models.serving import artefacts
-from models.serving.base import CPU_BATCH_LIMITS, ModelHandler, PredictionResult, rows_callback
+from models.serving.base import CPU_BATCH_LIMITS, ModelHandler, PredictionResult
 from models.serving.batching import (
     DEFAULT_CALL_OVERHEAD_TOKENS,
     DEFAULT_CPU_MAX_BATCH_TOKENS,
@@ -68,8 +68,6 @@ class LoadedOnnxModel:
 
 
 class OnnxCpuHandler(ModelHandler[LoadedOnnxModel]):
-    streams_rows = True
-
     @property  # type: ignore[override]
     def backend(self) -> str:
         return "onnx-cpu-int8" if self.precision == "int8" else "onnx-cpu"
@@ -151,5 +149,4 @@ class OnnxCpuHandler(ModelHandler[LoadedOnnxModel]):
                 self._max_batch_tokens,
             ),
             lambda arrays: self._inference_fn(model.session, arrays),
-            on_rows=rows_callback(inference_args),
         )

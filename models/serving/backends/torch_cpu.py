@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from models.serving import artefacts
-from models.serving.base import CPU_BATCH_LIMITS, ModelHandler, PredictionResult, rows_callback
+from models.serving.base import CPU_BATCH_LIMITS, ModelHandler, PredictionResult
 from models.serving.batching import (
     DEFAULT_CALL_OVERHEAD_TOKENS,
     DEFAULT_CPU_MAX_BATCH_TOKENS,
@@ -61,7 +61,6 @@ class TorchCpuHandler(ModelHandler[LoadedTorchModel]):
     """Encoder + heads from the built artefact, run eagerly on CPU."""
 
     backend = "torch-cpu"
-    streams_rows = True
 
     def __init__(
         self,
@@ -122,7 +121,6 @@ class TorchCpuHandler(ModelHandler[LoadedTorchModel]):
                 model.network, {name: torch.from_numpy(array) for name, array in arrays.items()}
             ).numpy(),
             self._shape_multiples,
-            on_rows=rows_callback(inference_args),
         )
 
     def _sub_batches(
