@@ -42,6 +42,7 @@ from stream.core.delivery import Admission, DeliveryLedger
 from stream.core.errors import FailurePolicy, fatal
 from stream.core.labels import decode_label
 from stream.core.member import Output, counted_time, member_step, pack_mentions
+from stream.core.partitioning import default_partition
 from stream.core.profiles import expired
 from stream.core.steps import (
     InvalidEvent,
@@ -67,7 +68,6 @@ from stream.core.surge import (
 from stream.topics import ALERTS, DEAD_LETTER, MEMBER_EVENTS, SUBJECT_EVENTS
 from stream.worker import metrics
 from stream.worker.batcher import MicroBatcher
-from stream.worker.outbox import default_partition
 from stream.worker.shadow import ShadowScoring
 
 logger = logging.getLogger("riskstream.worker")

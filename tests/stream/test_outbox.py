@@ -15,7 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stream.core.member import Output
-from stream.worker.outbox import Outbox, key_partition, murmur2
+from stream.core.partitioning import key_partition, murmur2
+from stream.worker.outbox import Outbox
 from tests.kafka_io import collect
 
 
