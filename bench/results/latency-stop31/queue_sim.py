@@ -1,6 +1,17 @@
+"""The model's queue at 45 texts/s on measured single-text times: when results go out.
+
+    .venv/bin/python bench/results/latency-stop31/queue_sim.py F.npy   # single_text_ms.py --save
+
+Policies for a batch's texts: ``end`` (every result at the batch's end), ``fifo`` / ``sjf``
+(each text's result when its own turn ends, in arrival / shortest-first order); results are
+published in arrival order; ``infl`` scales the model's times (1.5: as slow as in the worker).
+"""
+
+import sys
+
 import numpy as np
 
-ts = np.load("/tmp/single_ts.npy")
+ts = np.load(sys.argv[1]) / 1000  # ms -> s
 
 
 def sim(rate, policy, infl=1.0, jitter=0.02, seed=0, maxb=64):

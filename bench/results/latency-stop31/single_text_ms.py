@@ -1,4 +1,11 @@
-import os
+"""The served model alone (onnx-cpu), one demo text a call: ms per text, by token length.
+
+    .venv/bin/python bench/results/latency-stop31/single_text_ms.py [--texts 600] [--save F.npy]
+
+``--save`` keeps the times (ms, in text order) for ``queue_sim.py``.
+"""
+
+import argparse
 import sys
 import time
 
@@ -10,20 +17,24 @@ from pipeline import text_events
 from models.serving.factory import create_handler
 from models.serving.tokenizer import tokenize
 
-evs = text_events(600, 7)
-texts = [e.text for e in evs]
-h = create_handler("onnx-cpu", spin_wait=not os.environ.get("NOSPIN"))
+parser = argparse.ArgumentParser()
+parser.add_argument("--texts", type=int, default=600)
+parser.add_argument("--save", default=None)
+args = parser.parse_args()
+texts = [e.text for e in text_events(args.texts, 7)]
+h = create_handler("onnx-cpu")
 m = h.load_model()
 for t in texts[:50]:
     h.run_inference([t], m)
-lens = [len(x) for x in tokenize(m.tokenizer, texts)]
+lens = np.array([len(x) for x in tokenize(m.tokenizer, texts)])
 ts = []
 for t in texts:
     s = time.perf_counter()
     h.run_inference([t], m)
     ts.append((time.perf_counter() - s) * 1000)
 ts = np.array(ts)
-lens = np.array(lens)
+if args.save:
+    np.save(args.save, ts)
 print(
     "single ms p50/95/99/max",
     np.percentile(ts, [50, 95, 99, 100]).round(1),

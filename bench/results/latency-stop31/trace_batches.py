@@ -1,37 +1,17 @@
-import gzip
-import sys
+"""Model batches and deliveries in the window, and the batch of each of the slowest events."""
 
 import numpy as np
+from trace_io import read_trace
 
-
-def lines(path):
-    return gzip.open(path, "rt") if path.endswith(".gz") else open(path)
-
-
-B = []
-E = []
-P = []
-D = []
-for line in lines(sys.argv[1]):
-    f = line.split()
-    if f[0] == "B":
-        B.append(tuple(map(float, f[1:])))
-    elif f[0] == "E":
-        E.append(tuple(map(float, f[1:])))
-    elif f[0] == "P":
-        P.append(tuple(map(float, f[1:])))
-    elif f[0] == "D":
-        D.append(tuple(map(float, f[1:])))
-B = np.array(B)
-E = np.array(E)
-D = np.array(D)
-# latency phase: last 60s-ish: take E whose input ts after (last input - 62)
-t_end = E[:, 0].max()
-t0 = t_end - 60
+trace = read_trace()
+E = np.array([(k, trace.done[k]) for k in sorted(trace.done)])
+D = trace.deliveries
+# the latency phase: input in the last 60 s
+t0 = E[:, 0].max() - 60
 e = E[E[:, 0] > t0]
 lat = (e[:, 1] - e[:, 0]) * 1000
 print("events", len(e), "e2e p50/95/99/max", np.percentile(lat, [50, 95, 99, 100]).round(1))
-b = B[B[:, 0] > t0]
+b = trace.batches[trace.batches[:, 0] > t0]
 dur = (b[:, 1] - b[:, 0]) * 1000
 size = b[:, 2]
 wait = (b[:, 0] - b[:, 3]) * 1000
