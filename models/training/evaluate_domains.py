@@ -25,6 +25,7 @@ from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 
 from models.serving.base import HEAD_NAMES
+from models.training.data import LabelledText
 from models.training.evaluate import served_scores
 from models.training.metrics import alert_metrics, threshold_for_precision
 
@@ -238,7 +239,7 @@ INEWS_DESCRIPTION = (
 INEWS_FIT_PERCENT = 50
 
 
-def inews_parts() -> tuple[list[Any], list[Any]]:
+def inews_parts() -> tuple[list[LabelledText], list[LabelledText]]:
     """iNews split by text hash into a fit part and a test part (``INEWS_FIT_PERCENT``), the
     same rows in every evaluation that reads it (``eval-domains``, ``eval-zh``)."""
     from models.training.data import assign_split
@@ -684,13 +685,11 @@ def render_domains(result: Mapping[str, Any]) -> list[str]:
             ]
         lines += [
             "",
-            "Served: the English band for every language unless `RISKSTREAM_CHINESE_NEUTRAL_BAND` "
-            "sets one for the",
-            "Chinese build. A band fitted on news is not the default for reviews and chats: news "
-            "is mostly",
-            "neutral and rarely positive, and the band it gives reads the review sets' positives "
-            "as neutral",
-            "(above). Set it where the Chinese traffic is news-like.",
+            "Served: the English band for every language unless `RISKSTREAM_CHINESE_NEUTRAL_BAND`",
+            "sets one for the Chinese build. A band fitted on news is not the default for reviews",
+            "and chats: news is mostly neutral and rarely positive, and the band it gives reads",
+            "the review sets' positives as neutral (above). Set it where the Chinese traffic is",
+            "news-like.",
         ]
     cross = result.get("cross_domain")
     if cross:

@@ -338,7 +338,9 @@ def multilingual_scam_rows(zh_cap: int = ZH_ORDINARY_CAP) -> HeadRows:
     )
 
 
-def run_refit_multilingual_scam(out: Path, on_stage: Callable[[str], object] = print) -> dict:
+def run_refit_multilingual_scam(
+    out: Path, on_stage: Callable[[str], object] = print
+) -> dict[str, Any]:
     """Refit the multilingual student's scam head only (its layers and sentiment head stay),
     chosen like the English one (:func:`choose_scam_head`: SMS validation recall within
     ``RECALL_MARGIN`` of the distilled head's at the ``scam_chat`` threshold, fewest ordinary
