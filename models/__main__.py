@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -299,16 +300,25 @@ def eval_zh_command(
 def refit_heads_command(out: Path | None) -> None:
     """Refit the English student's heads on five sentiment domains plus SMS (about 2 min);
     the layers stay as distilled. Pin the printed sha256 as artefacts.STUDENT_SHA256."""
-    import json
-
     from models.training.heads import REPORT_FILE, run_refit
     from models.training.student import DISTILLED_DIR
 
     target = out or DISTILLED_DIR / artefacts.STUDENT_FILE
-    report = run_refit(target, on_stage=lambda s: console.print(f"[bold]{s}"))
+    _refit(run_refit, target, REPORT_FILE, ("validation_accuracy",))
+
+
+def _refit(
+    run: Callable[..., dict[str, Any]], target: Path, report_file: str, shown: tuple[str, ...]
+) -> None:
+    """Run a head refit writing ``target``, write its report (with the file's sha256) beside
+    it, print the report's ``shown`` figures and the sha256 to pin."""
+    import json
+
+    report = run(target, on_stage=lambda s: console.print(f"[bold]{s}"))
     report["student_sha256"] = artefacts.sha256_file(target)
-    (target.parent / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    console.print_json(data=report["validation_accuracy"])
+    (target.parent / report_file).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    for key in shown:
+        console.print_json(data=report[key])
     console.print(f"wrote {target}; pin sha256 {report['student_sha256']}")
 
 
@@ -323,21 +333,17 @@ def refit_zh_scam_command(out: Path | None) -> None:
     """Refit the multilingual student's scam head with Chinese reviews as not scam (about
     5 min); its layers and sentiment head stay. Pin the printed sha256 as
     artefacts.MULTILINGUAL_SHA256."""
-    import json
-
     from models.training.heads import MULTILINGUAL_REPORT_FILE, run_refit_multilingual_scam
     from models.training.multilingual import WEIGHTS_FILE
     from models.training.student import DISTILLED_DIR
 
     target = out or DISTILLED_DIR / WEIGHTS_FILE
-    report = run_refit_multilingual_scam(target, on_stage=lambda s: console.print(f"[bold]{s}"))
-    report["student_sha256"] = artefacts.sha256_file(target)
-    (target.parent / MULTILINGUAL_REPORT_FILE).write_text(
-        json.dumps(report, indent=2) + "\n", encoding="utf-8"
+    _refit(
+        run_refit_multilingual_scam,
+        target,
+        MULTILINGUAL_REPORT_FILE,
+        ("sms_validation_recall", "chinese_training_rows_flagged"),
     )
-    console.print_json(data=report["sms_validation_recall"])
-    console.print_json(data=report["chinese_training_rows_flagged"])
-    console.print(f"wrote {target}; pin sha256 {report['student_sha256']}")
 
 
 @cli.command("eval-domains")

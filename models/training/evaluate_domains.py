@@ -245,10 +245,10 @@ def inews_parts() -> tuple[list[LabelledText], list[LabelledText]]:
     from models.training.data import assign_split
     from models.training.data_operator import inews
 
-    rows = inews()
-    fit = [r for r in rows if assign_split(r.text, (0, INEWS_FIT_PERCENT)) == "validation"]
-    test = [r for r in rows if assign_split(r.text, (0, INEWS_FIT_PERCENT)) == "test"]
-    return fit, test
+    parts: dict[str, list[LabelledText]] = {"validation": [], "test": []}
+    for row in inews():
+        parts[assign_split(row.text, (0, INEWS_FIT_PERCENT))].append(row)
+    return parts["validation"], parts["test"]
 
 
 def embed(
