@@ -99,11 +99,15 @@ def trained_parameters(network: EncoderWithHeads) -> dict[str, torch.nn.Paramete
     }
 
 
-def fingerprint(config: TuneConfig, start: str, train_targets: np.ndarray) -> str:
+def fingerprint(
+    config: TuneConfig, start: str, train_ids: Sequence[Sequence[int]], train_targets: np.ndarray
+) -> str:
     """What a checkpoint must match to be resumed: the configuration, the starting file's
-    identity (``start``, e.g. its sha256) and the training labels."""
+    identity (``start``, e.g. its sha256), the training texts' token ids and their labels."""
     digest = hashlib.sha256(json.dumps(dataclasses.asdict(config), sort_keys=True).encode())
     digest.update(start.encode())
+    for ids in train_ids:
+        digest.update(np.asarray(ids, dtype=np.int64).tobytes() + b"|")
     digest.update(np.ascontiguousarray(train_targets, dtype=np.float32).tobytes())
     return digest.hexdigest()
 
@@ -185,12 +189,12 @@ def tune(
         optimiser, _linear_warmup_decay(total_steps, config.warmup_fraction)
     )
     targets = torch.from_numpy(np.asarray(train_targets, dtype=np.float32))
-    mark = fingerprint(config, start, train_targets)
+    mark = fingerprint(config, start, train_ids, train_targets)
 
     best: dict[str, torch.Tensor] | None = None
     if checkpoint.exists():
-        saved = torch.load(checkpoint, weights_only=False)
-        progress: _Progress = saved["progress"]
+        saved = torch.load(checkpoint, weights_only=True)  # tensors and plain data only
+        progress = _Progress(**saved["progress"])
         if progress.fingerprint != mark:
             raise CheckpointMismatchError(
                 f"{checkpoint} was written for another configuration, data or starting file; "
@@ -214,7 +218,7 @@ def tune(
         _save(
             checkpoint,
             {
-                "progress": progress,
+                "progress": dataclasses.asdict(progress),
                 "trained": {n: p.detach().clone() for n, p in params.items()},
                 "optimiser": optimiser.state_dict(),
                 "schedule": schedule.state_dict(),

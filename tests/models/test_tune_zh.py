@@ -113,12 +113,20 @@ def test_only_the_layers_and_the_sentiment_head_move(tmp_path: Path):
     assert min(h["validation"]["log_loss"] for h in result.history) < np.log(2)
 
 
-def test_a_checkpoint_of_another_configuration_is_refused(tmp_path: Path):
+def test_a_checkpoint_of_another_configuration_start_or_data_is_refused(tmp_path: Path):
     checkpoint = tmp_path / "tune.pt"
     run(checkpoint, max_seconds=0.0)
     other = TuneConfig(epochs=3, batch_size=8, max_length=16, learning_rate=1e-3)
     with pytest.raises(CheckpointMismatchError, match="remove it to start over"):
         run(checkpoint, config=other)
+    network = tiny_network()
+    with pytest.raises(CheckpointMismatchError):
+        tune(network, *TRAIN, *VALIDATION, pad_id=0, config=CONFIG, checkpoint=checkpoint,
+             start="another file")  # fmt: skip
+    ids, targets = TRAIN
+    with pytest.raises(CheckpointMismatchError):  # the same labels, one text changed
+        tune(network, [[1, 2], *ids[1:]], targets, *VALIDATION, pad_id=0, config=CONFIG,
+             checkpoint=checkpoint, start="tiny")  # fmt: skip
 
 
 def test_the_command_on_the_served_file_stops_with_a_checkpoint_when_its_time_is_up(
@@ -137,13 +145,13 @@ def test_the_command_on_the_served_file_stops_with_a_checkpoint_when_its_time_is
     first = CliRunner().invoke(cli, args)
     assert first.exit_code == 0, first.output
     assert "time is up" in first.output and checkpoint.is_file()
-    saved = torch.load(checkpoint, weights_only=False)
-    assert saved["progress"].step == 0 and saved["progress"].sittings == 1
+    saved = torch.load(checkpoint, weights_only=True)  # plain data: no pickled objects
+    assert saved["progress"]["step"] == 0 and saved["progress"]["sittings"] == 1
     names = set(saved["trained"])
     assert all(n.startswith(("encoder.encoder.layer.", "heads.sentiment_negative.")) for n in names)
     assert "heads.sentiment_negative.weight" in names
     assert "encoder.encoder.layer.5.output.dense.weight" in names  # all six layers
     second = CliRunner().invoke(cli, args)
     assert second.exit_code == 0, second.output
-    assert torch.load(checkpoint, weights_only=False)["progress"].sittings == 2
+    assert torch.load(checkpoint, weights_only=True)["progress"]["sittings"] == 2
     assert not (tmp_path / "report.json").exists()  # nothing to report until it finishes
