@@ -33,7 +33,12 @@ def fake_scores(rng: random.Random) -> dict[str, float]:
     }
 
 
-def main(events: int = 20_000, members: int = 150) -> None:
+def demo_member_states(
+    events: int = 20_000, members: int = 150
+) -> tuple[dict[str, dict], list[int]]:
+    """Each member's state after ``events`` demo events of ``members`` members, and the JSON
+    size of every state written on the way (``bench/state_recovery.py`` takes its members
+    from here)."""
     rng = random.Random(1)
     traffic = DemoTraffic(DemoCorpus.load(), seed=3, members=members, malformed_ratio=0.0)
     states: dict[str, dict] = {}
@@ -55,6 +60,11 @@ def main(events: int = 20_000, members: int = 150) -> None:
         if outcome.state is not None:
             states[event.member_id] = outcome.state
             sizes.append(len(orjson.dumps(outcome.state)))
+    return states, sizes
+
+
+def main(events: int = 20_000, members: int = 150) -> None:
+    states, sizes = demo_member_states(events, members)
     tail = sorted(sizes[len(sizes) // 2 :])
     ring = [len(orjson.dumps(s.get("seen"))) for s in states.values()]
     memory = [deep_size(s) for s in states.values()]

@@ -2,20 +2,23 @@
 
     python bench/state_recovery.py --members 100000 --members 1000000
 
-For each N: N realistic member states are written straight into the member table's changelog
-on an embedded broker (what N members leave behind), then a worker starts on it and recovers:
-with ``memory://`` (state rebuilt from the changelog at every start), and with ``rocksdb://``
-twice (a cold start that fills the local store, then a warm restart that reads only what is
-newer than the store). Reported: seconds from process start to /readyz 200, worker RSS and RSS
-per member (against a worker with no members), local disk per member, changelog bytes per
-member. Input partitions are paused while a table recovers (Faust), so a recovering worker
-processes 0 events/s; the time to ready is the outage. Results go to
-bench/results/state_recovery.json; the figures in docs/benchmarks.md come from it.
+For each N: N member states with full history (those of demo members past the 64-event
+horizon of recent ids, :func:`template_states`) are written straight into the member table's
+changelog on an embedded broker (what N long-lived members leave behind), then a worker
+starts on it and recovers: with ``memory://`` (state rebuilt from the changelog at every
+start), and with ``rocksdb://`` twice (a cold start that fills the local store, then a warm
+restart that reads only what is newer than the store). Reported: seconds from process start
+to /readyz 200, worker RSS and RSS per member (against a worker with no members), local disk
+per member, changelog bytes per member. Input partitions are paused while a table recovers
+(Faust), so a recovering worker processes 0 events/s; the time to ready is the outage.
+Results go to bench/results/state_recovery.json; the figures in docs/benchmarks.md come
+from it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import shutil
@@ -33,54 +36,33 @@ import orjson
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.member_state_size import demo_member_states  # noqa: E402
 from stream.config import Settings  # noqa: E402
-from stream.core.member import member_step  # noqa: E402
-from stream.core.rules import AlertThresholds  # noqa: E402
+from stream.core.member import DIGEST_BYTES, RECENT_EVENTS  # noqa: E402
 from stream.ops.admin import ensure_topics  # noqa: E402
 from stream.ops.broker import WORKER_SETTINGS, EmbeddedBroker, free_port  # noqa: E402
 
 PARTITIONS = 4
 
 
-def template_state() -> dict:
-    """A realistic member state: 12 reviews, chats and transactions folded in."""
-    state = None
-    base = 1_790_000_000_000
-    for i in range(12):
-        kind = ("review", "chat", "transaction")[i % 3]
-        event = {"event_id": f"e-{i:06d}", "member_id": "m", "event_time": "2026-10-01T00:00:00Z"}
-        scores = {"sentiment_negative": 0.2, "sentiment_polarity": 0.6, "scam_risk": 0.01}
-        if kind == "review":
-            event |= {"product_id": f"p-{i}", "brand": "acme", "text": "good value, fresh"}
-        elif kind == "chat":
-            event |= {"conversation_id": f"c-{i}", "sender_role": "member", "text": "hi"}
-        else:
-            scores = {}
-            event |= {
-                "amount": 20.0 + i,
-                "currency": "EUR",
-                "merchant_id": f"mer-{i % 4}",
-                "channel": "web",
-                "device_id": f"d-{i % 2}",
-                "country": "DE",
-            }
-        evt = {
-            "event_type": kind,
-            "event": event,
-            "event_time_ms": base + i * 3_600_000,
-            "scores": scores,
-            "model_version": "v1" if scores else None,
-            "source": {"topic": kind + "s", "partition": 0, "offset": i},
-        }
-        outcome = member_step(
-            state,
-            evt,
-            thresholds=AlertThresholds(),
-            profile_throttle_ms=0,
-            fraud_scorer=lambda _txn: None,
-        )
-        state = outcome.state or state
-    return {**state, "partition": 0}
+#: Demo traffic the member states are taken from: 24,000 events of 200 members, about 120
+#: each, so most have folded in more events than their ring of recent ids holds.
+TEMPLATE_EVENTS, TEMPLATE_MEMBERS = 24_000, 200
+
+
+def template_states() -> list[dict]:
+    """States of long-lived members: those of the demo members whose ring of recent event ids
+    is full (past the :data:`~stream.core.member.RECENT_EVENTS` horizon), as the member stage
+    left them after the demo traffic (``bench/member_state_size.py``)."""
+    states, _ = demo_member_states(TEMPLATE_EVENTS, TEMPLATE_MEMBERS)
+    full = [
+        s
+        for _, s in sorted(states.items())
+        if len(base64.b64decode(s["seen"])) == RECENT_EVENTS * DIGEST_BYTES
+    ]
+    if not full:
+        raise RuntimeError("no demo member reached the recent-event horizon")
+    return full
 
 
 async def write_changelog(bootstrap: str, topic: str, members: int) -> int:
@@ -88,7 +70,7 @@ async def write_changelog(bootstrap: str, topic: str, members: int) -> int:
     from aiokafka import AIOKafkaProducer
     from aiokafka.partitioner import DefaultPartitioner
 
-    template = template_state()
+    templates = template_states()
     partitioner = DefaultPartitioner()
     partitions = list(range(PARTITIONS))
     producer = AIOKafkaProducer(
@@ -103,6 +85,7 @@ async def write_changelog(bootstrap: str, topic: str, members: int) -> int:
             # where the member's events land (member-events is keyed by the raw member id);
             # Faust writes a table's changelog to its source partition, its key as JSON
             partition = partitioner(member.encode(), partitions, partitions)
+            template = templates[i % len(templates)]
             value = orjson.dumps({**template, "member_id": member, "partition": partition})
             key = orjson.dumps(member)
             total += len(value) + len(key)
