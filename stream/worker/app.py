@@ -512,12 +512,7 @@ def build_app(
         delivery.add_done_callback(_stop_if_undelivered)  # type: ignore[attr-defined]
         return delivery
 
-    outbox = Outbox(
-        # Faust's own aiokafka producer: the one it flushes before every commit
-        app.producer._ensure_producer,  # type: ignore[attr-defined]
-        names,
-        _stop_if_undelivered,
-    )
+    outbox = Outbox(faust_fixes.aiokafka_producer(app), names, _stop_if_undelivered)
 
     async def send_best_effort(topic: str, key: bytes | None, value: bytes) -> Any:
         """For shadow comparisons: no delivery guarantee, so an undelivered one stops nothing."""

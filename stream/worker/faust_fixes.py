@@ -98,10 +98,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Coroutine, Generator, Mapping
+from collections.abc import Callable, Coroutine, Generator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import faust
 from faust.transport.consumer import CONSUMER_FETCHING, Consumer, ThreadDelegateConsumer
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.transport.producer import ProducerBuffer
@@ -496,6 +497,22 @@ async def _seek_on_the_consumer_thread(
         thread.seek(partition, offset)
 
     await thread.call_thread(seek)
+
+
+def aiokafka_producer(app: Any) -> Callable[[], Any]:
+    """Faust's own aiokafka producer, for ``stream.worker.outbox.Outbox``: the producer Faust
+    flushes before every commit (fix 4 waits for its acknowledgements), so record batches sent
+    through it are covered by that flush like any other send. Faust has no public accessor;
+    its aiokafka ``Producer._ensure_producer`` (0.15) is it. Checked when the app is built, so
+    a Faust without it fails at start with this line, not at the first batch."""
+    ensure = getattr(app.producer, "_ensure_producer", None)
+    if not callable(ensure):
+        raise RuntimeError(
+            f"faust-streaming {faust.__version__}: its producer "
+            f"({type(app.producer).__name__}) has no _ensure_producer(); the outbox needs "
+            "Faust's aiokafka producer (faust-streaming 0.15, aiokafka transport)"
+        )
+    return ensure
 
 
 def apply(

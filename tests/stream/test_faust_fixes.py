@@ -481,3 +481,17 @@ async def test_the_trace_counts_what_aiokafka_returned_per_partition() -> None:
     assert records == {a: [1, 2, 3], b: [4]}  # handed on unchanged
     after = faust_fixes.TRACE.fetched[("x.chats", 0)], faust_fixes.TRACE.fetched[("x.chats", 1)]
     assert (after[0] - before[0], after[1] - before[1]) == (3, 1)
+
+
+def test_the_outbox_reaches_fausts_own_aiokafka_producer_or_refuses_at_build() -> None:
+    import faust
+    from faust.exceptions import NotReady
+
+    app = faust.App("outbox-accessor", broker="kafka://127.0.0.1:1")  # no I/O until started
+    ensure = faust_fixes.aiokafka_producer(app)
+    assert ensure.__self__ is app.producer  # the producer Faust flushes before a commit
+    with pytest.raises(NotReady):  # its aiokafka producer exists once Faust started it
+        ensure()
+    other = SimpleNamespace(producer=SimpleNamespace(send=lambda *a: None))
+    with pytest.raises(RuntimeError, match="has no _ensure_producer"):
+        faust_fixes.aiokafka_producer(other)
