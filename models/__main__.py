@@ -372,14 +372,17 @@ def tune_zh_command(max_minutes: float | None, checkpoint: Path | None, json_out
     beside the checkpoint (not served) and a before/after report."""
     import json
 
-    from models.training.tune_zh import run_tune_zh, work_dir
+    from models.training.tune_zh import CheckpointMismatchError, run_tune_zh, work_dir
 
     checkpoint = checkpoint or work_dir() / "checkpoint.pt"
-    report = run_tune_zh(
-        checkpoint,
-        max_seconds=None if max_minutes is None else max_minutes * 60,
-        on_stage=console.print,
-    )
+    try:
+        report = run_tune_zh(
+            checkpoint,
+            max_seconds=None if max_minutes is None else max_minutes * 60,
+            on_stage=console.print,
+        )
+    except CheckpointMismatchError as exc:
+        raise click.ClickException(str(exc)) from exc
     if report is None:
         console.print(f"time is up: checkpoint {checkpoint}; run the same command to go on")
         return

